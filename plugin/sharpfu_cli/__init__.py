@@ -1,0 +1,1 @@
+"""The sharpfu command line."""

@@ -1,0 +1,492 @@
+"""The SharpFu client: one ZeroMQ DEALER socket to the server.
+
+Every plug-in and the CLI use it. It needs only Python's standard library
+and pyzmq, because it runs inside GIMP's own Python (2.7 or 3.x).
+
+    client = Client()
+    result = client.run("upscale", [Frame(data, width, height, 4, "u8")],
+                        {"scale": 2}, progress=lambda f, stage: ...)
+    pixels = result.frame("image").data
+
+A job's replies are told apart by their parent id, so one client can have
+several jobs in flight (see `submit` and `wait`).
+"""
+from __future__ import absolute_import, division, print_function
+
+import os
+import time
+
+import zmq
+
+from . import config as config_module
+from . import launcher, wire
+from .errors import Cancelled, ConnectionLost, JobFailed, ServerUnavailable, SharpFuError, Timeout
+from .shm import SegmentPool, default_directory
+
+now = getattr(time, "monotonic", time.time)
+
+CONNECT_TIMEOUT = 2.0     # seconds to wait for a running server's first answer
+START_TIMEOUT = 120.0     # seconds a freshly started server may take to answer
+JOB_TIMEOUT = 60.0        # seconds of silence after which the server counts as dead
+                          # (it sends progress at least once a second)
+
+
+def _nbytes(data):
+    view = memoryview(data)
+    return view.nbytes if hasattr(view, "nbytes") else len(view) * view.itemsize
+
+
+class Frame(object):
+    """Pixels and their geometry: rows top to bottom, channels interleaved,
+    samples u8, u16 or f32 (little-endian). `data` is anything with the
+    buffer protocol: bytes, bytearray, memoryview, a numpy array."""
+
+    def __init__(self, data, width, height, channels, format="u8", name="image"):
+        self.data = data
+        self.width = int(width)
+        self.height = int(height)
+        self.channels = int(channels)
+        self.format = format
+        self.name = name
+        if format not in wire.SAMPLE_BYTES:
+            raise ValueError("format must be u8, u16 or f32, not %r" % (format,))
+        if _nbytes(data) != self.nbytes:
+            raise ValueError("frame %r holds %d bytes; %dx%dx%d %s needs %d" % (
+                name, _nbytes(data), self.width, self.height, self.channels, format, self.nbytes))
+
+    @property
+    def nbytes(self):
+        return self.width * self.height * self.channels * wire.SAMPLE_BYTES[self.format]
+
+    def descriptor(self):
+        return {"name": self.name, "width": self.width, "height": self.height,
+                "channels": self.channels, "format": self.format}
+
+    @classmethod
+    def from_descriptor(cls, desc, data):
+        return cls(data, desc["width"], desc["height"], desc["channels"], desc["format"], desc["name"])
+
+    def __repr__(self):
+        return "Frame(%r, %dx%dx%d %s)" % (self.name, self.width, self.height, self.channels, self.format)
+
+
+class Result(object):
+    """What a finished job returned: its frames and the server's header
+    (`method` says which model or classical method produced it).
+
+    With copy=False the frames may be views into shared memory that stay
+    valid until release() (or until the Result is garbage-collected)."""
+
+    def __init__(self, header, frames, lease=None, pool=None):
+        self.header = header
+        self.frames = frames
+        self._lease = lease
+        self._pool = pool
+
+    @property
+    def method(self):
+        return self.header.get("method") or {}
+
+    def frame(self, name):
+        for frame in self.frames:
+            if frame.name == name:
+                return frame
+        raise KeyError("the result has no frame named %r" % (name,))
+
+    def release(self):
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            for frame in self.frames:
+                frame.data = None
+            self._pool.release(lease)
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:
+            pass
+
+
+class Job(object):
+    """A job submitted to the server. `state` moves from "sent" to "queued",
+    "running", and ends as "done", "failed" or "cancelled"."""
+
+    def __init__(self, op, frames, params):
+        self.op = op
+        self.frames = frames
+        self.params = params
+        self.id = None
+        self.state = "sent"
+        self.fraction = 0.0
+        self.stage = ""
+        self.queue_position = None
+        self.result = None
+        self.error = None
+        self.last_heard = now()
+        self.cancel_sent = False
+        self._lease = None
+        self._on_progress = None
+
+    @property
+    def finished(self):
+        return self.state in ("done", "failed", "cancelled")
+
+
+class Client(object):
+    """A connection to one SharpFu server.
+
+    endpoint, key and the way to start a server come from the configuration
+    (config.load), unless given here. `beside` is a plug-in's own folder,
+    searched for sharpfu.json first."""
+
+    def __init__(self, endpoint=None, config=None, config_path=None, beside=None,
+                 timeout=None, connect_timeout=CONNECT_TIMEOUT, start_timeout=START_TIMEOUT,
+                 autostart=True, use_shm=True, context=None):
+        self.config = config if config is not None else config_module.load(config_path, beside)
+        self.endpoint = endpoint or self.config.get("endpoint") or config_module.DEFAULT_ENDPOINT
+        self.key = config_module.key_bytes(self.config)
+        client_config = self.config.get("client") or {}
+        self.timeout = float(timeout or client_config.get("timeout") or JOB_TIMEOUT)
+        self.connect_timeout = connect_timeout
+        self.start_timeout = start_timeout
+        self.autostart = autostart
+        self.use_shm = use_shm and config_module.is_local_endpoint(self.endpoint)
+        self.session = wire.new_id()
+        self.server_status = None
+        self._context = context or zmq.Context.instance()
+        self._socket = None
+        self._monitor = None
+        self._jobs = {}
+        self._replies = {}
+        self._pool = None
+
+    # -- connection ---------------------------------------------------------
+
+    def _open_socket(self):
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        client_config = self.config.get("client") or {}
+        if client_config.get("curve_server_public_file"):
+            self._set_curve(sock, client_config)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        sock.connect(self.endpoint)
+        self._socket = sock
+
+    def _set_curve(self, sock, client_config):
+        import zmq.auth
+        server_public, _ = zmq.auth.load_certificate(client_config["curve_server_public_file"])
+        secret_file = client_config.get("curve_secret_file")
+        if not secret_file:
+            raise SharpFuError("The configuration names the server's CURVE key but not this "
+                               "client's key pair (client.curve_secret_file).", "bad_params")
+        public, secret = zmq.auth.load_certificate(secret_file)
+        if secret is None:
+            raise SharpFuError("%s holds no secret key." % secret_file, "bad_params")
+        sock.curve_serverkey = server_public
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+
+    def _reset_socket(self):
+        """After a lost connection: a fresh socket, so that nothing queued for
+        the old server reaches a new one."""
+        self._close_socket()
+        self._open_socket()
+
+    def _close_socket(self):
+        if self._socket is not None:
+            try:
+                self._socket.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
+            self._socket.close(0)
+            self._socket = self._monitor = None
+
+    def connect(self):
+        """Make sure a server answers, starting one if allowed. Returns its status."""
+        if self._socket is None:
+            self._open_socket()
+        try:
+            return self.status(timeout=self.connect_timeout)
+        except (Timeout, ConnectionLost):
+            pass
+        if not self.autostart:
+            raise ServerUnavailable("No SharpFu server answers at %s. Start one with "
+                                    "'sharpfu-server'." % self.endpoint)
+        if not config_module.is_local_endpoint(self.endpoint):
+            raise ServerUnavailable("The SharpFu server at %s does not answer. It runs on another "
+                                    "machine, so it cannot be started from here." % self.endpoint)
+        return self._start_server()
+
+    def _start_server(self):
+        try:
+            process, log = launcher.start(self.config, self.endpoint)
+        except ValueError:
+            raise ServerUnavailable("No SharpFu server answers at %s, and SharpFu does not know how "
+                                    "to start one. Run install.py again, or start 'sharpfu-server' "
+                                    "yourself." % self.endpoint)
+        except OSError as exc:
+            raise ServerUnavailable("The SharpFu server could not be started (%s). Run install.py "
+                                    "again, or start 'sharpfu-server' yourself." % exc)
+        deadline = now() + self.start_timeout
+        while now() < deadline:
+            try:
+                return self.status(timeout=0.5)
+            except (Timeout, ConnectionLost):
+                pass
+            if process.poll() is not None:
+                try:  # another client may have started one at the same moment
+                    return self.status(timeout=1.0)
+                except (Timeout, ConnectionLost):
+                    raise ServerUnavailable("The SharpFu server stopped right after starting: %s "
+                                            "(log: %s)" % (launcher.log_tail(log) or "no output", log))
+        raise ServerUnavailable("The SharpFu server did not answer within %d s of starting. "
+                                "See its log: %s" % (self.start_timeout, log))
+
+    def close(self):
+        for job in list(self._jobs.values()):
+            if not job.finished:
+                try:
+                    self.cancel(job)
+                except SharpFuError:
+                    pass
+        self._close_socket()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- requests -----------------------------------------------------------
+
+    def _send(self, header, payloads=()):
+        if self._socket is None:
+            self._open_socket()
+        self._socket.send_multipart(wire.pack(header, payloads, self.key), copy=False)
+
+    def _request(self, header, timeout):
+        """Send a status or cancel request and wait for its direct answer."""
+        self._replies[header["id"]] = None
+        self._send(header)
+        deadline = now() + timeout
+        try:
+            while self._replies[header["id"]] is None:
+                left = deadline - now()
+                if left <= 0:
+                    raise Timeout("The SharpFu server at %s did not answer within %.0f s." % (
+                        self.endpoint, timeout))
+                self._pump(min(left, 0.1))
+            return self._replies[header["id"]]
+        finally:
+            self._replies.pop(header["id"], None)
+
+    def status(self, timeout=None):
+        """The server's status: version, device, memory, models and limits."""
+        reply = self._request(wire.make_header("status", session=self.session),
+                              timeout or self.timeout)
+        if reply["type"] == "error":
+            raise JobFailed(reply.get("message"), reply.get("code"))
+        self.server_status = reply.get("status") or {}
+        return self.server_status
+
+    def submit(self, op, frames, params=None):
+        """Send a job; returns its Job at once. Connects (and starts a server)
+        first when needed."""
+        if self.server_status is None:
+            self.connect()
+        job = Job(op, list(frames), dict(params or {}))
+        self._check_limits(job)
+        self._send_job(job)
+        return job
+
+    def _check_limits(self, job):
+        """Refuse here what the server would refuse: a message over its size
+        cap would not even be answered (ZeroMQ drops the connection)."""
+        limits = (self.server_status or {}).get("limits") or {}
+        max_pixels = limits.get("max_pixels")
+        too_large = SharpFuError(
+            "The image is larger than the SharpFu server accepts (%.1f megapixels at most). Work "
+            "on a smaller region or raise max_megapixels in the server's configuration." % (
+                (max_pixels or 0) / 1e6), "too_large")
+        for frame in job.frames:
+            if max_pixels and frame.width * frame.height > max_pixels:
+                raise too_large
+        max_bytes = limits.get("max_message_bytes")
+        if max_bytes and max(f.nbytes for f in job.frames) > max_bytes:
+            raise too_large
+
+    def _shm_pool(self):
+        if not self.use_shm:
+            return None
+        if self._pool is None:
+            offered = (self.server_status or {}).get("shm") or {}
+            directory = offered.get("dir")
+            if not directory or directory != default_directory() or not os.access(directory, os.W_OK):
+                self.use_shm = False
+                return None
+            self._pool = SegmentPool(directory)
+        return self._pool
+
+    def _send_job(self, job):
+        header = wire.make_header("job", op=job.op, params=job.params, session=self.session,
+                                  frames=[f.descriptor() for f in job.frames])
+        pool = self._shm_pool()
+        payloads = []
+        if pool is not None:
+            inputs = sum(f.nbytes for f in job.frames)
+            scale = job.params.get("scale", 1) if isinstance(job.params.get("scale"), int) else 1
+            reply = max(f.nbytes for f in job.frames) * scale * scale
+            if job._lease is None or job._lease.size < inputs + reply:
+                if job._lease is not None:
+                    pool.release(job._lease)
+                job._lease = pool.acquire(inputs + reply)
+            offset = 0
+            for desc, frame in zip(header["frames"], job.frames):
+                job._lease.write(offset, frame.data)
+                desc["shm"] = {"segment": job._lease.name, "offset": offset, "size": frame.nbytes}
+                offset += frame.nbytes
+            header["reply_shm"] = {"segment": job._lease.name, "offset": offset,
+                                   "size": job._lease.size - offset}
+        else:
+            payloads = [f.data for f in job.frames]
+        if job.id is not None:
+            self._jobs.pop(job.id, None)
+        job.id = header["id"]
+        job.last_heard = now()
+        self._jobs[job.id] = job
+        self._send(header, payloads)
+
+    def cancel(self, job):
+        """Ask the server to stop a job. The job then ends as cancelled (or
+        done, when it finished first)."""
+        if job.finished or job.cancel_sent:
+            return
+        job.cancel_sent = True
+        self._send(wire.make_header("cancel", job=job.id, session=self.session))
+
+    def wait(self, job, progress=None, cancelled=None, copy=True):
+        """Wait for a job to end; returns its Result or raises.
+
+        progress(fraction, stage) is called for every progress message;
+        cancelled() is polled about ten times a second and cancels the job
+        when it returns True."""
+        job._on_progress = progress
+        try:
+            while not job.finished:
+                if cancelled is not None and not job.cancel_sent and cancelled():
+                    self.cancel(job)
+                self._pump(0.1)
+                if not job.finished and now() - job.last_heard > self.timeout:
+                    self._fail(job, Timeout(
+                        "The SharpFu server stopped answering for %.0f s while working on this "
+                        "image. Your image is unchanged." % self.timeout))
+                    self._reset_socket()
+        finally:
+            job._on_progress = None
+            self._jobs.pop(job.id, None)
+        if job.state != "done":
+            self._release_lease(job)
+            raise job.error
+        return self._collect(job, copy)
+
+    def run(self, op, frames, params=None, progress=None, cancelled=None, copy=True):
+        """Submit a job and wait for its result."""
+        return self.wait(self.submit(op, frames, params), progress, cancelled, copy)
+
+    # -- replies ------------------------------------------------------------
+
+    def _pump(self, timeout):
+        """Handle whatever arrives within `timeout` seconds."""
+        if self._socket is None:
+            self._open_socket()
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        events = dict(poller.poll(int(timeout * 1000)))
+        if self._monitor in events:
+            self._monitor.recv_multipart()
+            self._connection_lost()
+            return
+        while self._socket is not None and self._socket.poll(0, zmq.POLLIN):
+            parts = self._socket.recv_multipart(copy=False)
+            try:
+                header, payloads = wire.unpack(parts, self.key)
+            except wire.WireError:
+                continue  # not from a SharpFu server speaking our key; ignore
+            self._dispatch(header, payloads)
+
+    def _connection_lost(self):
+        lost = [job for job in self._jobs.values() if not job.finished]
+        for job in lost:
+            self._fail(job, ConnectionLost(
+                "The SharpFu server went away while working on this image (it may have crashed or "
+                "run out of memory; see %s). Your image is unchanged." % launcher.log_path()))
+        self.server_status = None
+        self._reset_socket()
+
+    def _dispatch(self, header, payloads):
+        parent = header.get("parent")
+        if parent in self._replies and header["type"] in ("status", "cancel", "error"):
+            self._replies[parent] = header
+            return
+        job = self._jobs.get(parent)
+        if job is None or job.finished:
+            return  # a late reply to a job that already ended here
+        job.last_heard = now()
+        kind = header["type"]
+        if kind == "progress":
+            job.fraction = float(header.get("fraction", job.fraction))
+            job.stage = header.get("stage", job.stage)
+            job.queue_position = header.get("queue_position")
+            job.state = "queued" if job.queue_position else "running"
+            if job._on_progress is not None:
+                job._on_progress(job.fraction, job.stage)
+        elif kind == "result":
+            job.result = (header, payloads)
+            job.state = "done"
+        elif kind == "error":
+            code = header.get("code") or "internal"
+            if code == "shm_unavailable":
+                self.use_shm = False
+                self._release_lease(job)
+                self._send_job(job)  # the same job again, pixels inline
+            elif code == "cancelled":
+                self._fail(job, Cancelled(header.get("message")), "cancelled")
+            else:
+                self._fail(job, JobFailed(header.get("message"), code, header.get("detail")))
+
+    def _fail(self, job, error, state="failed"):
+        job.error = error
+        job.state = state
+
+    def _release_lease(self, job):
+        if job._lease is not None:
+            self._pool.release(job._lease)
+            job._lease = None
+
+    def _collect(self, job, copy):
+        header, payloads = job.result
+        frames = []
+        inline = iter(payloads)
+        for desc in header.get("frames") or []:
+            ref = desc.get("shm")
+            if ref is not None:
+                if job._lease is None or ref.get("segment") != job._lease.name:
+                    raise SharpFuError("The server answered with memory this client does not own.",
+                                       "bad_message")
+                data = job._lease.view(ref["offset"], ref["size"])
+            else:
+                part = next(inline)
+                data = part.buffer if hasattr(part, "buffer") else part
+            if copy and not isinstance(data, bytes):
+                data = memoryview(data).tobytes()
+            frames.append(Frame.from_descriptor(desc, data))
+        if copy or job._lease is None:
+            self._release_lease(job)
+            return Result(header, frames)
+        lease, job._lease = job._lease, None
+        return Result(header, frames, lease, self._pool)

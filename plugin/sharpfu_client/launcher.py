@@ -1,0 +1,89 @@
+"""Start the SharpFu server when no server answers.
+
+install.py records the command (`server_command` in the configuration);
+the CLI, which runs inside the server's own virtual environment, can also
+start it with its own interpreter. The server is started detached, so that
+it outlives the plug-in that started it and keeps its models warm; it logs
+to the state folder and, when auto-started, exits after a long idle time.
+"""
+from __future__ import absolute_import, division, print_function
+
+import os
+import shlex
+import subprocess
+import sys
+
+from . import config as config_module
+
+DEFAULT_IDLE_EXIT = 1800  # seconds; frees the GPU memory of a forgotten server
+
+
+def server_command(config):
+    """The argv that starts the server, or None when nothing says how."""
+    command = config.get("server_command")
+    if not command and os.environ.get("SHARPFU_SERVER_COMMAND"):
+        command = shlex.split(os.environ["SHARPFU_SERVER_COMMAND"])
+    if isinstance(command, (list, tuple)) and command:
+        return [str(part) for part in command]
+    if command:
+        return shlex.split(str(command))
+    return None
+
+
+def log_path():
+    return os.path.join(config_module.state_dir(), "server.log")
+
+
+def _clean_environment():
+    # GIMP runs plug-ins with its own Python settings; the server's virtual
+    # environment must not inherit them.
+    env = dict(os.environ)
+    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONNOUSERSITE"):
+        env.pop(name, None)
+    return env
+
+
+def start(config, endpoint):
+    """Start the server detached; returns (Popen, log file path).
+
+    Raises OSError when the command cannot be run, ValueError when there is
+    no command."""
+    argv = server_command(config)
+    if not argv:
+        raise ValueError("no server command is configured")
+    argv = argv + ["--endpoint", endpoint]
+    if config.get("_path"):
+        argv += ["--config", config["_path"]]
+    idle = config.get("client", {}).get("autostart_idle_exit", DEFAULT_IDLE_EXIT)
+    if idle:
+        argv += ["--idle-exit", str(int(idle))]
+    path = log_path()
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory)
+    log = open(path, "ab")
+    kwargs = {"stdin": open(os.devnull, "rb"), "stdout": log, "stderr": subprocess.STDOUT,
+              "env": _clean_environment(), "cwd": os.path.expanduser("~")}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = 0x00000008 | 0x00000200 | 0x08000000
+        # DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
+    else:
+        kwargs["close_fds"] = True
+        kwargs["preexec_fn"] = os.setsid  # not killed with GIMP's process group
+    try:
+        process = subprocess.Popen(argv, **kwargs)
+    finally:
+        log.close()
+    return process, path
+
+
+def log_tail(path, lines=3):
+    """The last lines of the server log, for error messages."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - 4096))
+            text = handle.read().decode("utf-8", "replace")
+    except (IOError, OSError):
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])

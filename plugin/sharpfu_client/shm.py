@@ -1,0 +1,107 @@
+"""Shared memory for the pixels of local jobs.
+
+On one machine a ZeroMQ socket moves pixels at a small fraction of memory
+bandwidth (every byte is copied through the kernel twice), so a local client
+puts its pixels into a segment of shared memory and sends only their
+description. The client owns every segment: it creates it, the server maps
+it by name (a fixed prefix plus hex digits, never a path) and writes the
+result into the reply region, and the client removes it. Segments are reused
+from job to job because first-touching fresh pages costs more than copying
+into warm ones.
+"""
+from __future__ import absolute_import, division, print_function
+
+import mmap
+import os
+import sys
+import uuid
+
+from .wire import SEGMENT_PREFIX
+
+MIB = 1 << 20
+
+
+def default_directory():
+    """Where segments live: tmpfs on Linux. Other systems use the socket."""
+    if sys.platform.startswith("linux") and os.path.isdir("/dev/shm"):
+        return "/dev/shm"
+    return None
+
+
+class Segment(object):
+    """One segment, mapped read-write into this process."""
+
+    def __init__(self, directory, size):
+        self.name = SEGMENT_PREFIX + uuid.uuid4().hex
+        self.path = os.path.join(directory, self.name)
+        self.size = size
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        except Exception:
+            os.unlink(self.path)
+            raise
+        finally:
+            os.close(fd)
+
+    def write(self, offset, data):
+        view = memoryview(data)
+        if sys.version_info[0] < 3:
+            self._map[offset:offset + len(view) * view.itemsize] = view.tobytes()
+        else:
+            view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+            self._map[offset:offset + view.nbytes] = view
+
+    def view(self, offset, size):
+        """The bytes at offset: a zero-copy memoryview on Python 3, a copy on 2.7
+        (whose mmap has no new-style buffer)."""
+        if sys.version_info[0] < 3:
+            return self._map[offset:offset + size]
+        return memoryview(self._map)[offset:offset + size]
+
+    def close(self):
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        try:
+            self._map.close()
+        except BufferError:
+            pass  # a caller still holds a view; the mapping goes with it
+
+
+class SegmentPool(object):
+    """Segments for jobs in flight, and a few idle ones kept for reuse."""
+
+    def __init__(self, directory, keep_bytes=2048 * MIB):
+        self.directory = directory
+        self.keep_bytes = keep_bytes
+        self._idle = []
+
+    def acquire(self, size):
+        fitting = [s for s in self._idle if s.size >= size]
+        if fitting:
+            segment = min(fitting, key=lambda s: s.size)
+            self._idle.remove(segment)
+            return segment
+        # Round up so that slightly larger images reuse the segment.
+        rounded = max(MIB, (size + size // 8 + MIB - 1) // MIB * MIB)
+        return Segment(self.directory, rounded)
+
+    def release(self, segment):
+        self._idle.append(segment)
+        self._idle.sort(key=lambda s: -s.size)
+        kept, total = [], 0
+        for idle in self._idle:
+            if total + idle.size <= self.keep_bytes and len(kept) < 4:
+                kept.append(idle)
+                total += idle.size
+            else:
+                idle.close()
+        self._idle = kept
+
+    def close(self):
+        for segment in self._idle:
+            segment.close()
+        self._idle = []

@@ -1,0 +1,198 @@
+"""Running a job on the device: pick the method, prepare the pixels, tile,
+recover from running out of memory, and write the result frames."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import device as devices
+from . import pixels, tiling
+from .catalog import Catalog
+from .jobs import Job, JobError
+from .methods import ImageMethod, MatteMethod
+from .methods.lanczos import upscale as lanczos_upscale
+
+log = logging.getLogger("sharpfu.engine")
+
+MIN_TILE = 64
+CPU_TILE_LIMIT = 1024     # larger CPU tiles gain no speed and coarsen progress
+
+Report = Callable[[float, str], None]
+
+
+class Engine:
+    def __init__(self, settings):
+        self.settings = settings
+        self.device = devices.select(settings.device)
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.catalog = Catalog(settings)
+
+    def status(self) -> dict:
+        return {"device": devices.describe(self.device, self.settings.precision),
+                "methods": self.catalog.info(),
+                "defaults": self.catalog.defaults()}
+
+    # -- one job --------------------------------------------------------------
+
+    def run(self, job: Job, report: Report) -> tuple[list[tuple[dict, np.ndarray, dict | None]], dict]:
+        """Returns the result frames (descriptor, array, shared-memory ref or
+        None) and the description of the method that made them."""
+        for desc, array in job.inputs.values():
+            if not pixels.is_finite(array):
+                raise JobError("bad_pixels", "Frame %r contains NaN or infinite values. Replace "
+                               "them (e.g. flatten or clamp the layer) and try again." % desc["name"])
+        if job.op == "echo":
+            return self._echo(job, report), {"name": "echo", "kind": "diagnostic",
+                                              "title": "Pass-through"}
+        if job.op == "matte":
+            method = self.catalog.pick("matte", job.params["method"])
+            return self._matte(job, method, report), method.info()
+        stages = self._stages(job)
+        return self._image(job, stages, report), _describe(stages)
+
+    def _stages(self, job: Job) -> list[tuple[ImageMethod, int]]:
+        scale = job.params.get("scale") or 1
+        if job.op == "upscale":
+            return [(self.catalog.pick("upscale", job.params["method"], scale), scale)]
+        if job.op == "deblur":
+            return [(self.catalog.pick("deblur", job.params["method"]), 1)]
+        # sharpen: deblur, then upscale; `method` names the deblurrer.
+        stages = [(self.catalog.pick("deblur", job.params["method"]), 1)]
+        if scale > 1:
+            stages.append((self.catalog.pick("upscale", None, scale), scale))
+        return stages
+
+    def _image(self, job: Job, stages, report: Report):
+        desc, image = job.inputs["image"]
+        scale = math.prod(s for _, s in stages)
+        channels = desc["channels"]
+        has_alpha = channels in (2, 4)
+        if has_alpha:
+            report(0.0, "preparing transparent areas")
+            image = pixels.fill_transparent(image, desc["format"])
+        for method, _ in stages:
+            self.catalog.ensure_loaded(method, self.device)
+        colour_channels = channels - has_alpha
+        rgb_only = any(m.rgb_only for m, _ in stages)
+
+        def tile_fn(inputs: list[torch.Tensor]) -> torch.Tensor:
+            x = inputs[0]
+            colour, alpha = (x[:, :colour_channels], x[:, colour_channels:]) if has_alpha else (x, None)
+            if rgb_only and colour_channels == 1:
+                colour = colour.expand(-1, 3, -1, -1)
+            for method, stage_scale in stages:
+                colour = method.forward(colour, stage_scale).float()
+            if rgb_only and colour_channels == 1:
+                colour = colour.mean(1, keepdim=True)
+            if alpha is not None:
+                # Alpha is resampled classically: a model trained on photos
+                # has no business inventing transparency.
+                alpha = lanczos_upscale(alpha, scale).clamp_(0.0, 1.0)
+                colour = torch.cat([colour, alpha], 1)
+            return colour
+
+        out_desc = dict(desc, width=desc["width"] * scale, height=desc["height"] * scale)
+        out, ref = job.allocate(out_desc)
+        margin = sum(m.margin for m, _ in stages)
+        bytes_per_pixel = max(m.bytes_per_pixel for m, _ in stages) * scale * scale
+        title = " + ".join(m.title for m, _ in stages)
+        self._tiled(job, [image], [desc["format"]], out, desc["format"], tile_fn, scale, margin,
+                    bytes_per_pixel, title, report)
+        return [(out_desc, out, ref)]
+
+    def _matte(self, job: Job, method: MatteMethod, report: Report):
+        desc, image = job.inputs["image"]
+        mask_desc, mask = job.inputs["mask"]
+        channels = desc["channels"]
+        has_alpha = channels in (2, 4)
+        if has_alpha:
+            image = pixels.fill_transparent(image, desc["format"])
+        colour_channels = channels - has_alpha
+        self.catalog.ensure_loaded(method, self.device)
+
+        def tile_fn(inputs: list[torch.Tensor]) -> torch.Tensor:
+            colour, coarse = inputs[0][:, :colour_channels], inputs[1]
+            if colour_channels == 1:
+                colour = colour.expand(-1, 3, -1, -1)
+            return method.forward(colour, coarse.clamp(0.0, 1.0)).float()
+
+        out_desc = dict(desc, name="alpha", channels=1)
+        out, ref = job.allocate(out_desc)
+        self._tiled(job, [image, mask], [desc["format"], mask_desc["format"]], out,
+                    desc["format"], tile_fn, 1, method.margin, method.bytes_per_pixel,
+                    method.title, report)
+        return [(out_desc, out, ref)]
+
+    def _echo(self, job: Job, report: Report):
+        steps, delay = job.params["steps"], job.params["delay"]
+        for step in range(steps):
+            if job.cancel.is_set():
+                raise tiling.Cancelled()
+            if delay:
+                time.sleep(delay / steps)
+            report((step + 1) / steps, "echo %d/%d" % (step + 1, steps))
+        results = []
+        for desc, array in job.inputs.values():
+            out, ref = job.allocate(desc)
+            np.copyto(out, array)
+            results.append((desc, out, ref))
+        return results
+
+    # -- tiling and memory ----------------------------------------------------
+
+    def _tile_size(self, job: Job, bytes_per_pixel: float) -> int:
+        requested = job.params.get("tile") or self.settings.tile
+        if requested:
+            return max(MIN_TILE, requested)
+        free, _ = devices.memory(self.device)
+        budget = free * (0.6 if self.device.type == "cuda" else 0.25)
+        side = int(math.sqrt(budget / bytes_per_pixel)) // 64 * 64
+        if self.device.type != "cuda":
+            side = min(side, CPU_TILE_LIMIT)
+        return max(256, min(side, 4096))
+
+    def _tiled(self, job: Job, sources, formats, out, out_format, tile_fn, scale, margin,
+               bytes_per_pixel, title, report: Report) -> None:
+        tile = self._tile_size(job, bytes_per_pixel)
+        # After a retry, progress goes on from where it was: clients count on
+        # it never going backwards.
+        floor = [0.0, 0.0]  # fraction at the last retry, last fraction reported
+
+        def progress(done: int, total: int) -> None:
+            floor[1] = floor[0] + (1.0 - floor[0]) * done / total
+            report(floor[1], "%s: tile %d of %d" % (title, done, total) if total > 1 else title)
+
+        while True:
+            try:
+                tiling.run_tiled(sources, formats, out, out_format, tile_fn, scale=scale,
+                                 tile=tile, margin=margin, device=self.device, progress=progress,
+                                 cancelled=job.cancel.is_set)
+                return
+            except Exception as error:  # noqa: BLE001 - only out-of-memory is retried
+                if not devices.is_out_of_memory(error):
+                    raise
+                devices.release_cached(self.device)
+                smaller = tile // 2
+                if smaller < max(MIN_TILE, 4 * margin):
+                    raise JobError("out_of_memory")
+                log.warning("job %s: out of memory with %d px tiles; retrying with %d px",
+                            job.id, tile, smaller)
+                floor[0] = floor[1]
+                report(floor[0], "out of memory; retrying with smaller tiles (%d px)" % smaller)
+                tile = smaller
+
+
+def _describe(stages) -> dict:
+    infos = [m.info() for m, _ in stages]
+    if len(infos) == 1:
+        return infos[0]
+    kinds = {i["kind"] for i in infos}
+    return {"name": "+".join(i["name"] for i in infos),
+            "kind": kinds.pop() if len(kinds) == 1 else "mixed",
+            "title": " then ".join(i["title"] for i in infos), "stages": infos}

@@ -1,0 +1,58 @@
+"""A job as the server holds it, from the moment it is accepted until its
+result or error has been sent."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import pixels
+
+
+class JobError(Exception):
+    """Ends a job with an error reply: a wire.ERRORS code and a sentence for the user."""
+
+    def __init__(self, code: str, message: str | None = None):
+        from sharpfu_client.wire import ERRORS
+        super().__init__(message or ERRORS[code])
+        self.code = code
+        self.message = message or ERRORS[code]
+
+
+@dataclass(eq=False)
+class Job:
+    id: str
+    client: bytes
+    op: str
+    params: dict
+    inputs: dict                      # frame name -> (descriptor, read-only array)
+    held_bytes: int = 0               # inline bytes this job keeps in server memory
+    reply_region: memoryview | None = None   # the client's shared memory for the result
+    reply_ref: dict | None = None
+    received: float = field(default_factory=time.monotonic)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    state: str = "queued"             # queued, running, finished
+    # Kept by the broker thread only:
+    fraction: float = 0.0
+    stage: str = "queued"
+    seq: int = 0
+    last_sent: float = 0.0
+    orphaned: bool = False            # its client went away; send nothing more
+    _reply_used: int = 0
+
+    def allocate(self, desc: dict) -> tuple[np.ndarray, dict | None]:
+        """A writable array for one result frame: in the client's shared
+        memory when it fits there, else in our own memory (sent inline)."""
+        nbytes = desc["width"] * desc["height"] * desc["channels"] * \
+            pixels.DTYPES[desc["format"]].itemsize
+        if self.reply_region is not None and self._reply_used + nbytes <= len(self.reply_region):
+            start = self._reply_used
+            self._reply_used += nbytes
+            array = pixels.as_array(self.reply_region[start:start + nbytes], desc)
+            ref = {"segment": self.reply_ref["segment"],
+                   "offset": self.reply_ref["offset"] + start, "size": nbytes}
+            return array, ref
+        shape = (desc["height"], desc["width"], desc["channels"])
+        return np.empty(shape, pixels.DTYPES[desc["format"]]), None

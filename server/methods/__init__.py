@@ -1,0 +1,49 @@
+"""Implementations the ops can run: classical methods here, trained networks
+in models/ (wrapped by server.catalog). Each is a Method."""
+from __future__ import annotations
+
+import torch
+
+
+class Method:
+    """One way of doing an op.
+
+    kind is "classical" or "network": status and the CLI show it, and a
+    classical method is never presented as AI. margin is how many input
+    pixels of context each output pixel depends on at most (the tiler cuts
+    with that much to spare); rgb_only methods get grey images as RGB."""
+
+    name = ""
+    kind = "classical"
+    title = ""
+    description = ""
+    source = "built in"
+    ops: tuple[str, ...] = ()
+    scales: tuple[int, ...] = (1,)
+    margin = 0
+    rgb_only = False
+    bytes_per_pixel = 64.0   # working memory per input pixel, for tile sizing
+
+    def __init__(self):
+        self.loaded = self.kind == "classical"
+
+    def load(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Load weights onto the device; classical methods have none."""
+        self.loaded = True
+
+    def info(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "title": self.title,
+                "description": self.description, "source": self.source, "ops": list(self.ops),
+                "scales": list(self.scales), "loaded": self.loaded}
+
+
+class ImageMethod(Method):
+    def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        """float32 (1, c, h, w) in [0, 1] -> (1, c, h * scale, w * scale)."""
+        raise NotImplementedError
+
+
+class MatteMethod(Method):
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(1, 3, h, w) colour and (1, 1, h, w) coarse mask -> (1, 1, h, w) alpha."""
+        raise NotImplementedError

@@ -1,0 +1,99 @@
+"""The operations a job can ask for: their input frames and parameters.
+
+This is the contract of docs/PROTOCOL.md, section "Operations"; the engine
+decides how each is computed."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sharpfu_client.wire import WireError
+
+
+@dataclass(frozen=True)
+class Param:
+    kind: type
+    default: object = None
+    choices: tuple = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    help: str = ""
+
+    def check(self, op: str, name: str, value, msg_id: str):
+        if value is None and self.kind is str:
+            return None
+        valid = isinstance(value, self.kind) and not (self.kind is not bool and isinstance(value, bool))
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, valid = float(value), True
+        if not valid:
+            raise WireError("bad_params", "Option %r of %s must be %s." % (
+                name, op, {int: "an integer", float: "a number", str: "a string or null",
+                           bool: "true or false"}[self.kind]), msg_id)
+        if self.choices and value not in self.choices:
+            raise WireError("bad_params", "Option %r of %s must be one of %s, not %r." % (
+                name, op, ", ".join(str(c) for c in self.choices), value), msg_id)
+        if (self.minimum is not None and value < self.minimum) or (
+                self.maximum is not None and value > self.maximum):
+            raise WireError("bad_params", "Option %r of %s must lie between %s and %s." % (
+                name, op, self.minimum, self.maximum), msg_id)
+        return value
+
+
+COMMON = {
+    "method": Param(str, help="name of the model or method to use (see status); null: the best "
+                              "installed"),
+    "tile": Param(int, 0, minimum=0, maximum=16384,
+                  help="tile side in input pixels; 0: picked from free memory"),
+}
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    inputs: tuple[str, ...]
+    params: dict = field(default_factory=dict)
+    summary: str = ""
+
+    def all_params(self) -> dict:
+        return {**COMMON, **self.params} if self.name != "echo" else dict(self.params)
+
+    def check_params(self, params, msg_id: str) -> dict:
+        if not isinstance(params, dict):
+            raise WireError("bad_params", "'params' must be a JSON object.", msg_id)
+        known = self.all_params()
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise WireError("bad_params", "Unknown option(s) %s for %s; it takes: %s." % (
+                ", ".join(map(repr, unknown)), self.name, ", ".join(sorted(known)) or "none"),
+                msg_id)
+        return {name: spec.check(self.name, name, params.get(name, spec.default), msg_id)
+                for name, spec in known.items()}
+
+    def scale(self, params: dict) -> int:
+        return params.get("scale") or 1
+
+    def describe(self) -> dict:
+        return {"inputs": list(self.inputs), "summary": self.summary,
+                "params": {name: {"type": p.kind.__name__, "default": p.default,
+                                  **({"choices": list(p.choices)} if p.choices else {}),
+                                  **({"min": p.minimum, "max": p.maximum}
+                                     if p.minimum is not None else {}),
+                                  "help": p.help}
+                           for name, p in self.all_params().items()}}
+
+
+OPS = {spec.name: spec for spec in (
+    OpSpec("upscale", ("image",),
+           {"scale": Param(int, 2, choices=(2, 4), help="output size factor")},
+           "Enlarge the image 2x or 4x."),
+    OpSpec("deblur", ("image",), {}, "Remove blur at the same size."),
+    OpSpec("sharpen", ("image",),
+           {"scale": Param(int, 1, choices=(1, 2, 4), help="output size factor")},
+           "Deblur, then upscale: AI Sharpen."),
+    OpSpec("matte", ("image", "mask"), {},
+           "Refine a coarse mask (1 channel, the image's size) into an alpha matte."),
+    OpSpec("echo", ("image",),
+           {"delay": Param(float, 0.0, minimum=0.0, maximum=60.0,
+                           help="seconds to spend, in progress steps (for tests)"),
+            "steps": Param(int, 10, minimum=1, maximum=1000, help="progress steps")},
+           "Diagnostic: returns its frames unchanged, through the same queue as every job."),
+)}

@@ -1,0 +1,91 @@
+"""Turning a received job message into a Job, or into the error that
+answers it. Everything a client sends is checked here, before anything is
+queued: the op, every parameter, every frame's description against its
+bytes, and the server's limits."""
+from __future__ import annotations
+
+from sharpfu_client import wire
+from sharpfu_client.wire import WireError
+
+from . import pixels
+from .jobs import Job
+from .ops import OPS
+from .shm import SegmentMapper
+
+
+def parse_job(header: dict, payloads: list, client: bytes, settings, mapper: SegmentMapper) -> Job:
+    msg_id = header["id"]
+    op = header.get("op")
+    if not isinstance(op, wire.string_types) or op not in OPS:
+        raise WireError("unknown_op", "Unknown operation %r; this server offers %s." % (
+            op, ", ".join(sorted(OPS))), msg_id)
+    spec = OPS[op]
+    params = spec.check_params(header.get("params", {}), msg_id)
+    descs = header.get("frames")
+    if not isinstance(descs, list):
+        raise WireError("bad_frame", "A job needs 'frames': a list of frame descriptors.", msg_id)
+    names = [d.get("name") if isinstance(d, dict) else None for d in descs]
+    if names != list(spec.inputs):
+        raise WireError("bad_frame", "%s takes the frames %s, in that order; got %s." % (
+            op, list(spec.inputs), names), msg_id)
+    for desc in descs:
+        wire.check_frame(desc, settings.max_pixels, msg_id)
+    inline = [d for d in descs if d.get("shm") is None]
+    if len(inline) != len(payloads):
+        raise WireError("bad_frame", "The header describes %d inline frame(s) but %d came." % (
+            len(inline), len(payloads)), msg_id)
+    _check_geometry(op, descs, params, settings, msg_id)
+
+    reply_region = reply_ref = None
+    if header.get("reply_shm") is not None:
+        reply_ref = header["reply_shm"]
+        if not isinstance(reply_ref, dict):
+            raise WireError("bad_frame", "'reply_shm' must be an object.", msg_id)
+        wire.check_shm_ref(reply_ref, msg_id)
+        reply_region = mapper.view(reply_ref, msg_id)
+
+    inputs, held = {}, 0
+    payload_iter = iter(payloads)
+    for desc in descs:
+        nbytes = wire.frame_nbytes(desc)
+        if desc.get("shm") is not None:
+            buffer = mapper.view(desc["shm"], msg_id)
+        else:
+            part = next(payload_iter)
+            buffer = part.buffer if hasattr(part, "buffer") else memoryview(part)
+            if buffer.nbytes != nbytes:
+                raise WireError("bad_frame", "Frame %r has %d bytes; %dx%dx%d %s needs %d." % (
+                    desc["name"], buffer.nbytes, desc["width"], desc["height"], desc["channels"],
+                    desc["format"], nbytes), msg_id)
+            held += nbytes
+        clean = {k: desc[k] for k in ("name", "width", "height", "channels", "format")}
+        inputs[desc["name"]] = (clean, pixels.as_array(buffer, clean))
+    return Job(id=msg_id, client=client, op=op, params=params, inputs=inputs, held_bytes=held,
+               reply_region=reply_region, reply_ref=reply_ref)
+
+
+def _check_geometry(op: str, descs: list, params: dict, settings, msg_id: str) -> None:
+    image = descs[0]
+    scale = OPS[op].scale(params)
+    out_pixels = image["width"] * image["height"] * scale * scale
+    if out_pixels > settings.max_pixels:
+        raise WireError("too_large", "The result would have %.1f megapixels; this server makes at "
+                        "most %.1f. Use a smaller scale or region, or raise max_megapixels." % (
+                            out_pixels / 1e6, settings.max_pixels / 1e6), msg_id)
+    if op == "matte":
+        mask = descs[1]
+        if (mask["width"], mask["height"]) != (image["width"], image["height"]):
+            raise WireError("bad_frame", "The mask must have the image's size (%dx%d), not %dx%d."
+                            % (image["width"], image["height"], mask["width"], mask["height"]),
+                            msg_id)
+        if mask["channels"] != 1:
+            raise WireError("bad_frame", "The mask must have 1 channel, not %d."
+                            % mask["channels"], msg_id)
+
+
+def parse_cancel(header: dict) -> str:
+    job_id = header.get("job")
+    if not isinstance(job_id, wire.string_types) or not 0 < len(job_id) <= wire.MAX_ID_LENGTH:
+        raise WireError("bad_header", "A cancel request needs 'job': the id of the job to cancel.",
+                        header["id"])
+    return str(job_id)

@@ -1,0 +1,72 @@
+"""Who may talk to the server.
+
+Loopback (and ipc) endpoints are open to this machine's users, optionally
+narrowed by the HMAC signing key. Any other address would expose the server
+to the network, so binding one requires ZeroMQ CURVE: an encrypted,
+authenticated transport where only clients whose public certificates sit in
+curve_clients_dir are let in.
+"""
+from __future__ import annotations
+
+import os
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from sharpfu_client.config import is_local_endpoint
+
+
+class SecurityError(Exception):
+    pass
+
+
+def check_endpoint(settings) -> bool:
+    """Returns True when CURVE must be (and can be) used; raises SecurityError
+    when a non-local endpoint lacks keys."""
+    if settings.endpoint.startswith("ipc://") and os.name == "nt":
+        raise SecurityError("ipc:// endpoints need a POSIX system; use tcp://127.0.0.1:PORT.")
+    has_keys = bool(settings.curve_secret_file and settings.curve_clients_dir)
+    if is_local_endpoint(settings.endpoint):
+        return has_keys
+    if not has_keys:
+        raise SecurityError(
+            "Refusing to listen on %s: it is reachable from other machines, and no CURVE keys are "
+            "configured. Create keys with 'sharpfu-server --make-keys DIR', then set "
+            "curve_secret_file and curve_clients_dir (see README, 'Several machines'), or listen "
+            "on tcp://127.0.0.1 only." % settings.endpoint)
+    return True
+
+
+def enable_curve(context: zmq.Context, socket: zmq.Socket, settings) -> ThreadAuthenticator:
+    for path in (settings.curve_secret_file, settings.curve_clients_dir):
+        if not os.path.exists(path):
+            raise SecurityError("CURVE key file or folder %s does not exist." % path)
+    public, secret = zmq.auth.load_certificate(settings.curve_secret_file)
+    if secret is None:
+        raise SecurityError("%s holds no secret key; give the server's .key_secret file."
+                            % settings.curve_secret_file)
+    authenticator = ThreadAuthenticator(context)
+    authenticator.start()
+    authenticator.configure_curve(domain="*", location=settings.curve_clients_dir)
+    socket.curve_server = True
+    socket.curve_publickey = public
+    socket.curve_secretkey = secret
+    return authenticator
+
+
+def make_keys(directory: str) -> list[str]:
+    """A server and a client key pair, for a first set-up of remote servers:
+    DIR/server.key_secret is the server's curve_secret_file, DIR/clients its
+    curve_clients_dir; clients need DIR/server.key and DIR/client.key_secret."""
+    clients = os.path.join(directory, "clients")
+    os.makedirs(clients, exist_ok=True)
+    written = []
+    for name in ("server", "client"):
+        public, secret = zmq.auth.create_certificates(directory, name)
+        os.chmod(secret, 0o600)
+        written += [public, secret]
+    allowed = os.path.join(clients, "client.key")
+    os.replace(os.path.join(directory, "client.key"), allowed)
+    written[2] = allowed
+    return written

@@ -1,0 +1,95 @@
+"""A SharpFu server in a child process, for tests that need a live one."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sharpfu_client import Client, Timeout, ConnectionLost
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """Starts `python -m server` with its own config file and log."""
+
+    def __init__(self, directory: Path, key: str = "", endpoint: str | None = None,
+                 extra_args: tuple[str, ...] = (), server_settings: dict | None = None):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.endpoint = endpoint or "tcp://127.0.0.1:%d" % free_port()
+        self.key = key
+        self.config_path = self.directory / "config.json"
+        self.config_path.write_text(json.dumps({
+            "endpoint": self.endpoint, "key": key,
+            "server_command": [sys.executable, "-m", "server"],
+            "server": server_settings or {},
+        }))
+        self.log_path = self.directory / "server.log"
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen | None = None
+
+    def environment(self) -> dict:
+        env = dict(os.environ)
+        env["SHARPFU_CONFIG"] = str(self.config_path)
+        env["XDG_STATE_HOME"] = str(self.directory / "state")
+        env.pop("SHARPFU_ENDPOINT", None)
+        env.pop("SHARPFU_KEY", None)
+        return env
+
+    def start(self, wait: bool = True) -> "ServerProcess":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server", "--config", str(self.config_path),
+             "--log-level", "debug"] + self.extra_args,
+            cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def client(self, **kwargs) -> Client:
+        kwargs.setdefault("autostart", False)
+        return Client(endpoint=self.endpoint, config_path=str(self.config_path), **kwargs)
+
+    def wait_ready(self, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.client(connect_timeout=0.5) as client:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError("server exited with %s:\n%s" % (
+                        self.process.returncode, self.log()))
+                try:
+                    return client.status(timeout=0.5)
+                except (Timeout, ConnectionLost):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("server did not answer:\n" + self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
