@@ -21,7 +21,7 @@ from sharpfu_client.wire import WireError
 
 from . import protocol, security
 from .engine import Engine
-from .jobs import Job
+from .jobs import Job, JobError
 from .ops import OPS
 from .queue import FairQueue
 from .shm import SegmentMapper
@@ -105,6 +105,9 @@ class Broker:
                 log.info("rejected a request from %s: %s (%s)", client.hex(), error.code,
                          error.message)
                 self._send_error(client, error.msg_id, error.code, error.message)
+            except Exception:  # noqa: BLE001 - one bad request must not stop the server
+                log.exception("unexpected failure handling a request from %s", client.hex())
+                self._send_error(client, None, "internal", wire.ERRORS["internal"])
 
     def _handle(self, client: bytes, parts: list) -> None:
         header, payloads = wire.unpack(parts, self.key)
@@ -133,6 +136,10 @@ class Broker:
             raise WireError("server_busy", "This client already has %d jobs queued; wait for "
                             "some to finish." % self.settings.max_jobs_per_client, msg_id)
         job = protocol.parse_job(header, payloads, client, self.settings, self.mapper)
+        try:
+            self.engine.check(job)
+        except JobError as error:
+            raise WireError(error.code, error.message, msg_id)
         if self.held_bytes + job.held_bytes > self.settings.max_held_bytes:
             raise WireError("server_busy", msg_id=msg_id)
         self.held_bytes += job.held_bytes

@@ -13,7 +13,7 @@ import torch
 from . import device as devices
 from .jobs import JobError
 from .methods import Method
-from .methods.guided_filter import GuidedFilterMatte
+from .methods.colour_matte import ColourLineMatte
 from .methods.lanczos import Lanczos
 from .methods.unsharp import UnsharpMask
 
@@ -26,7 +26,7 @@ class Catalog:
         self.settings = settings
         self._lock = threading.Lock()
         self.methods: dict[str, Method] = {}
-        for method in (Lanczos(), UnsharpMask(), GuidedFilterMatte()):
+        for method in (Lanczos(), UnsharpMask(), ColourLineMatte()):
             self.add(method)
 
     def add(self, method: Method) -> None:

@@ -40,6 +40,13 @@ class Engine:
 
     # -- one job --------------------------------------------------------------
 
+    def check(self, job: Job) -> None:
+        """Refuse at once, before queueing, a job naming a method that cannot do it."""
+        if job.op == "matte":
+            self.catalog.pick("matte", job.params["method"])
+        elif job.op != "echo":
+            self._stages(job)
+
     def run(self, job: Job, report: Report) -> tuple[list[tuple[dict, np.ndarray, dict | None]], dict]:
         """Returns the result frames (descriptor, array, shared-memory ref or
         None) and the description of the method that made them."""
@@ -179,7 +186,7 @@ class Engine:
                     raise
                 devices.release_cached(self.device)
                 smaller = tile // 2
-                if smaller < max(MIN_TILE, 4 * margin):
+                if smaller < max(MIN_TILE, tiling.min_tile(margin)):
                     raise JobError("out_of_memory")
                 log.warning("job %s: out of memory with %d px tiles; retrying with %d px",
                             job.id, tile, smaller)

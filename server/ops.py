@@ -4,6 +4,7 @@ This is the contract of docs/PROTOCOL.md, section "Operations"; the engine
 decides how each is computed."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from sharpfu_client.wire import WireError
@@ -24,9 +25,11 @@ class Param:
         valid = isinstance(value, self.kind) and not (self.kind is not bool and isinstance(value, bool))
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value, valid = float(value), True
+        if self.kind is float and valid and not math.isfinite(value):
+            valid = False
         if not valid:
             raise WireError("bad_params", "Option %r of %s must be %s." % (
-                name, op, {int: "an integer", float: "a number", str: "a string or null",
+                name, op, {int: "an integer", float: "a finite number", str: "a string or null",
                            bool: "true or false"}[self.kind]), msg_id)
         if self.choices and value not in self.choices:
             raise WireError("bad_params", "Option %r of %s must be one of %s, not %r." % (

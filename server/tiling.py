@@ -35,14 +35,14 @@ class Axis:
 
 
 def plan_axis(length: int, tile: int, overlap: int) -> Axis:
-    """Equal tiles covering [0, length), neighbours overlapping by at least
-    `overlap`, never three on one pixel (`tile` >= 4 * overlap)."""
+    """Equal tiles covering [0, length), evenly spaced, neighbours overlapping
+    by at least `overlap`, never three on one pixel (needs tile >= 4 * overlap
+    + 16)."""
     if length <= tile:
         return Axis((0,), length)
     count = math.ceil((length - overlap) / (tile - overlap))
     size = math.ceil((length + (count - 1) * overlap) / count)
-    stride = size - overlap
-    starts = tuple(min(k * stride, length - size) for k in range(count))
+    starts = tuple(k * (length - size) // (count - 1) for k in range(count))
     return Axis(starts, size)
 
 
@@ -64,6 +64,15 @@ def axis_weights(axis: Axis, index: int, scale: int, margin: int) -> np.ndarray:
     return weights
 
 
+def min_tile(margin: int) -> int:
+    return 4 * overlap_for(margin) + 16
+
+
+def overlap_for(margin: int) -> int:
+    """Margins on both sides plus a ramp to fade across."""
+    return 2 * margin + max(8, margin // 2)
+
+
 class Cancelled(Exception):
     pass
 
@@ -82,8 +91,8 @@ def run_tiled(sources: Sequence[np.ndarray], formats: Sequence[str], out: np.nda
     `fn` takes float32 (1, c, h, w) tensors on `device`, one per source, and
     returns a (1, c_out, h * scale, w * scale) tensor."""
     height, width = sources[0].shape[:2]
-    overlap = 2 * margin + max(8, margin // 2)  # margins plus a ramp to fade across
-    tile = max(tile, 4 * overlap)
+    overlap = overlap_for(margin)
+    tile = max(tile, min_tile(margin))
     rows = plan_axis(height, tile, overlap)
     cols = plan_axis(width, tile, overlap)
     channels_out = out.shape[2]

@@ -187,7 +187,7 @@ def check_frame(desc, max_pixels, msg_id=None):
         value = desc.get(field)
         if not isinstance(value, integer_types) or isinstance(value, bool):
             raise WireError("bad_frame", "Frame field %r must be an integer." % field, msg_id)
-    if desc.get("format") not in SAMPLE_BYTES:
+    if not isinstance(desc.get("format"), string_types) or desc["format"] not in SAMPLE_BYTES:
         raise WireError("bad_frame", "Frame 'format' must be one of u8, u16, f32.", msg_id)
     if not isinstance(desc.get("name"), string_types):
         raise WireError("bad_frame", "Each frame needs a 'name'.", msg_id)
