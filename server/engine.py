@@ -137,7 +137,8 @@ class Engine:
         return [(out_desc, out, ref)]
 
     def _echo(self, job: Job, report: Report):
-        steps, delay = job.params["steps"], job.params["delay"]
+        delay = job.params["delay"]
+        steps = job.params["steps"] if delay else 0   # no time to spend, nothing to report
         for step in range(steps):
             if job.cancel.is_set():
                 raise tiling.Cancelled()

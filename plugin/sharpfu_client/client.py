@@ -33,7 +33,10 @@ JOB_TIMEOUT = 60.0        # seconds of silence after which the server counts as 
 
 def _nbytes(data):
     view = memoryview(data)
-    return view.nbytes if hasattr(view, "nbytes") else len(view) * view.itemsize
+    # Python 3 has nbytes; 2.7's memoryview lacks it.
+    if hasattr(view, "nbytes"):  # novermin
+        return view.nbytes
+    return len(view) * view.itemsize
 
 
 class Frame(object):

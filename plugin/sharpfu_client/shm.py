@@ -50,8 +50,9 @@ class Segment(object):
         if sys.version_info[0] < 3:
             self._map[offset:offset + len(view) * view.itemsize] = view.tobytes()
         else:
-            view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
-            self._map[offset:offset + view.nbytes] = view
+            if view.format != "B" or view.ndim != 1:  # novermin
+                view = view.cast("B")
+            self._map[offset:offset + len(view)] = view
 
     def view(self, offset, size):
         """The bytes at offset: a zero-copy memoryview on Python 3, a copy on 2.7

@@ -64,8 +64,8 @@ ERRORS = {
 }
 
 try:  # Python 2
-    string_types = (str, unicode)  # noqa: F821
-    integer_types = (int, long)  # noqa: F821
+    string_types = (str, unicode)  # noqa: F821  # novermin
+    integer_types = (int, long)  # noqa: F821  # novermin
 except NameError:  # Python 3
     string_types = (str,)
     integer_types = (int,)
