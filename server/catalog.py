@@ -65,10 +65,19 @@ class Catalog:
     def info(self) -> list[dict]:
         return [m.info() for m in self.methods.values()]
 
+    def chain(self, op: str, scale: int = 1, method: str | None = None) -> list[tuple[Method, int]]:
+        """The methods that compute an op, in order, each with its own scale.
+        sharpen is deblur then (at scale > 1) upscale; `method` names the
+        deblurrer there."""
+        if op == "sharpen":
+            stages = [(self.pick("deblur", method), 1)]
+            if scale > 1:
+                stages.append((self.pick("upscale", None, scale), scale))
+            return stages
+        return [(self.pick(ROLES[op], method, scale), scale)]
+
     def defaults(self) -> dict:
-        result = {}
-        for op, role in ROLES.items():
-            scales = (2, 4) if op == "upscale" else (1,)
-            result[op] = {str(s): self.candidates(role, s)[0].name for s in scales
-                          if self.candidates(role, s)}
-        return result
+        """op -> scale -> the method (or '+'-joined chain) used when none is named."""
+        scales = {"upscale": (2, 4), "deblur": (1,), "sharpen": (1, 2, 4), "matte": (1,)}
+        return {op: {str(s): "+".join(m.name for m, _ in self.chain(op, s)) for s in ss}
+                for op, ss in scales.items()}

@@ -64,16 +64,7 @@ class Engine:
         return self._image(job, stages, report), _describe(stages)
 
     def _stages(self, job: Job) -> list[tuple[ImageMethod, int]]:
-        scale = job.params.get("scale") or 1
-        if job.op == "upscale":
-            return [(self.catalog.pick("upscale", job.params["method"], scale), scale)]
-        if job.op == "deblur":
-            return [(self.catalog.pick("deblur", job.params["method"]), 1)]
-        # sharpen: deblur, then upscale; `method` names the deblurrer.
-        stages = [(self.catalog.pick("deblur", job.params["method"]), 1)]
-        if scale > 1:
-            stages.append((self.catalog.pick("upscale", None, scale), scale))
-        return stages
+        return self.catalog.chain(job.op, job.params.get("scale") or 1, job.params["method"])
 
     def _image(self, job: Job, stages, report: Report):
         desc, image = job.inputs["image"]

@@ -205,8 +205,10 @@ class Client(object):
             self._socket.close(0)
             self._socket = self._monitor = None
 
-    def connect(self):
-        """Make sure a server answers, starting one if allowed. Returns its status."""
+    def connect(self, on_start=None):
+        """Make sure a server answers, starting one if allowed. Returns its
+        status. on_start(endpoint), if given, is called before a server is
+        started, so that a user can be told why this takes a while."""
         if self._socket is None:
             self._open_socket()
         try:
@@ -219,6 +221,8 @@ class Client(object):
         if not config_module.is_local_endpoint(self.endpoint):
             raise ServerUnavailable("The SharpFu server at %s does not answer. It runs on another "
                                     "machine, so it cannot be started from here." % self.endpoint)
+        if on_start is not None:
+            on_start(self.endpoint)
         return self._start_server()
 
     def _start_server(self):

@@ -86,7 +86,7 @@ def load(explicit=None, beside=None):
             if name in loaded and not isinstance(loaded[name], dict):
                 raise ConfigError("%r in %s must be a JSON object." % (name, path))
         config.update(loaded)
-        config["_path"] = path
+        config["_path"] = os.path.abspath(path)
         break
     if os.environ.get("SHARPFU_ENDPOINT"):
         config["endpoint"] = os.environ["SHARPFU_ENDPOINT"]

@@ -1,0 +1,309 @@
+"""Image files <-> numpy arrays of shape (height, width, channels), with
+samples u8, u16 or f32 (little-endian): the three formats SharpFu frames use.
+
+Pillow has no 16-bit colour modes, so 16-bit PNGs go through imagecodecs
+and TIFFs through tifffile; everything 8-bit goes through Pillow. The ICC
+profile travels with the pixels, and EXIF where Pillow can carry it.
+Files are written whole or not at all (a temporary name, then a rename).
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+
+import imagecodecs
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+DTYPES = {"u8": np.dtype("u1"), "u16": np.dtype("<u2"), "f32": np.dtype("<f4")}
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+           ".webp": "WEBP"}
+JPEG_QUALITY = 95
+WEBP_QUALITY = 95
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+EXIF_HEADER = b"Exif\x00\x00"
+
+
+class ImageError(Exception):
+    """A file that cannot be read or written; the message is for the user."""
+
+
+@dataclass
+class Picture:
+    pixels: np.ndarray            # (height, width, channels), uint8, <u2 or <f4
+    icc: bytes | None = None
+    exif: bytes | None = None     # as Pillow keeps it: b"Exif\0\0" + TIFF data
+    notes: list[str] = field(default_factory=list)   # what reading had to change
+
+    @property
+    def format(self) -> str:
+        return sample_format(self.pixels)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def sample_format(pixels: np.ndarray) -> str:
+    for name, dtype in DTYPES.items():
+        if pixels.dtype == dtype:
+            return name
+    raise ValueError("unsupported sample type %s" % pixels.dtype)
+
+
+def to_format(pixels: np.ndarray, fmt: str) -> np.ndarray:
+    """Samples in another format, rounded to nearest; f32 is clipped to [0, 1]
+    when it becomes an integer format."""
+    source = sample_format(pixels)
+    if source == fmt:
+        return pixels
+    if fmt == "f32":
+        return (pixels.astype("<f4") / (255.0 if source == "u8" else 65535.0)).astype("<f4")
+    if source == "u8":  # to u16: 0..255 -> 0..65535 exactly
+        return pixels.astype("<u2") * np.uint16(257)
+    if source == "u16":  # to u8
+        return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype("u1")
+    full = 255.0 if fmt == "u8" else 65535.0
+    return np.floor(np.clip(pixels, 0.0, 1.0) * full + 0.5).astype(DTYPES[fmt])
+
+
+def format_for(path: str) -> str:
+    """The file format an output path asks for, from its extension."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in FORMATS:
+        raise ImageError("cannot write %s files; name the output .png, .jpg, .tif or .webp"
+                         % (extension or "extension-less"))
+    return FORMATS[extension]
+
+
+# -- reading ------------------------------------------------------------------
+
+def read(path: str) -> Picture:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(32)
+    except OSError as error:
+        raise ImageError(error.strerror or str(error)) from None
+    # The content decides the decoder, not the name: a .png may be a JPEG.
+    try:
+        if head[:4] in TIFF_MAGIC:
+            return _read_tiff(path)
+        if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16:
+            return _read_png16(path)
+        return _read_pillow(path)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image file, or one in an unsupported format") from None
+    except Exception as error:  # noqa: BLE001 - decoders raise all kinds on damaged files
+        raise ImageError("cannot read the image, it may be damaged (%s)" % (
+            str(error) or type(error).__name__)) from None
+
+
+def _read_pillow(path: str) -> Picture:
+    with Image.open(path) as image:
+        image.load()
+        info, mode, notes = dict(image.info), image.mode, []
+        icc = info.get("icc_profile") or None
+        if mode in ("1", "L", "LA", "RGB", "RGBA"):
+            pixels = np.asarray(image.convert("L") if mode == "1" else image)
+        elif mode in ("P", "PA"):
+            transparent = mode == "PA" or "transparency" in info
+            pixels = np.asarray(image.convert("RGBA" if transparent else "RGB"))
+        elif mode.startswith("I;16"):
+            pixels = np.asarray(image).astype("<u2")
+        elif mode == "I":
+            pixels = np.asarray(image)
+            if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+                raise ImageError("32-bit integer samples outside 0..65535 are not supported")
+            pixels = pixels.astype("<u2")
+        elif mode == "F":
+            pixels = np.asarray(image).astype("<f4")
+        elif mode in ("La", "RGBa", "RGBX"):
+            pixels = np.asarray(image.convert({"La": "LA", "RGBa": "RGBA"}.get(mode, "RGB")))
+        else:  # CMYK, YCbCr, LAB, HSV
+            pixels = np.asarray(image.convert("RGB"))
+            notes.append("converted from %s to RGB" % mode)
+            if icc and icc[16:20] != b"RGB ":
+                icc = None  # it describes the old colour space, not RGB
+                notes.append("its %s colour profile was dropped" % mode)
+    return Picture(_as_3d(pixels), icc, info.get("exif") or None, notes)
+
+
+def _read_png16(path: str) -> Picture:
+    with open(path, "rb") as handle:
+        data = handle.read()
+    pixels = imagecodecs.png_decode(data)
+    icc = exif = None
+    for kind, body in _png_chunks(data):
+        if kind == b"iCCP":
+            name_end = body.find(b"\x00")
+            try:
+                icc = zlib.decompress(body[name_end + 2:]) if name_end > 0 else None
+            except zlib.error:
+                icc = None
+        elif kind == b"eXIf":
+            exif = EXIF_HEADER + body
+    return Picture(_as_3d(pixels.astype("<u2")), icc, exif)
+
+
+def _png_chunks(data: bytes):
+    position = len(PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        yield kind, data[position + 8:position + 8 + length]
+        if kind == b"IEND":
+            return
+        position += 12 + length
+
+
+def _read_tiff(path: str) -> Picture:
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.pages[0]
+        photometric = int(page.photometric)
+        if photometric not in (1, 2):   # minisblack, rgb; Pillow knows palettes, CMYK, ...
+            return _read_pillow(path)
+        pixels = page.asarray()
+        if page.axes.startswith("S"):     # planar: one plane per channel
+            pixels = np.moveaxis(pixels, 0, -1)
+        extras = tuple(int(e) for e in page.extrasamples)
+        tag = page.tags.get(34675)        # InterColorProfile
+        icc = bytes(tag.value) if tag is not None else None
+    notes = []
+    pixels = _as_3d(pixels)
+    colour = 3 if photometric == 2 else 1
+    if pixels.shape[2] > colour + 1:
+        notes.append("only the first %d of its %d channels were kept" % (colour + 1,
+                                                                         pixels.shape[2]))
+        pixels = pixels[..., :colour + 1]
+    if pixels.dtype == bool:
+        pixels = pixels.astype("u1") * np.uint8(255)
+    elif pixels.dtype.kind == "f":
+        pixels = pixels.astype("<f4")
+    elif pixels.dtype.kind != "u" or pixels.dtype.itemsize > 2:
+        raise ImageError("TIFF samples of type %s are not supported; use 8 or 16-bit integers "
+                         "or 32-bit floats" % pixels.dtype)
+    pixels = pixels.astype(pixels.dtype.newbyteorder("<"))
+    if pixels.shape[2] == colour + 1 and extras[:1] == (1,):
+        pixels = _unpremultiply(pixels)   # SharpFu works on straight alpha
+    return Picture(pixels, icc, None, notes)
+
+
+def _unpremultiply(pixels: np.ndarray) -> np.ndarray:
+    fmt = sample_format(pixels)
+    values = pixels.astype(np.float64)
+    alpha = values[..., -1:] / (1.0 if fmt == "f32" else np.iinfo(pixels.dtype).max)
+    np.divide(values[..., :-1], alpha, out=values[..., :-1], where=alpha > 0)
+    if fmt == "f32":
+        return values.astype("<f4")
+    top = np.iinfo(pixels.dtype).max
+    return np.clip(np.floor(values + 0.5), 0, top).astype(pixels.dtype)
+
+
+def _as_3d(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or not 1 <= pixels.shape[2] <= 4:
+        raise ImageError("unsupported image layout %s" % (pixels.shape,))
+    return np.ascontiguousarray(pixels)
+
+
+# -- writing ------------------------------------------------------------------
+
+def write(path: str, picture: Picture) -> list[str]:
+    """Write a picture in the format its extension names; returns notes on
+    what the format could not keep (bit depth, alpha)."""
+    data, notes = encode(picture, format_for(path))
+    _write_whole(path, data)
+    return notes
+
+
+def encode(picture: Picture, file_format: str) -> tuple[bytes, list[str]]:
+    pixels, notes = picture.pixels, []
+    fmt = picture.format
+    if file_format == "TIFF":
+        return _encode_tiff(picture), notes
+    if file_format == "PNG" and fmt != "u8":
+        if fmt == "f32":
+            notes.append("floating-point samples written as a 16-bit PNG (clipped to 0..1)")
+        return _encode_png16(to_format(pixels, "u16"), picture.icc, picture.exif), notes
+    if fmt != "u8":
+        notes.append("%s samples written as 8 bits (%s has no more)" % (
+            "16-bit" if fmt == "u16" else "floating-point", file_format))
+        pixels = to_format(pixels, "u8")
+    if file_format == "JPEG" and pixels.shape[2] in (2, 4):
+        notes.append("transparency dropped (JPEG has none)")
+        pixels = pixels[..., :-1]
+    image = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if pixels.shape[2] == 1
+                                                 else pixels), PIL_MODES[pixels.shape[2]])
+    options = {}
+    if picture.icc:
+        options["icc_profile"] = picture.icc
+    if picture.exif:
+        options["exif"] = picture.exif
+    if file_format in ("JPEG", "WEBP"):
+        options["quality"] = JPEG_QUALITY if file_format == "JPEG" else WEBP_QUALITY
+    buffer = io.BytesIO()
+    image.save(buffer, file_format, **options)
+    return buffer.getvalue(), notes
+
+
+def _encode_png16(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
+    data = imagecodecs.png_encode(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    # imagecodecs writes no metadata; the chunks go right after IHDR, where
+    # the PNG specification wants iCCP (before PLTE and IDAT).
+    chunks = b""
+    if icc:
+        chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
+    if exif:
+        chunks += _png_chunk(b"eXIf", exif[len(EXIF_HEADER):] if exif.startswith(EXIF_HEADER)
+                             else exif)
+    end_of_ihdr = len(PNG_SIGNATURE) + 12 + 13
+    return data[:end_of_ihdr] + chunks + data[end_of_ihdr:]
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return (struct.pack(">I", len(body)) + kind + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+
+def _encode_tiff(picture: Picture) -> bytes:
+    pixels = picture.pixels
+    channels = pixels.shape[2]
+    buffer = io.BytesIO()
+    tifffile.imwrite(
+        buffer, pixels[..., 0] if channels == 1 else pixels,
+        photometric="rgb" if channels >= 3 else "minisblack",
+        planarconfig="contig" if channels > 1 else None,
+        extrasamples=("unassalpha",) if channels in (2, 4) else None,
+        compression="zlib", iccprofile=picture.icc or None, metadata=None)
+    return buffer.getvalue()
+
+
+def _write_whole(path: str, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`:
+    readers never see half a file, and a failure leaves no debris."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+                                         suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 is for secrets, not images
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,423 @@
+"""`sharpfu`: SharpFu from the command line.
+
+    sharpfu upscale photo.jpg -o big.jpg --scale 4
+    sharpfu deblur scans/ -o sharp/
+    sharpfu matte photo.png --mask rough.png -o alpha.png --bits 16
+    sharpfu status
+
+It works through the SharpFu server like the GIMP plug-ins do, and starts
+one when none runs. Each file either fails on one line of stderr or is
+written whole; the exit code is 1 when any failed, 130 after Ctrl+C.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from sharpfu_client import Cancelled, Client, Frame, SharpFuError
+from sharpfu_client import config as config_module
+from sharpfu_client import launcher
+
+from . import imageio
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+RUN_WORDS = {"classical": "classical method, not AI", "network": "AI model"}
+STATUS_WORDS = {"classical": "classical method, not AI", "network": "trained network"}
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+LUMA = (0.299, 0.587, 0.114)   # ITU-R 601, as Pillow and most tools make grey
+
+
+def say(message: str) -> None:
+    # tqdm.write keeps a progress bar intact under the message.
+    tqdm.write("sharpfu: " + " ".join(message.split()), file=sys.stderr)
+
+
+class Failure(Exception):
+    def __init__(self, path: str, reason: str):
+        super().__init__(reason)
+        self.path, self.reason = path, reason
+
+
+# -- command line -------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    connection = argparse.ArgumentParser(add_help=False)
+    group = connection.add_argument_group("server")
+    group.add_argument("--endpoint", metavar="URL", help="the server's ZeroMQ endpoint")
+    group.add_argument("--config", metavar="FILE", help="SharpFu configuration file")
+    group.add_argument("--timeout", metavar="S", type=_positive_float,
+                       help="seconds of server silence before giving up")
+    group.add_argument("--no-autostart", action="store_true",
+                       help="fail instead of starting a server when none runs")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bar and no note on the method used")
+    job = argparse.ArgumentParser(add_help=False)
+    group = job.add_argument_group("method")
+    group.add_argument("--method", metavar="NAME",
+                       help="model or method to use (see 'sharpfu status'); default: the best "
+                            "installed")
+    group.add_argument("--tile", metavar="N", type=_tile, help="tile side in pixels")
+
+    parser = argparse.ArgumentParser(prog="sharpfu", description="AI restoration with the "
+                                     "SharpFu server: upscale, deblur, sharpen, refine mattes.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def image_command(name, help_text, scales=None, default=None):
+        command = commands.add_parser(name, parents=[connection, job], help=help_text,
+                                      description=help_text + " Several inputs or a folder make "
+                                      "a batch; -o is then a folder.")
+        command.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
+        command.add_argument("-o", "--output", required=True, metavar="OUT",
+                             help="output file, or folder for a batch")
+        if scales:
+            command.add_argument("--scale", type=int, choices=scales, default=default,
+                                 help="size factor (default %d)" % default)
+        command.set_defaults(run=run_images, op=name, parser=command)
+
+    image_command("upscale", "Enlarge images 2x or 4x.", (2, 4), 2)
+    image_command("deblur", "Remove blur at the same size.")
+    image_command("sharpen", "Deblur, then optionally upscale.", (1, 2, 4), 1)
+
+    matte = commands.add_parser("matte", parents=[connection, job],
+                                help="Refine a coarse mask into an alpha matte.",
+                                description="Refine a coarse mask into an alpha matte, written "
+                                            "as a one-channel PNG the size of the image.")
+    matte.add_argument("image", metavar="IMAGE")
+    matte.add_argument("--mask", required=True, metavar="MASK",
+                       help="coarse mask, the image's size: grey, or colour (its luminance), or "
+                            "a plain colour with alpha (its alpha)")
+    matte.add_argument("-o", "--output", required=True, metavar="ALPHA", help="PNG to write")
+    matte.add_argument("--bits", type=int, choices=(8, 16), default=8,
+                       help="bits per sample of the PNG (default 8)")
+    matte.set_defaults(run=run_matte, op="matte", parser=matte)
+
+    status = commands.add_parser("status", parents=[connection],
+                                 help="Show the server, its device and its methods.")
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    status.set_defaults(run=run_status, parser=status)
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _tile(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (automatic) or more")
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    interrupt = Interrupt()
+    previous = signal.signal(signal.SIGINT, interrupt.handle)
+    client = None
+    try:
+        client = open_client(args)
+        code = args.run(args, client, interrupt)
+    except KeyboardInterrupt:
+        say("cancelled" if interrupt.requested else "interrupted")
+        code = EXIT_INTERRUPTED
+    except (config_module.ConfigError, SharpFuError) as error:
+        say("error: %s" % getattr(error, "message", error))
+        code = EXIT_FAILED
+    finally:
+        if client is not None:
+            client.close()
+        signal.signal(signal.SIGINT, previous)
+    sys.exit(code)
+
+
+class Interrupt:
+    """Ctrl+C while a job runs asks the server to cancel it, so that it stops
+    working on an image nobody wants; a second Ctrl+C quits at once."""
+
+    def __init__(self):
+        self.waiting = False    # a job is in flight and wait() polls `requested`
+        self.requested = False
+
+    def handle(self, signum, frame):
+        if self.waiting and not self.requested:
+            self.requested = True
+            say("cancelling (press Ctrl+C again to quit at once)")
+            return
+        raise KeyboardInterrupt
+
+
+def open_client(args) -> Client:
+    config = config_module.load(args.config)
+    if launcher.server_command(config) is None:
+        # The CLI runs in the server's own environment, so it can always
+        # start one with its own interpreter.
+        config["server_command"] = [sys.executable, "-m", "server"]
+    return Client(endpoint=args.endpoint, config=config, timeout=args.timeout,
+                  autostart=not args.no_autostart)
+
+
+def connect(client: Client, args) -> dict:
+    def starting(endpoint):
+        if not args.quiet:
+            say("no server answers at %s; starting one" % endpoint)
+
+    return client.connect(on_start=starting)
+
+
+# -- image ops ----------------------------------------------------------------
+
+def run_images(args, client: Client, interrupt: Interrupt) -> int:
+    pairs, failed = plan(args.inputs, args.output, args.parser)
+    if not pairs:
+        return EXIT_FAILED
+    connect(client, args)
+    params = job_params(args)
+    seen_methods: set[str] = set()
+    with tqdm(total=len(pairs), disable=True if args.quiet else None, file=sys.stderr,
+              bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}]") as bar:
+        for index, (source, target) in enumerate(pairs):
+            try:
+                check_output(target)   # before the work, not after it
+                picture = read(source)
+                frame = to_frame(picture.pixels, "image")
+                result = run_job(client, interrupt, args.op, [frame], params, bar, index)
+                pixels = from_frame(result.frame("image"))
+                write(target, imageio.Picture(pixels, picture.icc, picture.exif))
+                announce_method(args, result.method, seen_methods)
+            except Failure as failure:
+                say("error: %s: %s" % (failure.path, failure.reason))
+                failed += 1
+            except SharpFuError as error:
+                say("error: %s: %s" % (source, error.message))
+                failed += 1
+            bar.update(index + 1 - bar.n)
+    return EXIT_FAILED if failed else 0
+
+
+def plan(inputs: list[str], output: str, parser) -> tuple[list[tuple[str, str]], int]:
+    """(input, output) pairs, and how many inputs already failed."""
+    files, failed = [], 0
+    batch = len(inputs) > 1
+    for path in inputs:
+        if os.path.isdir(path):
+            batch = True
+            found = sorted(entry.path for entry in os.scandir(path) if entry.is_file()
+                           and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
+            if not found:
+                say("error: %s: no %s files in this folder" % (path, "/".join(IMAGE_EXTENSIONS)))
+                failed += 1
+            files += found
+        elif not os.path.isfile(path):
+            say("error: %s: %s" % (path, "no such file" if not os.path.exists(path)
+                                   else "not a regular file"))
+            failed += 1
+        else:
+            files.append(path)
+    into_folder = batch or os.path.isdir(output) or output.endswith(os.sep)
+    if into_folder:
+        if os.path.exists(output) and not os.path.isdir(output):
+            parser.error("with several inputs, -o must be a folder; %s is a file" % output)
+        try:
+            os.makedirs(output, exist_ok=True)
+        except OSError as error:
+            say("error: %s: %s" % (output, error.strerror))
+            return [], failed + 1
+    pairs = [(f, os.path.join(output, os.path.basename(f)) if into_folder else output)
+             for f in files]
+    targets = set()
+    for _, target in pairs:
+        if os.path.abspath(target) in targets:
+            parser.error("several inputs would be written to %s" % target)
+        targets.add(os.path.abspath(target))
+    return pairs, failed
+
+
+def job_params(args) -> dict:
+    params = {}
+    if args.method:
+        params["method"] = args.method
+    if args.tile is not None:
+        params["tile"] = args.tile
+    if getattr(args, "scale", None):
+        params["scale"] = args.scale
+    return params
+
+
+def run_job(client: Client, interrupt: Interrupt, op, frames, params, bar, done: int):
+    if interrupt.requested:
+        raise KeyboardInterrupt
+
+    def progress(fraction, stage):
+        bar.update(max(0.0, done + fraction - bar.n))
+
+    job = client.submit(op, frames, params)
+    interrupt.waiting = True
+    try:
+        return client.wait(job, progress, cancelled=lambda: interrupt.requested)
+    except Cancelled:
+        if interrupt.requested:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        interrupt.waiting = False
+
+
+def announce_method(args, method: dict, seen: set) -> None:
+    """Say once which method made the result: a classical one is never to be
+    taken for AI."""
+    if args.quiet or not method or method.get("name") in seen:
+        return
+    seen.add(method.get("name"))
+    stages = method.get("stages") or [method]
+    said = " then ".join("%s (%s)" % (stage.get("title") or stage.get("name"),
+                                      RUN_WORDS.get(stage.get("kind"), stage.get("kind")))
+                         for stage in stages)
+    say("%s used %s" % (args.op, said))
+
+
+# -- matte --------------------------------------------------------------------
+
+def run_matte(args, client: Client, interrupt: Interrupt) -> int:
+    target = args.output
+    if os.path.isdir(target):
+        target = os.path.join(target, os.path.splitext(os.path.basename(args.image))[0] + ".png")
+    if os.path.splitext(target)[1].lower() not in (".png", ".tif", ".tiff"):
+        args.parser.error("the matte is written as a PNG (or TIFF); name the output .png")
+    connect(client, args)
+    with tqdm(total=1, disable=True if args.quiet else None, file=sys.stderr,
+              bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]") as bar:
+        try:
+            image, mask = read(args.image), read(args.mask)
+            if image.size != mask.size:
+                raise Failure(args.mask, "the mask is %dx%d but the image is %dx%d; they must "
+                              "be the same size" % (mask.size + image.size))
+            frames = [to_frame(image.pixels, "image"), to_frame(mask_channel(mask.pixels), "mask")]
+            result = run_job(client, interrupt, "matte", frames, job_params(args), bar, 0)
+            alpha = from_frame(result.frame("alpha"))
+            write(target, imageio.Picture(imageio.to_format(alpha, "u16" if args.bits == 16
+                                                            else "u8")))
+        except Failure as failure:
+            say("error: %s: %s" % (failure.path, failure.reason))
+            return EXIT_FAILED
+        except SharpFuError as error:
+            say("error: %s: %s" % (args.image, error.message))
+            return EXIT_FAILED
+        bar.update(1 - bar.n)
+    announce_method(args, result.method, set())
+    return 0
+
+
+def mask_channel(pixels: np.ndarray) -> np.ndarray:
+    """One channel of coverage: the alpha of a plain colour with alpha (the
+    colour says nothing), else the grey level or the colour's luminance."""
+    channels = pixels.shape[2]
+    colour = pixels[..., :channels - 1] if channels in (2, 4) else pixels
+    if channels in (2, 4) and (colour == colour.flat[0]).all():
+        return np.ascontiguousarray(pixels[..., -1:])
+    if colour.shape[2] == 1:
+        return np.ascontiguousarray(colour)
+    luma = colour.astype(np.float32) @ np.array(LUMA, np.float32)
+    if colour.dtype.kind == "f":
+        return luma[..., None].astype("<f4")
+    top = np.iinfo(colour.dtype).max
+    return np.clip(np.floor(luma + 0.5), 0, top).astype(colour.dtype)[..., None]
+
+
+# -- files and frames ---------------------------------------------------------
+
+def read(path: str) -> imageio.Picture:
+    try:
+        picture = imageio.read(path)
+    except imageio.ImageError as error:
+        raise Failure(path, str(error)) from None
+    for note in picture.notes:
+        say("%s: %s" % (path, note))
+    return picture
+
+
+def check_output(path: str) -> None:
+    try:
+        imageio.format_for(path)
+    except imageio.ImageError as error:
+        raise Failure(path, str(error)) from None
+
+
+def write(path: str, picture: imageio.Picture) -> None:
+    try:
+        notes = imageio.write(path, picture)
+    except imageio.ImageError as error:
+        raise Failure(path, str(error)) from None
+    except OSError as error:
+        raise Failure(path, "cannot write: %s" % (error.strerror or error)) from None
+    for note in notes:
+        say("%s: %s" % (path, note))
+
+
+def to_frame(pixels: np.ndarray, name: str) -> Frame:
+    height, width, channels = pixels.shape
+    return Frame(np.ascontiguousarray(pixels), width, height, channels,
+                 imageio.sample_format(pixels), name)
+
+
+def from_frame(frame: Frame) -> np.ndarray:
+    return np.frombuffer(frame.data, imageio.DTYPES[frame.format]).reshape(
+        frame.height, frame.width, frame.channels)
+
+
+# -- status -------------------------------------------------------------------
+
+def run_status(args, client: Client, interrupt: Interrupt) -> int:
+    status = connect(client, args)
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(describe_status(status))
+    return 0
+
+
+def describe_status(status: dict) -> str:
+    server, device = status.get("server") or {}, status.get("device") or {}
+    jobs = status.get("jobs") or {}
+    gib = 1024.0 ** 3
+    lines = [
+        "SharpFu server %s at %s (pid %s, %s)" % (
+            server.get("version", "?"), server.get("endpoint", "?"), server.get("pid", "?"),
+            "signed" if server.get("signed") else "unsigned"),
+        "Device: %s, %s, %.1f of %.1f GiB free" % (
+            device.get("type", "?"), device.get("name", "?"),
+            (device.get("memory_free") or 0) / gib, (device.get("memory_total") or 0) / gib),
+        "Jobs: %d running, %d queued" % (jobs.get("running", 0), jobs.get("queued", 0)),
+    ]
+    methods = status.get("methods") or []
+    ops = status.get("ops") or {}
+    all_defaults = status.get("defaults") or {}
+    for op in [op for op in ops if op in all_defaults] + [op for op in all_defaults
+                                                         if op not in ops]:
+        defaults = all_defaults[op]
+        lines.append("")
+        summary = (ops.get(op) or {}).get("summary", "")
+        lines.append("%s: %s" % (op, summary) if summary else op)
+        scales = sorted(defaults.items(), key=lambda item: int(item[0]))
+        lines.append("  default: " + ", ".join(
+            name if len(scales) == 1 else "%s (%sx)" % (name, scale) for scale, name in scales))
+        for method in methods:
+            if op in (method.get("ops") or []):
+                lines.append("  %-14s %s (%s)" % (method.get("name"), method.get("title", ""),
+                                                  STATUS_WORDS.get(method.get("kind"),
+                                                                   method.get("kind"))))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
