@@ -25,7 +25,8 @@ class ServerProcess:
     """Starts `python -m server` with its own config file and log."""
 
     def __init__(self, directory: Path, key: str = "", endpoint: str | None = None,
-                 extra_args: tuple[str, ...] = (), server_settings: dict | None = None):
+                 extra_args: tuple[str, ...] = (), server_settings: dict | None = None,
+                 client_settings: dict | None = None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.endpoint = endpoint or "tcp://127.0.0.1:%d" % free_port()
@@ -35,6 +36,7 @@ class ServerProcess:
             "endpoint": self.endpoint, "key": key,
             "server_command": [sys.executable, "-m", "server"],
             "server": server_settings or {},
+            "client": client_settings or {},
         }))
         self.log_path = self.directory / "server.log"
         self.extra_args = list(extra_args)
@@ -59,9 +61,14 @@ class ServerProcess:
             self.wait_ready()
         return self
 
+    @property
+    def connect_endpoint(self) -> str:
+        """Where a client reaches it: a wildcard bind is reached on the loopback."""
+        return self.endpoint.replace("//0.0.0.0:", "//127.0.0.1:").replace("//*:", "//127.0.0.1:")
+
     def client(self, **kwargs) -> Client:
         kwargs.setdefault("autostart", False)
-        return Client(endpoint=self.endpoint, config_path=str(self.config_path), **kwargs)
+        return Client(endpoint=self.connect_endpoint, config_path=str(self.config_path), **kwargs)
 
     def wait_ready(self, timeout: float = 60.0) -> dict:
         deadline = time.monotonic() + timeout

@@ -233,3 +233,15 @@ def test_ipc_endpoint(fresh_server, tmp_path):
     with proc.client() as client:
         frame, array = random_frame(10, 10, 3, "u16")
         assert bytes(client.run("echo", [frame]).frame("image").data) == array.tobytes()
+
+
+def test_a_client_with_another_key_is_told_why(server, tmp_path):
+    import json
+    config = json.loads(server.config_path.read_text())
+    config["key"] = "f" * 64
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(config))
+    with Client(endpoint=server.endpoint, config_path=str(other), autostart=False) as client:
+        with pytest.raises(Exception) as caught:
+            client.connect()
+    assert caught.value.code == "bad_signature" and "key" in caught.value.message

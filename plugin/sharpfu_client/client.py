@@ -162,6 +162,7 @@ class Client(object):
         self._jobs = {}
         self._replies = {}
         self._pool = None
+        self._unsigned_replies = False   # a server answered, but not with our key
 
     # -- connection ---------------------------------------------------------
 
@@ -215,6 +216,11 @@ class Client(object):
             return self.status(timeout=self.connect_timeout)
         except (Timeout, ConnectionLost):
             pass
+        if self._unsigned_replies:
+            raise SharpFuError(
+                "The SharpFu server at %s answers, but does not sign its messages with this "
+                "client's key: they use different configurations. Run install.py again, or give "
+                "both the same 'key'." % self.endpoint, "bad_signature")
         if not self.autostart:
             raise ServerUnavailable("No SharpFu server answers at %s. Start one with "
                                     "'sharpfu-server'." % self.endpoint)
@@ -422,8 +428,11 @@ class Client(object):
             parts = self._socket.recv_multipart(copy=False)
             try:
                 header, payloads = wire.unpack(parts, self.key)
-            except wire.WireError:
-                continue  # not from a SharpFu server speaking our key; ignore
+            except wire.WireError as error:
+                # Not trusted: ignored, but remembered so that connect() can
+                # say why no answer counts.
+                self._unsigned_replies = self._unsigned_replies or error.code == "bad_signature"
+                continue
             self._dispatch(header, payloads)
 
     def _connection_lost(self):
