@@ -136,12 +136,11 @@ class Engine:
             if delay:
                 time.sleep(delay / steps)
             report((step + 1) / steps, "echo %d/%d" % (step + 1, steps))
-        results = []
-        for desc, array in job.inputs.values():
-            out, ref = job.allocate(desc)
-            np.copyto(out, array)
-            results.append((desc, out, ref))
-        return results
+        # A true pass-through: the very bytes that came in go back, from the
+        # client's own shared memory or as the received message frame, so
+        # the transport benchmark measures moving pixels and nothing else.
+        return [(desc, array, job.input_refs.get(name))
+                for name, (desc, array) in job.inputs.items()]
 
     # -- tiling and memory ----------------------------------------------------
 

@@ -31,6 +31,7 @@ class Job:
     held_bytes: int = 0               # inline bytes this job keeps in server memory
     reply_region: memoryview | None = None   # the client's shared memory for the result
     reply_ref: dict | None = None
+    input_refs: dict = field(default_factory=dict)   # frame name -> its shared-memory ref
     received: float = field(default_factory=time.monotonic)
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"             # queued, running, finished

@@ -44,12 +44,13 @@ def parse_job(header: dict, payloads: list, client: bytes, settings, mapper: Seg
         wire.check_shm_ref(reply_ref, msg_id)
         reply_region = mapper.view(reply_ref, msg_id)
 
-    inputs, held = {}, 0
+    inputs, input_refs, held = {}, {}, 0
     payload_iter = iter(payloads)
     for desc in descs:
         nbytes = wire.frame_nbytes(desc)
         if desc.get("shm") is not None:
             buffer = mapper.view(desc["shm"], msg_id)
+            input_refs[desc["name"]] = dict(desc["shm"])
         else:
             part = next(payload_iter)
             buffer = part.buffer if hasattr(part, "buffer") else memoryview(part)
@@ -61,7 +62,7 @@ def parse_job(header: dict, payloads: list, client: bytes, settings, mapper: Seg
         clean = {k: desc[k] for k in ("name", "width", "height", "channels", "format")}
         inputs[desc["name"]] = (clean, pixels.as_array(buffer, clean))
     return Job(id=msg_id, client=client, op=op, params=params, inputs=inputs, held_bytes=held,
-               reply_region=reply_region, reply_ref=reply_ref)
+               reply_region=reply_region, reply_ref=reply_ref, input_refs=input_refs)
 
 
 def _check_geometry(op: str, descs: list, params: dict, settings, msg_id: str) -> None:

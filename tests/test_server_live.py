@@ -38,6 +38,17 @@ def test_round_trip_is_bit_exact(server, use_shm, fmt, channels):
     assert bytes(out.data) == array.tobytes()
 
 
+def test_results_through_shared_memory_equal_inline_ones(server):
+    frame, _ = random_frame(70, 90, 4, "u16")
+    results = []
+    for use_shm in (True, False):
+        with server.client(use_shm=use_shm) as client:
+            result = client.run("sharpen", [frame], {"scale": 2})
+            assert result.frame("image").nbytes == 140 * 180 * 4 * 2
+            results.append(bytes(result.frame("image").data))
+    assert results[0] == results[1]
+
+
 def test_zero_copy_result_stays_valid_until_released(server):
     frame, array = random_frame(64, 64, 4, "u8")
     with server.client() as client:
