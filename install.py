@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Install SharpFu: the server's virtual environment and its configuration.
+"""Install SharpFu: the server's virtual environment, its configuration, and
+the plug-in in every GIMP 3 found.
 
     python3 install.py            # set up .venv (torch: CUDA build if an NVIDIA GPU is present)
     python3 install.py --dev      # also the test tools
     python3 install.py --dry-run  # say what would be done, change nothing
+    python3 install.py --no-plugin                    # the server only; leave GIMP alone
+    python3 install.py --plugin-only [--plugin-dir DIR] [--config-from FILE]
+    python3 install.py --uninstall [--plugin-dir DIR] # remove the GIMP plug-ins again
 
 It is safe to run again: what is already in place is left as it is.
 """
@@ -13,10 +17,14 @@ import argparse
 import importlib.util
 import json
 import os
+import platform
+import re
 import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -147,14 +155,374 @@ class Installer:
             self.say("configuration: %s (up to date)" % path)
         return wanted
 
+    def plugin_config(self) -> dict:
+        """With --plugin-only, the configuration the plug-in gets: --config-from,
+        else the user's own (which a full install wrote)."""
+        path = Path(self.args.config_from or Path(sharpfu_config.config_dir())
+                    / sharpfu_config.CONFIG_NAME)
+        if not path.exists():
+            sys.exit("install.py: %s does not exist. Run install.py without --plugin-only first "
+                     "(it writes the configuration), or name one with --config-from." % path)
+        try:
+            config = json.loads(path.read_text())
+        except ValueError as error:
+            sys.exit("install.py: %s is not valid JSON: %s" % (path, error))
+        if self.args.endpoint:
+            config["endpoint"] = self.args.endpoint
+        return config
+
     def install(self) -> None:
-        self.create_venv()
-        self.install_torch()
-        self.install_project()
-        self.write_config()
+        plugins = GimpPlugins(self)
+        if self.args.uninstall:
+            plugins.uninstall()
+            return
+        if self.args.plugin_only:
+            config = self.plugin_config()
+        else:
+            self.create_venv()
+            self.install_torch()
+            self.install_project()
+            config = self.write_config()
+        if not self.args.no_plugin:
+            plugins.install(config)
         verb = "would change" if self.args.dry_run else "changed"
         self.say("done: %s" % ("%s: %s" % (verb, ", ".join(self.changed)) if self.changed
                                 else "nothing to change"))
+
+
+# == The GIMP plug-in =============================================================
+#
+# Every GIMP 3 gets its own <plug-ins>/sharpfu/ folder: sharpfu.py (executable)
+# and its helper modules, the client library as sharpfu_client/, sharpfu.json
+# (endpoint, signing key, how to start the server; readable by the user only)
+# and, for a GIMP that brings its own Python (Flatpak, Snap, macOS, Windows),
+# _vendor/ with a pyzmq wheel for that Python unpacked in it.
+
+PLUGIN = "sharpfu"
+PLUGIN_SOURCE = ROOT / "plugin" / "sharpfu"
+CLIENT_SOURCE = ROOT / "plugin" / "sharpfu_client"
+CLIENT = "sharpfu_client"
+VENDOR = "_vendor"
+VENDOR_RECORD = "sharpfu-vendor.json"
+PYZMQ = "pyzmq>=25"
+OWN_MARK = b"sharpfu-ai-upscale"   # in sharpfu.py: tells our folder from another plug-in's
+FLATPAK_ID = "org.gimp.GIMP"
+SANDBOXED = ("flatpak", "snap")
+LINUX_WHEELS = ("manylinux_2_28_%s", "manylinux_2_17_%s", "manylinux2014_%s")
+
+
+class Gimp:
+    """One GIMP 3 of this user. kind: "system" (runs plug-ins with the
+    system's python3), "flatpak", "snap", "macos" or "windows"."""
+
+    def __init__(self, name: str, plugins: Path, kind: str):
+        self.name, self.plugins, self.kind = name, plugins, kind
+
+    @property
+    def folder(self) -> Path:
+        return self.plugins / PLUGIN
+
+
+def find_gimps() -> tuple[list[Gimp], list[Path]]:
+    """Every GIMP 3 whose settings folder (.../GIMP/3.x) exists: GIMP makes it
+    on its first start. Also the GIMP 2 folders seen, for a note."""
+    home = Path.home()
+    if sys.platform == "win32":
+        places = [(Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming") / "GIMP",
+                   "windows", "")]
+    elif sys.platform == "darwin":
+        places = [(home / "Library" / "Application Support" / "GIMP", "macos", "")]
+    else:
+        config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+        places = [(config / "GIMP", "system", ""),
+                  (home / ".var" / "app" / FLATPAK_ID / "config" / "GIMP", "flatpak", " (Flatpak)"),
+                  (home / "snap" / "gimp" / "current" / ".config" / "GIMP", "snap", " (Snap)")]
+    gimps, old = [], []
+    for base, kind, label in places:
+        for folder in sorted(base.glob("*.*")):
+            if re.fullmatch(r"3\.\d+", folder.name) and folder.is_dir():
+                gimps.append(Gimp("GIMP %s%s" % (folder.name, label), folder / "plug-ins", kind))
+            elif folder.name.startswith("2.") and folder.is_dir():
+                old.append(folder)
+    return gimps, old
+
+
+def kind_of(plugins: Path) -> str:
+    """Which kind of GIMP a plug-ins folder named with --plugin-dir belongs to."""
+    text = plugins.resolve().as_posix()
+    if "/.var/app/%s/" % FLATPAK_ID in text:
+        return "flatpak"
+    if "/snap/gimp/" in text:
+        return "snap"
+    return {"win32": "windows", "darwin": "macos"}.get(sys.platform, "system")
+
+
+def _newest_python(folders) -> str | None:
+    """The newest "3.N" among entries named python3.N, python3.N.exe or 3.N
+    (a Python.framework's Versions) in these folders."""
+    found = set()
+    for folder in folders:
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                match = re.fullmatch(r"(?:python)?(3\.\d+)(?:\.exe)?", entry.name)
+                if match:
+                    found.add(match.group(1))
+    return max(found, key=lambda v: int(v.split(".")[1])) if found else None
+
+
+def _flatpak_lib_folders() -> list[Path]:
+    folders = []
+    for root in (Path.home() / ".local" / "share" / "flatpak", Path("/var/lib/flatpak")):
+        app = root / "app" / FLATPAK_ID / "current" / "active"
+        folders.append(app / "files" / "lib")
+        metadata = app / "metadata"
+        runtime = re.search(r"^runtime=(\S+)", metadata.read_text(), re.M) \
+            if metadata.exists() else None
+        if runtime:   # org.gnome.Platform/x86_64/47: GIMP runs the runtime's python3
+            folders.append(root / "runtime" / runtime.group(1) / "active" / "files" / "lib")
+    return folders
+
+
+def _bundle_folders() -> list[Path]:
+    if sys.platform == "darwin":
+        apps = sorted(Path("/Applications").glob("GIMP*.app")) + \
+            sorted((Path.home() / "Applications").glob("GIMP*.app"))
+        return [folder for app in apps for folder in (
+            app / "Contents" / "MacOS",
+            app / "Contents" / "Resources" / "Library" / "Frameworks" / "Python.framework"
+            / "Versions")]
+    roots = [Path(os.environ[name]) for name in ("ProgramFiles", "LOCALAPPDATA")
+             if os.environ.get(name)]
+    installs = [install for root in roots for pattern in ("GIMP 3*", "Programs/GIMP 3*")
+                for install in sorted(root.glob(pattern))]
+    return [install / sub for install in installs for sub in ("bin", "lib")]
+
+
+def gimp_python(kind: str) -> str | None:
+    """The version ("3.12") of the Python that a GIMP of this kind brings along."""
+    if kind == "flatpak":
+        return _newest_python(_flatpak_lib_folders())
+    if kind == "snap":
+        return _newest_python([Path("/snap/gimp/current/usr/lib"),
+                               Path("/snap/gimp/current/usr/bin")])
+    return _newest_python(_bundle_folders())
+
+
+def wheel_platforms(kind: str) -> list[str]:
+    machine = platform.machine().lower()
+    if kind == "windows":
+        return ["win_arm64" if machine in ("arm64", "aarch64") else "win_amd64"]
+    if kind == "macos":
+        return ["macosx_11_0_arm64" if machine == "arm64" else "macosx_10_15_x86_64"]
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    return [tag % arch for tag in LINUX_WHEELS]
+
+
+def distribution_hint(package: str) -> str:
+    """How this Linux distribution installs a Python package of the system's."""
+    names = {"zmq": {"debian": "python3-zmq", "fedora": "python3-zmq", "arch": "python-pyzmq",
+                     "suse": "python3-pyzmq"},
+             "gi": {"debian": "python3-gi", "fedora": "python3-gobject",
+                    "arch": "python-gobject", "suse": "python3-gobject"}}[package]
+    tools = {"debian": "sudo apt install %s", "fedora": "sudo dnf install %s",
+             "arch": "sudo pacman -S %s", "suse": "sudo zypper install %s"}
+    try:
+        release = Path("/etc/os-release").read_text()
+    except OSError:
+        release = ""
+    ids = " ".join(re.findall(r"^ID(?:_LIKE)?=\"?([^\"\n]*)", release, re.M)).split()
+    for family in ("debian", "fedora", "arch", "suse"):
+        if any(family in found or (family == "fedora" and found in ("rhel", "centos"))
+               for found in ids):
+            return tools[family] % names[family]
+    return "%s  (Debian, Ubuntu)  or  %s  (Fedora)" % (tools["debian"] % names["debian"],
+                                                       tools["fedora"] % names["fedora"])
+
+
+class GimpPlugins:
+    """Installs the plug-in into GIMP 3s and removes it again."""
+
+    def __init__(self, installer: Installer):
+        self.installer = installer
+        self.args = installer.args
+        self.say = installer.say
+
+    def targets(self) -> list[Gimp]:
+        if self.args.plugin_dir:
+            folder = Path(self.args.plugin_dir).expanduser().resolve()
+            return [Gimp("GIMP", folder, kind_of(folder))]
+        gimps, old = find_gimps()
+        if not gimps:
+            self.say("GIMP: no GIMP 3 found for this user%s. Start GIMP 3 once (it creates its "
+                     "settings folder) and run install.py again, or name its plug-ins folder "
+                     "with --plugin-dir." % (" (only GIMP 2 settings: %s; SharpFu's plug-in "
+                                             "needs GIMP 3)" % ", ".join(map(str, old))
+                                             if old else ""))
+        return gimps
+
+    # -- installing -------------------------------------------------------------
+
+    def install(self, config: dict) -> None:
+        for gimp in self.targets():
+            verb = "updated" if gimp.folder.exists() else "installed"
+            changes = self.copy_files(gimp) + self.write_plugin_config(gimp, config)
+            if gimp.kind != "system":
+                changes += self.vendor_pyzmq(gimp)
+            if changes:
+                self.say("%s: plug-in %s%s in %s (%s)" % (
+                    gimp.name, "would be " if self.args.dry_run else "", verb, gimp.folder,
+                    ", ".join(changes)))
+                self.installer.changed.append("%s plug-in" % gimp.name)
+            else:
+                self.say("%s: plug-in in %s (up to date)" % (gimp.name, gimp.folder))
+            if gimp.kind == "system":
+                self.check_system_python(gimp)
+            if gimp.kind in SANDBOXED:
+                command = config.get("server_command") or self.installer.server_command()
+                self.say("%s: GIMP runs in a sandbox there and cannot start the server; start "
+                         "it yourself before using SharpFu: %s" % (
+                             gimp.name, " ".join(map(str, command))))
+
+    def sources(self) -> dict[Path, Path]:
+        """Relative path in the plug-in folder -> file to copy there."""
+        files = {Path(f.name): f for f in sorted(PLUGIN_SOURCE.glob("*.py"))}
+        files.update({Path(CLIENT) / f.name: f for f in sorted(CLIENT_SOURCE.glob("*.py"))})
+        return files
+
+    def copy_files(self, gimp: Gimp) -> list[str]:
+        """Copy what differs (by content and mode), remove our stale modules."""
+        copied, changes = [], []
+        wanted = self.sources()
+        for relative, source in wanted.items():
+            target = gimp.folder / relative
+            mode = 0o755 if relative == Path(PLUGIN + ".py") else 0o644
+            content = source.read_bytes()
+            if target.exists() and target.read_bytes() == content:
+                if os.name != "nt" and target.stat().st_mode & 0o777 != mode:
+                    changes.append("mode of %s" % relative)
+                    if not self.args.dry_run:
+                        target.chmod(mode)
+                continue
+            copied.append(str(relative))
+            if not self.args.dry_run:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                temporary = target.with_name(target.name + ".tmp")
+                temporary.write_bytes(content)
+                temporary.chmod(mode)
+                os.replace(temporary, target)
+        for folder in (gimp.folder, gimp.folder / CLIENT):
+            for stale in sorted(folder.glob("*.py")) if folder.is_dir() else ():
+                if stale.relative_to(gimp.folder) not in wanted:
+                    changes.append("removed %s" % stale.relative_to(gimp.folder))
+                    if not self.args.dry_run:
+                        stale.unlink()
+        if copied:
+            changes.insert(0, ", ".join(copied) if len(copied) <= 3 else
+                           "%d files copied" % len(copied))
+        return changes
+
+    def write_plugin_config(self, gimp: Gimp, config: dict) -> list[str]:
+        """sharpfu.json beside the plug-in: the whole configuration, so that a
+        server the plug-in starts runs with the user's server settings too.
+        A sandboxed GIMP cannot run the server's command, so it gets none."""
+        wanted = {name: value for name, value in config.items() if not name.startswith("_")}
+        if gimp.kind in SANDBOXED:
+            wanted["server_command"] = None
+        path = gimp.folder / sharpfu_config.PLUGIN_CONFIG_NAME
+        try:
+            current = json.loads(path.read_text())
+        except (OSError, ValueError):
+            current = None
+        mode_ok = os.name == "nt" or (path.exists() and path.stat().st_mode & 0o777 == 0o600)
+        if current == wanted and mode_ok:
+            return []
+        if not self.args.dry_run:
+            write_private(path, wanted)
+        return [sharpfu_config.PLUGIN_CONFIG_NAME]
+
+    def vendor_pyzmq(self, gimp: Gimp) -> list[str]:
+        """A pyzmq wheel for the Python that this GIMP brings along, unpacked
+        into _vendor/ (the plug-in adds it to sys.path)."""
+        version = self.args.gimp_python or gimp_python(gimp.kind)
+        if not version:
+            self.say("%s: could not tell which Python this GIMP runs plug-ins with, so pyzmq "
+                     "was not placed beside the plug-in. Look in GIMP at Filters > Development "
+                     "> Python-Fu > Python Console: its first line names the version (say "
+                     "3.12); then run install.py again with --gimp-python 3.12." % gimp.name)
+            return []
+        platforms = wheel_platforms(gimp.kind)
+        vendor = gimp.folder / VENDOR
+        record = {"python": version, "platforms": platforms}
+        try:
+            if json.loads((vendor / VENDOR_RECORD).read_text())["python"] == version \
+                    and (vendor / "zmq").is_dir():
+                return []
+        except (OSError, ValueError, KeyError):
+            pass
+        pip = [str(self.installer.python if self.installer.python.exists() else sys.executable),
+               "-m", "pip", "download", "--only-binary=:all:", "--no-deps",
+               "--python-version", version] + [
+            part for tag in platforms for part in ("--platform", tag)]
+        if self.args.dry_run:
+            self.say("$ %s --dest TEMP %s" % (" ".join(pip), PYZMQ))
+            return ["pyzmq for Python %s" % version]
+        with tempfile.TemporaryDirectory() as download:
+            wheels = list(Path(download).glob("pyzmq-*.whl")) if self.installer.run(
+                pip + ["--dest", download, PYZMQ], check=False) else []
+            if not wheels:
+                self.say("%s: could not download pyzmq for its Python %s (offline?). The "
+                         "plug-in is installed but will say that pyzmq is missing; run "
+                         "install.py again when online." % (gimp.name, version))
+                return []
+            wheel = wheels[0]
+            if vendor.exists():
+                shutil.rmtree(vendor)
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(vendor)
+            record["wheel"] = wheel.name
+            (vendor / VENDOR_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        return ["%s for Python %s" % (wheel.name, version)]
+
+    def check_system_python(self, gimp: Gimp) -> None:
+        """A GIMP of the distribution runs Python plug-ins with the system's
+        python3: say what to install when it lacks gi or pyzmq."""
+        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") \
+            else shutil.which("python3")
+        if not python:
+            self.say("%s: no python3 found; GIMP needs it for Python plug-ins. Install your "
+                     "distribution's python3 and GIMP's Python support." % gimp.name)
+            return
+        for module in ("gi", "zmq"):
+            done = subprocess.run([python, "-c", "import " + module], capture_output=True)
+            if done.returncode != 0:
+                self.say("%s: %s cannot import %s, which the plug-in needs. Install it with:\n"
+                         "    %s" % (gimp.name, python, "pyzmq" if module == "zmq" else
+                                     "PyGObject (gi)", distribution_hint(module)))
+
+    # -- removing ---------------------------------------------------------------
+
+    def uninstall(self) -> None:
+        removed = 0
+        for gimp in self.targets():
+            script = gimp.folder / (PLUGIN + ".py")
+            if not script.exists():
+                continue
+            if OWN_MARK not in script.read_bytes():
+                self.say("%s: %s is not SharpFu's plug-in; left alone" % (gimp.name, gimp.folder))
+                continue
+            self.say("%s: removing %s" % (gimp.name, gimp.folder))
+            if not self.args.dry_run:
+                shutil.rmtree(gimp.folder)
+            self.installer.changed.append("%s plug-in" % gimp.name)
+            removed += 1
+        if not removed:
+            self.say("GIMP: no SharpFu plug-in found to remove")
+        self.say("left in place: the server's virtual environment (%s) and your configuration "
+                 "(%s); delete them by hand if you no longer want them" % (
+                     self.installer.venv, Path(sharpfu_config.config_dir())))
+        verb = "would remove" if self.args.dry_run else "removed"
+        self.say("done: %s" % ("%s %d plug-in folder(s)" % (verb, removed) if removed
+                                else "nothing to remove"))
 
 
 def write_private(path: Path, data: dict) -> None:
@@ -181,7 +549,8 @@ def has_nvidia_gpu() -> bool:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Install SharpFu's server and configuration.")
+    parser = argparse.ArgumentParser(description="Install SharpFu: the server, its configuration "
+                                     "and the GIMP 3 plug-in.")
     parser.add_argument("--venv", default=str(ROOT / ".venv"),
                         help="where to create the server's virtual environment (default: .venv)")
     parser.add_argument("--torch", choices=["auto", "cpu", "cuda"], default="auto",
@@ -191,7 +560,34 @@ def parse_args(argv=None) -> argparse.Namespace:
                         % sharpfu_config.DEFAULT_ENDPOINT)
     parser.add_argument("--dry-run", action="store_true", help="say what would be done; change "
                                                                 "nothing")
-    return parser.parse_args(argv)
+    gimp = parser.add_argument_group("GIMP plug-in")
+    gimp.add_argument("--no-plugin", action="store_true",
+                      help="set up the server only; leave GIMP alone")
+    gimp.add_argument("--plugin-only", action="store_true",
+                      help="install only the GIMP plug-in, with the configuration that a full "
+                           "install wrote (or --config-from); no venv, no torch")
+    gimp.add_argument("--plugin-dir", metavar="DIR",
+                      help="install into this GIMP plug-ins folder only, instead of every GIMP 3 "
+                           "found")
+    gimp.add_argument("--config-from", metavar="FILE",
+                      help="with --plugin-only: the SharpFu configuration to put beside the "
+                           "plug-in, instead of yours")
+    gimp.add_argument("--gimp-python", metavar="X.Y",
+                      help="the Python version of a GIMP that brings its own (Flatpak, Snap, "
+                           "macOS, Windows), when install.py cannot tell")
+    gimp.add_argument("--uninstall", action="store_true",
+                      help="remove the plug-in from every GIMP 3 (or --plugin-dir); the venv "
+                           "and your configuration stay")
+    args = parser.parse_args(argv)
+    if args.no_plugin and (args.plugin_only or args.plugin_dir or args.uninstall):
+        parser.error("--no-plugin leaves GIMP alone; it cannot go with --plugin-only, "
+                     "--plugin-dir or --uninstall")
+    if args.config_from and not args.plugin_only:
+        parser.error("--config-from goes with --plugin-only (a full install writes your own "
+                     "configuration)")
+    if args.gimp_python and not re.fullmatch(r"3\.\d+", args.gimp_python):
+        parser.error("--gimp-python wants a version such as 3.12")
+    return args
 
 
 def main(argv=None) -> None:

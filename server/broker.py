@@ -46,6 +46,9 @@ class Broker:
         self.last_activity = time.monotonic()
         self._stop = False
         self._backlog: list[tuple[float, bytes, dict, list]] = []
+        # Shared-memory segments each client has named, removed if it vanishes.
+        self.client_segments: dict[bytes, set[str]] = {}
+        self._last_segment_check = time.monotonic()
         self._authenticator = None
 
         use_curve = security.check_endpoint(settings)
@@ -143,6 +146,11 @@ class Broker:
         if self.held_bytes + job.held_bytes > self.settings.max_held_bytes:
             raise WireError("server_busy", msg_id=msg_id)
         self.held_bytes += job.held_bytes
+        segments = {ref["segment"] for ref in job.input_refs.values()}
+        if job.reply_ref is not None:
+            segments.add(job.reply_ref["segment"])
+        if segments:
+            self.client_segments.setdefault(client, set()).update(segments)
         self.jobs[(client, msg_id)] = job
         self.queue.put(job)
         image = next(iter(job.inputs.values()))[0]
@@ -260,6 +268,8 @@ class Broker:
             if self.queue.remove(job) or job.state == "finished":
                 self._release(job)
         self._backlog = [entry for entry in self._backlog if entry[1] != client]
+        # Its shared memory would otherwise stay in RAM until the next reboot.
+        self.mapper.remove(self.client_segments.pop(client, ()))
 
     def _housekeeping(self, now: float) -> None:
         backlog, self._backlog = self._backlog, []
@@ -274,6 +284,14 @@ class Broker:
             if not job.orphaned and now - job.last_sent >= self.settings.heartbeat:
                 self._progress(job, job.fraction, job.stage)
         self.mapper.sweep()
+        if now - self._last_segment_check > 60:
+            self._last_segment_check = now
+            self.mapper.touch_marker()
+            for client in list(self.client_segments):   # forget what clients removed
+                self.client_segments[client] = {
+                    name for name in self.client_segments[client] if self.mapper.exists(name)}
+                if not self.client_segments[client]:
+                    del self.client_segments[client]
         if self.jobs:
             self.last_activity = now
         elif self.settings.idle_exit and now - self.last_activity > self.settings.idle_exit:
@@ -297,7 +315,8 @@ class Broker:
             "limits": {"max_pixels": self.settings.max_pixels,
                        "max_message_bytes": self.settings.max_message_bytes,
                        "max_jobs_per_client": self.settings.max_jobs_per_client},
-            "shm": {"dir": self.mapper.directory} if self.mapper.available else None,
+            "shm": ({"dir": self.mapper.directory, "marker": self.mapper.marker}
+                    if self.mapper.available else None),
             "jobs": {"queued": len(self.queue), "running": running,
                      "held_bytes": self.held_bytes},
             "memory": {"rss": psutil.Process().memory_info().rss},

@@ -4,6 +4,10 @@ A request names a segment, never a path: the name must be the fixed prefix
 plus hex digits, and the segment must be a regular file in the shared-memory
 folder owned by the server's own user. Mappings are cached while their
 segment lives, because mapping afresh would fault in every page again.
+
+The server also keeps an empty marker segment, named in its status, by
+which a client tells whether it sees the server's shared memory at all, and
+it removes the segments of clients that vanish in the middle of a job.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import os
 import stat
 from collections import OrderedDict
 
-from sharpfu_client.shm import default_directory
+from sharpfu_client.shm import default_directory, segment_name
 from sharpfu_client.wire import WireError, is_segment_name
 
 CACHE_ENTRIES = 16
@@ -22,10 +26,44 @@ class SegmentMapper:
     def __init__(self, directory: str | None = None):
         self.directory = directory if directory is not None else default_directory()
         self._cache: OrderedDict[str, tuple[tuple, mmap.mmap]] = OrderedDict()
+        self.marker = None
+        if self.directory is not None:
+            self.marker = segment_name()
+            try:
+                os.close(os.open(os.path.join(self.directory, self.marker),
+                                 os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except OSError:
+                self.directory = self.marker = None   # no shared memory, then
 
     @property
     def available(self) -> bool:
         return self.directory is not None
+
+    def touch_marker(self) -> None:
+        """Keep the marker young: clients remove old segments of dead pids,
+        and a pid may look dead from another pid namespace."""
+        if self.marker is not None:
+            try:
+                os.utime(os.path.join(self.directory, self.marker))
+            except OSError:
+                pass
+
+    def remove(self, names) -> None:
+        """Unlink segments of a client that is gone (only this user's, and
+        only names of the segment pattern)."""
+        for name in names:
+            if not is_segment_name(name):
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                if os.lstat(path).st_uid == os.geteuid():
+                    os.unlink(path)
+            except OSError:
+                pass
+        self.sweep()
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self.directory, name))
 
     def view(self, ref: dict, msg_id: str) -> memoryview:
         """A writable view of ref's bytes. Raises WireError."""
@@ -86,3 +124,5 @@ class SegmentMapper:
     def close(self) -> None:
         for name in list(self._cache):
             self._forget(name)
+        if self.marker is not None:
+            self.remove([self.marker])

@@ -40,4 +40,4 @@ def fresh_server(tmp_path):
 
     yield start
     for proc in procs:
-        proc.kill()
+        proc.stop()

@@ -2,6 +2,7 @@
 cancel, several clients, and servers or clients that die mid-job."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -172,23 +173,36 @@ def test_server_killed_mid_job_gives_an_error_within_the_timeout(fresh_server):
         assert "unchanged" in caught.value.message
 
 
-def test_a_vanished_client_has_its_job_dropped(server):
+def test_a_vanished_client_has_its_job_and_shared_memory_dropped(server):
     script = textwrap.dedent("""
         import os, sys, time
         from sharpfu_client import Client, Frame
         client = Client(endpoint=sys.argv[1], config_path=sys.argv[2], autostart=False)
-        job = client.submit("echo", [Frame(b"x" * 48, 4, 4, 3)], {"delay": 60, "steps": 600})
+        job = client.submit("echo", [Frame(b"x" * (3 << 20), 1024, 1024, 3)],
+                            {"delay": 60, "steps": 600})
         while job.state != "running":
             client._pump(0.05)
-        print("running", flush=True)
-        os._exit(0)   # gone without a word
+        print("running", job._lease.name if job._lease else "inline", flush=True)
+        os._exit(0)   # gone without a word, as GIMP kills a cancelled plug-in
     """)
     child = subprocess.run([sys.executable, "-c", script, server.endpoint,
                             str(server.config_path)], capture_output=True, text=True, timeout=60)
-    assert child.stdout.strip() == "running", child.stderr
+    state, segment = child.stdout.split()
+    assert state == "running", child.stderr
+    assert segment.startswith("sharpfu-"), "the job should have gone through shared memory"
     with server.client() as client:
         wait_for(lambda: client.status()["jobs"]["running"] == 0, timeout=5)
     assert "went away" in server.log()
+    wait_for(lambda: not os.path.exists("/dev/shm/" + segment), timeout=5)
+
+
+def test_shared_memory_needs_the_servers_marker(server):
+    with server.client() as client:
+        status = client.status()
+        assert os.path.isfile(os.path.join(status["shm"]["dir"], status["shm"]["marker"]))
+        client.server_status = dict(status, shm=dict(status["shm"], marker="sharpfu-" + "0" * 40))
+        client.run("echo", [random_frame(4, 4, 3, "u8")[0]])
+        assert not client.use_shm   # as from a sandbox with its own /dev/shm
 
 
 def raw_socket(server):

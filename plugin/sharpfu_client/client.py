@@ -338,7 +338,11 @@ class Client(object):
         if self._pool is None:
             offered = (self.server_status or {}).get("shm") or {}
             directory = offered.get("dir")
-            if not directory or directory != default_directory() or not os.access(directory, os.W_OK):
+            # The server's marker file is there only when this client sees the
+            # server's own shared memory (not, say, from inside a sandbox).
+            marker = os.path.join(directory or "", offered.get("marker") or "")
+            if not directory or directory != default_directory() or not os.path.isfile(marker) \
+                    or not os.access(directory, os.W_OK):
                 self.use_shm = False
                 return None
             self._pool = SegmentPool(directory)

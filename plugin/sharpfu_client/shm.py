@@ -8,17 +8,26 @@ it by name (a fixed prefix plus hex digits, never a path) and writes the
 result into the reply region, and the client removes it. Segments are reused
 from job to job because first-touching fresh pages costs more than copying
 into warm ones.
+
+A client can be killed (GIMP kills a plug-in whose progress bar is
+cancelled) and leave segments behind, in RAM until the next reboot. The
+server therefore removes the segments of a client that vanished in the
+middle of a job, and every client, when it starts, removes segments left by
+clients that are gone: the creator's pid is the first 8 hex digits of a name.
 """
 from __future__ import absolute_import, division, print_function
 
+import errno
 import mmap
 import os
 import sys
+import time
 import uuid
 
 from .wire import SEGMENT_PREFIX
 
 MIB = 1 << 20
+STALE_AFTER = 600   # seconds unused before a dead client's segment is removed
 
 
 def default_directory():
@@ -28,11 +37,52 @@ def default_directory():
     return None
 
 
+def segment_name(pid=None):
+    """The prefix, the creator's pid as 8 hex digits, 32 random hex digits."""
+    return "%s%08x%s" % (SEGMENT_PREFIX, (os.getpid() if pid is None else pid) & 0xffffffff,
+                         uuid.uuid4().hex)
+
+
+def creator_alive(name):
+    """False only when the pid in a segment's name surely runs no process."""
+    try:
+        os.kill(int(name[len(SEGMENT_PREFIX):len(SEGMENT_PREFIX) + 8], 16), 0)
+    except (ValueError, OverflowError):
+        return True
+    except OSError as error:
+        return error.errno != errno.ESRCH
+    return True
+
+
+def remove_stale(directory, now=None):
+    """Remove this user's segments whose creator is gone and which nobody has
+    written to for STALE_AFTER seconds (the age guards against a pid seen
+    from another pid namespace). Returns the names removed."""
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(SEGMENT_PREFIX) or creator_alive(name):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            info = os.lstat(path)
+            if info.st_uid == os.geteuid() and now - info.st_mtime > STALE_AFTER:
+                os.unlink(path)
+                removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
 class Segment(object):
     """One segment, mapped read-write into this process."""
 
     def __init__(self, directory, size):
-        self.name = SEGMENT_PREFIX + uuid.uuid4().hex
+        self.name = segment_name()
         self.path = os.path.join(directory, self.name)
         self.size = size
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -79,6 +129,7 @@ class SegmentPool(object):
         self.directory = directory
         self.keep_bytes = keep_bytes
         self._idle = []
+        remove_stale(directory)
 
     def acquire(self, size):
         fitting = [s for s in self._idle if s.size >= size]
