@@ -43,6 +43,9 @@ class Broker:
         self.held_bytes = 0
         self.mapper = SegmentMapper()
         self.started = time.time()
+        # Names this server process in every reply, so that a client spread
+        # over several servers knows which one holds each of its jobs.
+        self.instance = wire.new_id()
         self.last_activity = time.monotonic()
         self._stop = False
         self._backlog: list[tuple[float, bytes, dict, list]] = []
@@ -163,6 +166,13 @@ class Broker:
     def _cancel(self, client: bytes, header: dict) -> None:
         job_id = protocol.parse_cancel(header)
         job = self.jobs.get((client, job_id))
+        session = header.get("session")
+        if job is None and isinstance(session, str) and session:
+            # Another connection of the same client session (one socket
+            # spread over several servers, another to cancel on each): the
+            # random job id and session id together prove ownership.
+            job = next((j for (c, i), j in self.jobs.items()
+                        if i == job_id and j.session == session), None)
         self._send(client, wire.make_header("cancel", header["id"], job=job_id,
                                             found=job is not None))
         if job is None:
@@ -178,6 +188,7 @@ class Broker:
         """Send without ever blocking the loop. A result or error that finds
         the client's pipe full waits in the backlog; a progress message is
         dropped (the next one supersedes it)."""
+        header.setdefault("server", self.instance)
         parts = [client] + wire.pack(header, payloads, self.key)
         try:
             self.router.send_multipart(parts, zmq.NOBLOCK, copy=False)
@@ -305,6 +316,7 @@ class Broker:
         running = sum(1 for job in self.jobs.values() if job.state == "running")
         return {
             "server": {"name": "sharpfu-server", "version": __version__,
+                       "instance": self.instance,
                        "protocols": list(wire.SUPPORTED_PROTOCOLS), "pid": os.getpid(),
                        "uptime": round(time.time() - self.started, 1),
                        "endpoint": self.settings.endpoint, "signed": bool(self.key)},

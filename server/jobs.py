@@ -32,6 +32,7 @@ class Job:
     reply_region: memoryview | None = None   # the client's shared memory for the result
     reply_ref: dict | None = None
     input_refs: dict = field(default_factory=dict)   # frame name -> its shared-memory ref
+    session: str | None = None        # the client's session id, if it sent one
     received: float = field(default_factory=time.monotonic)
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"             # queued, running, finished

@@ -61,8 +61,10 @@ def parse_job(header: dict, payloads: list, client: bytes, settings, mapper: Seg
             held += nbytes
         clean = {k: desc[k] for k in ("name", "width", "height", "channels", "format")}
         inputs[desc["name"]] = (clean, pixels.as_array(buffer, clean))
+    session = header.get("session")
     return Job(id=msg_id, client=client, op=op, params=params, inputs=inputs, held_bytes=held,
-               reply_region=reply_region, reply_ref=reply_ref, input_refs=input_refs)
+               reply_region=reply_region, reply_ref=reply_ref, input_refs=input_refs,
+               session=session if isinstance(session, str) and session else None)
 
 
 def _check_geometry(op: str, descs: list, params: dict, settings, msg_id: str) -> None:

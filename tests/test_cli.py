@@ -57,15 +57,26 @@ def ok(result):
     return result
 
 
+def said_method(server, op, scale=1):
+    """The line the CLI must print: the server's default method for op and
+    scale, in the words for its kind."""
+    with server.client() as client:
+        status = client.status()
+    methods = {m["name"]: m for m in status["methods"]}
+    words = {"classical": "classical method, not AI", "network": "AI model"}
+    return " then ".join("%s (%s)" % (methods[name]["title"], words[methods[name]["kind"]])
+                         for name in status["defaults"][op][str(scale)].split("+"))
+
+
 # -- the ops ------------------------------------------------------------------
 
 @pytest.mark.parametrize("scale", [2, 4])
-def test_upscale_output_size(sharpfu, tmp_path, scale):
+def test_upscale_output_size(sharpfu, server, tmp_path, scale):
     image(tmp_path / "in.png")
     result = ok(sharpfu("upscale", tmp_path / "in.png", "-o", tmp_path / "out.png",
                         "--scale", scale))
     assert imageio.read(str(tmp_path / "out.png")).pixels.shape == (48 * scale, 64 * scale, 3)
-    assert "upscale used Lanczos-3 resampling (classical method, not AI)" in result.stderr
+    assert "upscale used " + said_method(server, "upscale", scale) in result.stderr
 
 
 def test_upscale_defaults_to_2x_and_quiet_says_nothing(sharpfu, tmp_path):
@@ -75,10 +86,13 @@ def test_upscale_defaults_to_2x_and_quiet_says_nothing(sharpfu, tmp_path):
     assert result.stderr == ""
 
 
-def test_deblur_keeps_the_size(sharpfu, tmp_path):
+def test_deblur_keeps_the_size(sharpfu, server, tmp_path):
     image(tmp_path / "in.jpg")
     result = ok(sharpfu("deblur", tmp_path / "in.jpg", "-o", tmp_path / "out.jpg"))
     assert imageio.read(str(tmp_path / "out.jpg")).pixels.shape == (48, 64, 3)
+    assert "deblur used " + said_method(server, "deblur") in result.stderr
+    result = ok(sharpfu("deblur", tmp_path / "in.jpg", "-o", tmp_path / "out2.jpg",
+                        "--method", "unsharp"))
     assert "(classical method, not AI)" in result.stderr
 
 
@@ -284,7 +298,10 @@ def test_status_describes_the_methods(sharpfu, server):
     assert server.endpoint in text and "GiB" in text
     for op in ("upscale", "deblur", "sharpen", "matte"):
         assert op + ":" in text
-    assert "classical method, not AI" in text and "trained network" not in text
+    with server.client() as client:
+        kinds = {m["kind"] for m in client.status()["methods"]}
+    assert ("classical method, not AI" in text) == ("classical" in kinds)
+    assert ("trained network" in text) == ("network" in kinds)
     raw = json.loads(ok(sharpfu("status", "--json")).stdout)
     assert raw["server"]["endpoint"] == server.endpoint
 

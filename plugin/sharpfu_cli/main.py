@@ -16,6 +16,8 @@ import json
 import os
 import signal
 import sys
+import time
+from collections import deque
 
 import numpy as np
 from tqdm import tqdm
@@ -23,6 +25,7 @@ from tqdm import tqdm
 from sharpfu_client import Cancelled, Client, Frame, SharpFuError
 from sharpfu_client import config as config_module
 from sharpfu_client import launcher
+from sharpfu_client.cluster import Cluster, server_settings
 
 from . import imageio
 
@@ -50,7 +53,9 @@ class Failure(Exception):
 def build_parser() -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
     group = connection.add_argument_group("server")
-    group.add_argument("--endpoint", metavar="URL", help="the server's ZeroMQ endpoint")
+    group.add_argument("--endpoint", metavar="URL", action="append",
+                       help="the server's ZeroMQ endpoint; give several to spread a batch over "
+                            "several servers (or list them as \"servers\" in the configuration)")
     group.add_argument("--config", metavar="FILE", help="SharpFu configuration file")
     group.add_argument("--timeout", metavar="S", type=_positive_float,
                        help="seconds of server silence before giving up")
@@ -79,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         if scales:
             command.add_argument("--scale", type=int, choices=scales, default=default,
                                  help="size factor (default %d)" % default)
+        command.add_argument("--jobs", metavar="N", type=_positive_int,
+                             help="images in flight at once (default: 2 per server), so that "
+                                  "reading and writing files never leaves a server idle")
+        command.add_argument("--resume", action="store_true",
+                             help="skip inputs whose output already exists (outputs are "
+                                  "written whole or not at all, so an existing one is finished)")
         command.set_defaults(run=run_images, op=name, parser=command)
 
     image_command("upscale", "Enlarge images 2x or 4x.", (2, 4), 2)
@@ -109,6 +120,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
     return value
 
 
@@ -157,17 +175,25 @@ class Interrupt:
         raise KeyboardInterrupt
 
 
-def open_client(args) -> Client:
+def open_client(args) -> Client | Cluster:
     config = config_module.load(args.config)
+    endpoints = args.endpoint or []
+    if len(endpoints) > 1 or (not endpoints and len(config.get("servers") or []) > 1):
+        return Cluster(endpoints or None, config=config, timeout=args.timeout)
     if launcher.server_command(config) is None:
         # The CLI runs in the server's own environment, so it can always
         # start one with its own interpreter.
         config["server_command"] = [sys.executable, "-m", "server"]
-    return Client(endpoint=args.endpoint, config=config, timeout=args.timeout,
+    endpoint = endpoints[0] if endpoints else (server_settings(config)[0][0] if config.get(
+        "servers") else None)
+    return Client(endpoint=endpoint, config=config, timeout=args.timeout,
                   autostart=not args.no_autostart)
 
 
-def connect(client: Client, args) -> dict:
+def connect(client: Client | Cluster, args) -> dict:
+    if isinstance(client, Cluster):
+        return client.connect()
+
     def starting(endpoint):
         if not args.quiet:
             say("no server answers at %s; starting one" % endpoint)
@@ -177,32 +203,112 @@ def connect(client: Client, args) -> dict:
 
 # -- image ops ----------------------------------------------------------------
 
-def run_images(args, client: Client, interrupt: Interrupt) -> int:
+def run_images(args, client, interrupt: Interrupt) -> int:
     pairs, failed = plan(args.inputs, args.output, args.parser)
+    skipped = 0
+    if args.resume:
+        todo = [(source, target) for source, target in pairs if not os.path.exists(target)]
+        skipped, pairs = len(pairs) - len(todo), todo
+        if skipped and not args.quiet:
+            say("resuming: %d of %d outputs are there already" % (skipped, skipped + len(pairs)))
     if not pairs:
-        return EXIT_FAILED
+        return EXIT_FAILED if failed else 0
     connect(client, args)
-    params = job_params(args)
-    seen_methods: set[str] = set()
-    with tqdm(total=len(pairs), disable=True if args.quiet else None, file=sys.stderr,
-              bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}]") as bar:
-        for index, (source, target) in enumerate(pairs):
-            try:
-                check_output(target)   # before the work, not after it
-                picture = read(source)
-                frame = to_frame(picture.pixels, "image")
-                result = run_job(client, interrupt, args.op, [frame], params, bar, index)
-                pixels = from_frame(result.frame("image"))
-                write(target, imageio.Picture(pixels, picture.icc, picture.exif))
-                announce_method(args, result.method, seen_methods)
-            except Failure as failure:
-                say("error: %s: %s" % (failure.path, failure.reason))
-                failed += 1
-            except SharpFuError as error:
-                say("error: %s: %s" % (source, error.message))
-                failed += 1
-            bar.update(index + 1 - bar.n)
+    batch = Batch(args, client, interrupt, job_params(args))
+    batch.run(pairs)
+    failed += batch.failed
+    if len(pairs) + skipped > 1 and not args.quiet:
+        say(batch.summary(skipped, failed))
     return EXIT_FAILED if failed else 0
+
+
+class Batch:
+    """Keeps `--jobs` images in flight: while the servers work, the next
+    inputs are read and finished outputs written, so no server waits on the
+    disk. One progress bar counts images, with fractions of those in flight."""
+
+    def __init__(self, args, client, interrupt: Interrupt, params: dict):
+        self.args, self.client, self.interrupt, self.params = args, client, interrupt, params
+        servers = len(client.endpoints) if isinstance(client, Cluster) else 1
+        self.window = args.jobs or 2 * servers
+        self.in_flight: dict = {}       # job -> (source, target, picture)
+        self.written = self.failed = 0
+        self.pixels_out = 0
+        self.methods: set[str] = set()
+        self.started = time.monotonic()
+
+    def run(self, pairs: list[tuple[str, str]]) -> None:
+        pending = deque(pairs)
+        with tqdm(total=len(pairs), disable=True if self.args.quiet else None, file=sys.stderr,
+                  bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}]") as bar:
+            while pending or self.in_flight:
+                if self.interrupt.requested:
+                    self.stop()
+                while pending and len(self.in_flight) < self.window:
+                    self.submit(*pending.popleft())
+                self.interrupt.waiting = bool(self.in_flight)
+                self.client.poll(0.1)
+                for job in [j for j in self.in_flight if j.finished]:
+                    self.finish(job)
+                bar.n = self.written + self.failed + sum(j.fraction for j in self.in_flight)
+                bar.refresh()
+        self.interrupt.waiting = False
+
+    def submit(self, source: str, target: str) -> None:
+        try:
+            check_output(target)   # before the work, not after it
+            picture = read(source)
+            job = self.client.submit(self.args.op, [to_frame(picture.pixels, "image")],
+                                     self.params)
+        except Failure as failure:
+            self.fail(failure.path, failure.reason)
+            return
+        except SharpFuError as error:
+            self.fail(source, error.message)
+            return
+        self.in_flight[job] = (source, target, picture)
+
+    def finish(self, job) -> None:
+        source, target, picture = self.in_flight.pop(job)
+        try:
+            result = self.client.result(job)
+            pixels = from_frame(result.frame("image"))
+            write(target, imageio.Picture(pixels, picture.icc, picture.exif))
+        except Failure as failure:
+            self.fail(failure.path, failure.reason)
+            return
+        except Cancelled:
+            raise KeyboardInterrupt from None
+        except SharpFuError as error:
+            self.fail(source, error.message)
+            return
+        self.written += 1
+        self.pixels_out += pixels.shape[0] * pixels.shape[1]
+        announce_method(self.args, result.method, self.methods)
+
+    def fail(self, path: str, reason: str) -> None:
+        say("error: %s: %s" % (path, reason))
+        self.failed += 1
+
+    def stop(self) -> None:
+        """Ctrl+C: cancel what the servers hold, wait a moment for them to
+        confirm, then stop."""
+        for job in self.in_flight:
+            self.client.cancel(job)
+        deadline = time.monotonic() + 5
+        while any(not j.finished for j in self.in_flight) and time.monotonic() < deadline:
+            self.client.poll(0.1)
+        raise KeyboardInterrupt
+
+    def summary(self, skipped: int, failed: int) -> str:
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        parts = ["%d written" % self.written]
+        if skipped:
+            parts.append("%d skipped (already there)" % skipped)
+        if failed:
+            parts.append("%d failed" % failed)
+        return "%s in %.1f s: %.2f images/s, %.2f output MP/s" % (
+            ", ".join(parts), seconds, self.written / seconds, self.pixels_out / 1e6 / seconds)
 
 
 def plan(inputs: list[str], output: str, parser) -> tuple[list[tuple[str, str]], int]:
@@ -377,7 +483,18 @@ def from_frame(frame: Frame) -> np.ndarray:
 
 # -- status -------------------------------------------------------------------
 
-def run_status(args, client: Client, interrupt: Interrupt) -> int:
+def run_status(args, client, interrupt: Interrupt) -> int:
+    if isinstance(client, Cluster):
+        found = client.statuses()
+        if args.json:
+            print(json.dumps({endpoint: status if isinstance(status, dict) else
+                              {"error": status.code, "message": status.message}
+                              for endpoint, status in found}, indent=2, sort_keys=True))
+        else:
+            print("\n\n".join(describe_status(status) if isinstance(status, dict) else
+                               "%s: not answering (%s)" % (endpoint, status.message)
+                               for endpoint, status in found))
+        return 0 if any(isinstance(status, dict) for _, status in found) else EXIT_FAILED
     status = connect(client, args)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))

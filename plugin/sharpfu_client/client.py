@@ -127,12 +127,62 @@ class Job(object):
         self.error = None
         self.last_heard = now()
         self.cancel_sent = False
+        self.on_progress = None   # called with (fraction, stage) for each progress message
+        self.server = None        # the instance id of the server that has it
         self._lease = None
-        self._on_progress = None
 
     @property
     def finished(self):
         return self.state in ("done", "failed", "cancelled")
+
+    def fail(self, error, state="failed"):
+        self.error = error
+        self.state = state
+
+    def apply(self, header, payloads):
+        """Take in one reply to this job. Returns the error code of an error
+        reply, for the caller to decide on (None otherwise)."""
+        self.last_heard = now()
+        self.server = header.get("server", self.server)
+        kind = header["type"]
+        if kind == "progress":
+            self.fraction = float(header.get("fraction", self.fraction))
+            self.stage = header.get("stage", self.stage)
+            self.queue_position = header.get("queue_position")
+            self.state = "queued" if self.queue_position else "running"
+            if self.on_progress is not None:
+                self.on_progress(self.fraction, self.stage)
+        elif kind == "result":
+            self.result = (header, payloads)
+            self.state = "done"
+        elif kind == "error":
+            return header.get("code") or "internal"
+        return None
+
+    def fail_with(self, header):
+        """End the job with the server's error reply."""
+        if header.get("code") == "cancelled":
+            self.fail(Cancelled(header.get("message")), "cancelled")
+        else:
+            self.fail(JobFailed(header.get("message"), header.get("code") or "internal",
+                                header.get("detail")))
+
+
+def check_limits(server_status, job):
+    """Refuse here what the server would refuse: a message over its size cap
+    would not even be answered (ZeroMQ drops the connection)."""
+    limits = (server_status or {}).get("limits") or {}
+    max_pixels = limits.get("max_pixels")
+    too_large = SharpFuError(
+        "The image is larger than the SharpFu server accepts (%.1f megapixels at most). Work "
+        "on a smaller region or raise max_megapixels in the server's configuration." % (
+            (max_pixels or 0) / 1e6), "too_large")
+    for frame in job.frames:
+        if max_pixels and frame.width * frame.height > max_pixels:
+            raise too_large
+    max_bytes = limits.get("max_message_bytes")
+    if max_bytes and max(f.nbytes for f in job.frames) > max_bytes:
+        raise too_large
 
 
 class Client(object):
@@ -312,25 +362,9 @@ class Client(object):
         if self.server_status is None:
             self.connect()
         job = Job(op, list(frames), dict(params or {}))
-        self._check_limits(job)
+        check_limits(self.server_status, job)
         self._send_job(job)
         return job
-
-    def _check_limits(self, job):
-        """Refuse here what the server would refuse: a message over its size
-        cap would not even be answered (ZeroMQ drops the connection)."""
-        limits = (self.server_status or {}).get("limits") or {}
-        max_pixels = limits.get("max_pixels")
-        too_large = SharpFuError(
-            "The image is larger than the SharpFu server accepts (%.1f megapixels at most). Work "
-            "on a smaller region or raise max_megapixels in the server's configuration." % (
-                (max_pixels or 0) / 1e6), "too_large")
-        for frame in job.frames:
-            if max_pixels and frame.width * frame.height > max_pixels:
-                raise too_large
-        max_bytes = limits.get("max_message_bytes")
-        if max_bytes and max(f.nbytes for f in job.frames) > max_bytes:
-            raise too_large
 
     def _shm_pool(self):
         if not self.use_shm:
@@ -391,20 +425,32 @@ class Client(object):
         progress(fraction, stage) is called for every progress message;
         cancelled() is polled about ten times a second and cancels the job
         when it returns True."""
-        job._on_progress = progress
-        try:
-            while not job.finished:
-                if cancelled is not None and not job.cancel_sent and cancelled():
-                    self.cancel(job)
-                self._pump(0.1)
-                if not job.finished and now() - job.last_heard > self.timeout:
-                    self._fail(job, Timeout(
-                        "The SharpFu server stopped answering for %.0f s while working on this "
-                        "image. Your image is unchanged." % self.timeout))
-                    self._reset_socket()
-        finally:
-            job._on_progress = None
-            self._jobs.pop(job.id, None)
+        if progress is not None:
+            job.on_progress = progress
+        while not job.finished:
+            if cancelled is not None and not job.cancel_sent and cancelled():
+                self.cancel(job)
+            self.poll(0.1)
+        return self.result(job, copy)
+
+    def poll(self, timeout):
+        """Handle replies for up to `timeout` seconds, and fail the jobs whose
+        server has been silent for longer than the client's timeout. For
+        callers with several jobs in flight: check `job.finished` afterwards."""
+        self._pump(timeout)
+        silent = [job for job in self._jobs.values()
+                  if not job.finished and now() - job.last_heard > self.timeout]
+        for job in silent:
+            job.fail(Timeout(
+                "The SharpFu server stopped answering for %.0f s while working on this "
+                "image. Your image is unchanged." % self.timeout))
+        if silent:
+            self._reset_socket()
+
+    def result(self, job, copy=True):
+        """A finished job's Result; raises its error if it failed."""
+        self._jobs.pop(job.id, None)
+        job.on_progress = None
         if job.state != "done":
             self._release_lease(job)
             raise job.error
@@ -442,7 +488,7 @@ class Client(object):
     def _connection_lost(self):
         lost = [job for job in self._jobs.values() if not job.finished]
         for job in lost:
-            self._fail(job, ConnectionLost(
+            job.fail(ConnectionLost(
                 "The SharpFu server went away while working on this image (it may have crashed or "
                 "run out of memory; see %s). Your image is unchanged." % launcher.log_path()))
         self.server_status = None
@@ -456,32 +502,13 @@ class Client(object):
         job = self._jobs.get(parent)
         if job is None or job.finished:
             return  # a late reply to a job that already ended here
-        job.last_heard = now()
-        kind = header["type"]
-        if kind == "progress":
-            job.fraction = float(header.get("fraction", job.fraction))
-            job.stage = header.get("stage", job.stage)
-            job.queue_position = header.get("queue_position")
-            job.state = "queued" if job.queue_position else "running"
-            if job._on_progress is not None:
-                job._on_progress(job.fraction, job.stage)
-        elif kind == "result":
-            job.result = (header, payloads)
-            job.state = "done"
-        elif kind == "error":
-            code = header.get("code") or "internal"
-            if code == "shm_unavailable":
-                self.use_shm = False
-                self._release_lease(job)
-                self._send_job(job)  # the same job again, pixels inline
-            elif code == "cancelled":
-                self._fail(job, Cancelled(header.get("message")), "cancelled")
-            else:
-                self._fail(job, JobFailed(header.get("message"), code, header.get("detail")))
-
-    def _fail(self, job, error, state="failed"):
-        job.error = error
-        job.state = state
+        code = job.apply(header, payloads)
+        if code == "shm_unavailable":
+            self.use_shm = False
+            self._release_lease(job)
+            self._send_job(job)  # the same job again, pixels inline
+        elif code is not None:
+            job.fail_with(header)
 
     def _release_lease(self, job):
         if job._lease is not None:
