@@ -34,9 +34,9 @@ def fresh_server(tmp_path):
     procs = []
 
     def start(**kwargs) -> ServerProcess:
-        proc = ServerProcess(tmp_path / ("server%d" % len(procs)), **kwargs).start()
-        procs.append(proc)
-        return proc
+        proc = ServerProcess(tmp_path / ("server%d" % len(procs)), **kwargs)
+        procs.append(proc)   # before starting: one that never answers is stopped too
+        return proc.start()
 
     yield start
     for proc in procs:

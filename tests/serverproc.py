@@ -58,7 +58,11 @@ class ServerProcess:
             cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.kill()   # never leave a server behind a failed test
+                raise
         return self
 
     @property
