@@ -15,6 +15,7 @@ from .jobs import JobError
 from .methods import Method
 from .methods.colour_matte import ColourLineMatte
 from .methods.lanczos import Lanczos
+from .methods.network import network_methods
 from .methods.unsharp import UnsharpMask
 
 # op -> the op whose methods it draws on (sharpen = deblur, then upscale)
@@ -27,6 +28,8 @@ class Catalog:
         self._lock = threading.Lock()
         self.methods: dict[str, Method] = {}
         for method in (Lanczos(), UnsharpMask(), ColourLineMatte()):
+            self.add(method)
+        for method in network_methods():
             self.add(method)
 
     def add(self, method: Method) -> None:

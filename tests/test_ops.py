@@ -17,7 +17,7 @@ def gradient(height, width, channels, dtype, top):
 
 def test_u16_stays_16_bit_all_the_way():
     src = gradient(40, 50, 3, np.dtype("<u2"), 65535)
-    out = run("upscale", {"scale": 2}, image=src)
+    out = run("upscale", {"scale": 2, "method": "lanczos"}, image=src)
     assert out.dtype == np.dtype("<u2") and out.shape == (80, 100, 3)
     # An 8-bit step anywhere would leave only multiples of 257.
     assert (out % 257 != 0).mean() > 0.9
@@ -102,8 +102,8 @@ def test_out_of_memory_halves_the_tile_and_keeps_progress_monotonic(monkeypatch)
     monkeypatch.setattr(Lanczos, "forward", forward)
     src = gradient(300, 300, 3, np.uint8, 255)
     reports = []
-    out = run("upscale", {"scale": 2, "tile": 400}, reports, image=src)
-    expected = run("upscale", {"scale": 2, "tile": 64}, image=src)
+    out = run("upscale", {"scale": 2, "tile": 400, "method": "lanczos"}, reports, image=src)
+    expected = run("upscale", {"scale": 2, "tile": 64, "method": "lanczos"}, image=src)
     assert np.abs(out.astype(int) - expected).max() <= 1
     fractions = [f for f, _ in reports]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -116,7 +116,8 @@ def test_out_of_memory_at_the_smallest_tile_is_an_error(monkeypatch):
 
     monkeypatch.setattr(Lanczos, "forward", forward)
     with pytest.raises(JobError) as caught:
-        run("upscale", {"scale": 2, "tile": 512}, image=gradient(600, 600, 3, np.uint8, 255))
+        run("upscale", {"scale": 2, "tile": 512, "method": "lanczos"},
+            image=gradient(600, 600, 3, np.uint8, 255))
     assert caught.value.code == "out_of_memory"
 
 

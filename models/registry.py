@@ -1,0 +1,153 @@
+"""Which architectures SharpFu knows, how to recognise one from its weights,
+and which trained weights ship with it.
+
+As in spandrel, the weights say what they are: `detect` reads the names and
+shapes in a state dict and returns the architecture and its
+hyper-parameters, so a file needs no side information to be built. The
+shipped weights in models/weights/ come in pairs, NAME.safetensors and
+NAME.json; the JSON record says what the weights are for (ops, scale, the
+method they serve under) and how they were made (command, data, commit,
+device, duration, validation numbers).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import span
+from .loading import WeightsError, load_state_dict
+
+log = logging.getLogger("sharpfu.models")
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    title: str
+    detect: Callable[[dict[str, torch.Tensor]], dict | None]   # hyper-parameters, or None
+    build: Callable[..., nn.Module]                              # build(**hyper-parameters)
+    receptive_radius: Callable[..., int]                         # in input pixels
+    multiple: Callable[..., int] = lambda **_: 1                 # input sides must divide by it
+
+
+def _detect_span(state: dict[str, torch.Tensor]) -> dict | None:
+    needed = ("head.weight", "tail.weight", "fuse.weight", "upsample.weight")
+    if not all(key in state for key in needed):
+        return None
+    channels, colours = state["head.weight"].shape[:2]
+    blocks = 1 + max(int(m.group(1)) for key in state
+                     for m in [re.match(r"body\.(\d+)\.c1\.weight$", key)] if m)
+    outputs = state["upsample.weight"].shape[0]
+    scale = round((outputs / colours) ** 0.5)
+    if scale * scale * colours != outputs:
+        raise WeightsError("SPAN weights with %d output channels for %d colours: not a square "
+                           "scale." % (outputs, colours))
+    return {"scale": scale, "channels": int(channels), "blocks": blocks, "colours": int(colours)}
+
+
+ARCHITECTURES = {
+    "span": Architecture(
+        name="span", title="SPAN (Swift Parameter-free Attention Network)",
+        detect=_detect_span, build=span.SPAN,
+        receptive_radius=lambda blocks, **_: span.receptive_radius(blocks)),
+}
+
+
+def detect(state: dict[str, torch.Tensor]) -> tuple[Architecture, dict]:
+    """The architecture of a state dict and its hyper-parameters."""
+    for architecture in ARCHITECTURES.values():
+        params = architecture.detect(state)
+        if params is not None:
+            return architecture, params
+    raise WeightsError("These weights match no architecture SharpFu knows (%s); first keys: %s."
+                       % (", ".join(ARCHITECTURES), ", ".join(list(state)[:5])))
+
+
+def build(state: dict[str, torch.Tensor]) -> tuple[nn.Module, Architecture, dict]:
+    """An eval-mode network with the weights loaded (strictly: every name and
+    shape must match)."""
+    architecture, params = detect(state)
+    model = architecture.build(**params)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise WeightsError("The weights look like %s %s but do not fit it: %s" % (
+            architecture.name, params, str(error).splitlines()[0]))
+    return model.eval(), architecture, params
+
+
+def load(path: str | Path) -> tuple[nn.Module, Architecture, dict]:
+    """Build the network stored in a weights file, on the CPU, in float32."""
+    return build(load_state_dict(path))
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One shipped weights file and its record."""
+    path: Path
+    record: dict = field(hash=False)
+
+    @property
+    def name(self) -> str:
+        return self.record["name"]
+
+    @property
+    def method(self) -> str:
+        """The catalog method these weights serve under (one per flavour,
+        covering each scale it has weights for)."""
+        return self.record["method"]
+
+    @property
+    def scale(self) -> int:
+        return int(self.record["scale"])
+
+    @property
+    def architecture(self) -> Architecture:
+        return ARCHITECTURES[self.record["architecture"]]
+
+    @property
+    def params(self) -> dict:
+        return self.record["hyper_parameters"]
+
+    @property
+    def receptive_radius(self) -> int:
+        return self.architecture.receptive_radius(**self.params)
+
+    @property
+    def multiple(self) -> int:
+        return self.architecture.multiple(**self.params)
+
+    def load(self) -> nn.Module:
+        model, architecture, params = load(self.path)
+        if architecture.name != self.record["architecture"] or params != self.params:
+            raise WeightsError("%s holds %s %s, but its record says %s %s." % (
+                self.path, architecture.name, params, self.record["architecture"], self.params))
+        return model
+
+
+def shipped(directory: str | Path | None = None) -> list[Weights]:
+    """Every NAME.safetensors in `directory` that has its NAME.json record,
+    sorted by name. A file without a record, or a record naming an unknown
+    architecture, is skipped: the server must start even if one is broken."""
+    found = []
+    for path in sorted(Path(directory or WEIGHTS_DIR).glob("*.safetensors")):
+        record_path = path.with_suffix(".json")
+        if not record_path.is_file():
+            continue
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError) as error:
+            log.warning("skipping %s: its record cannot be read (%s)", path.name, error)
+            continue
+        if isinstance(record, dict) and record.get("architecture") in ARCHITECTURES:
+            found.append(Weights(path, record))
+    return found
