@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from . import span
+from . import guided_upsampler, matte_refiner
 from .loading import WeightsError, load_state_dict
 
 log = logging.getLogger("sharpfu.models")
@@ -54,11 +55,34 @@ def _detect_span(state: dict[str, torch.Tensor]) -> dict | None:
     return {"scale": scale, "channels": int(channels), "blocks": blocks, "colours": int(colours)}
 
 
+def _detect_matte_refiner(state: dict[str, torch.Tensor]) -> dict | None:
+    if not all(key in state for key in ("stem.weight", "select.gate.weight", "step.c1.weight")):
+        return None
+    return {"channels": int(state["down4.0.weight"].shape[0])}
+
+
+def _detect_guided_upsampler(state: dict[str, torch.Tensor]) -> dict | None:
+    if not all(key in state for key in ("guide.2.weight", "detail.0.weight", "log_sigma")):
+        return None
+    return {"guide": int(state["guide.2.weight"].shape[0]),
+            "channels": int(state["detail.0.weight"].shape[0])}
+
 ARCHITECTURES = {
     "span": Architecture(
         name="span", title="SPAN (Swift Parameter-free Attention Network)",
         detect=_detect_span, build=span.SPAN,
         receptive_radius=lambda blocks, **_: span.receptive_radius(blocks)),
+    # The refiner runs on the whole working-resolution image, never tiled;
+    # its radius is stated for the record.
+    "matte-refiner": Architecture(
+        name="matte-refiner", title="Mask-guided iterative matte refiner",
+        detect=_detect_matte_refiner, build=matte_refiner.MatteRefiner,
+        receptive_radius=lambda **_: matte_refiner.RECEPTIVE_RADIUS,
+        multiple=lambda **_: matte_refiner.MULTIPLE),
+    "guided-upsampler": Architecture(
+        name="guided-upsampler", title="Guided matte upsampler (FeatSharp-style)",
+        detect=_detect_guided_upsampler, build=guided_upsampler.GuidedUpsampler,
+        receptive_radius=lambda **_: guided_upsampler.GuidedUpsampler.RADIUS),
 }
 
 
