@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-#   SharpFu for GIMP 3: AI Sharpen, AI Upscale and AI Deblur.
+#   SharpFu for GIMP 3: AI Sharpen, AI Upscale, AI Deblur and AI Batch.
 #
 #   This program is free software: you can redistribute it and/or modify
 #   it under the terms of the GNU General Public License as published by
 #   the Free Software Foundation; either version 3 of the License, or
 #   (at your option) any later version.
-"""Filters > Enhance > AI Sharpen, AI Upscale and AI Deblur.
+"""Filters > Enhance > AI Sharpen, AI Upscale, AI Deblur and AI Batch.
 
 The active layer goes to the SharpFu server (started on first use), in the
 image's own precision. Nothing in the image changes until the server's
 result is in; then the change is a single undo step. At 2x and 4x the image
 is scaled as Image > Scale Image does, with the model's pixels in the active
 layer and GIMP's interpolation in the others; or the result opens as a new
-image.
+image. AI Batch (batch.py) does the same to every layer, every open image
+or a folder of files.
 """
 import os
 import sys
@@ -27,7 +28,9 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import GLib, GObject, Gimp  # noqa: E402
 
 try:
+    import batch
     import gimp_pixels
+    import in_place
     import server_job
     from gimp_pixels import Refusal
     from sharpfu_client import SharpFuError
@@ -37,11 +40,6 @@ except ImportError as error:
     # Register the menu entries anyway: running one then says what is missing,
     # which is easier to act on than entries that silently never appear.
     MISSING = error
-
-# Pixels of real image around a selection, so that the model sees what lies
-# beyond its edge; cropped away again before writing.
-CONTEXT = 128
-
 
 class Op(object):
     def __init__(self, name, label, blurb, help_text, scales=()):
@@ -70,17 +68,51 @@ OPS = {
         "Removes motion and focus blur from the active layer with SharpFu's deblurring model, at "
         "the same size. Only the selection changes."),
 }
+BATCH = "sharpfu-batch"     # AI Batch: any of OPS on many layers or files
 
 
 def run(procedure, run_mode, image, drawables, config, op):
-    if MISSING is not None:
-        return failure(procedure, missing_message(MISSING))
-    if run_mode == Gimp.RunMode.INTERACTIVE and not dialog(procedure, config, op):
-        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-    try:
+    def work():
         result_image, method = process(op, image, drawables, config,
                                        show=run_mode != Gimp.RunMode.NONINTERACTIVE)
-    except (Refusal, SharpFuError) as error:
+        return [GObject.Value(Gimp.Image, result_image),
+                GObject.Value(GObject.TYPE_STRING, method.get("name", ""))]
+    return answer(procedure, run_mode, lambda: dialog(procedure, config, op), work)
+
+
+def run_batch(procedure, config, data):
+    run_mode = config.get_property("run-mode")
+
+    def work():
+        op = next(op for op in OPS.values() if op.name == config.get_property("op"))
+        scale = config.get_property("scale")
+        if op.scales and scale not in op.scales:
+            raise Refusal("%s works at %s\u00d7, not at %s\u00d7." % (
+                op.title, "\u00d7 or ".join(op.scales), scale))
+        scale = int(scale) if op.scales else None
+        outcome = batch.run(op.name, scale or 1,
+                            server_job.job_params(scale, config.get_property("method")),
+                            config.get_property("target"), config.get_property("image"),
+                            config.get_property("input-folder"),
+                            config.get_property("output-folder"))
+        if outcome.notes and run_mode == Gimp.RunMode.INTERACTIVE:
+            # Failures come back as the error, which GIMP shows; notes alone need a word.
+            Gimp.message("%s: %s" % (batch.TITLE, outcome.summary()))
+        return [GObject.Value(GObject.TYPE_INT, outcome.done),
+                GObject.Value(GObject.TYPE_STRING, "\n".join(outcome.notes))]
+    return answer(procedure, run_mode, lambda: batch_dialog(procedure, config), work)
+
+
+def answer(procedure, run_mode, ask, work):
+    """Ask (when interactive), then work; GIMP gets work's return values, or
+    the reason it failed."""
+    if MISSING is not None:
+        return failure(procedure, missing_message(MISSING))
+    if run_mode == Gimp.RunMode.INTERACTIVE and not ask():
+        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    try:
+        returned = work()
+    except (Refusal, SharpFuError, batch.Failed) as error:
         return failure(procedure, error.message)
     except ConfigError as error:
         return failure(procedure, str(error))
@@ -90,18 +122,14 @@ def run(procedure, run_mode, image, drawables, config, op):
                        "with GIMP's terminal output." % (type(error).__name__, error))
     values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
     # index() hands out copies, so a return value is set by replacing its slot.
-    values.remove(1)
-    values.insert(1, GObject.Value(Gimp.Image, result_image))
-    values.remove(2)
-    values.insert(2, GObject.Value(GObject.TYPE_STRING, method.get("name", "")))
+    for index, value in enumerate(returned, 1):
+        values.remove(index)
+        values.insert(index, value)
     return values
 
 
 def dialog(procedure, config, op):
-    gi.require_version("GimpUi", "3.0")
-    from gi.repository import GimpUi
-
-    GimpUi.init("sharpfu")
+    GimpUi = ui()
     window = GimpUi.ProcedureDialog.new(procedure, config, op.title)
     if op.scales:
         window.get_widget("scale", GimpUi.IntRadioFrame)
@@ -112,6 +140,34 @@ def dialog(procedure, config, op):
     return accepted
 
 
+def batch_dialog(procedure, config):
+    GimpUi = ui()
+    window = GimpUi.ProcedureDialog.new(procedure, config, batch.TITLE)
+    for name in ("op", "target", "scale"):
+        window.get_widget(name, GimpUi.IntRadioFrame)
+    for name in ("input-folder", "output-folder"):
+        window.get_widget(name, GObject.TYPE_NONE)     # the default: a folder chooser
+    # The scale means nothing to AI Deblur, the folders only to a folder.
+    for name, chooser, value, when_in in (("scale", "op", "deblur", False),
+                                          ("input-folder", "target", "folder", True),
+                                          ("output-folder", "target", "folder", True)):
+        values = Gimp.ValueArray.new(1)
+        values.append(GObject.Value(GObject.TYPE_STRING, value))
+        window.set_sensitive_if_in(name, None, chooser, values, when_in)
+    window.fill(["op", "scale", "method", "target", "input-folder", "output-folder"])
+    accepted = window.run()
+    window.destroy()
+    return accepted
+
+
+def ui():
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init("sharpfu")
+    return GimpUi
+
+
 def process(op, image, drawables, config, show):
     """Do the op; returns the image holding the result and the server's
     description of the method that made it."""
@@ -120,71 +176,25 @@ def process(op, image, drawables, config, show):
             op.title, len(drawables)))
     layer = drawables[0]
     scale = int(config.get_property("scale")) if op.scales else 1
-    in_place = not op.scales or config.get_property("output") == "in-place"
-    gimp_pixels.check_layer(image, layer, changes_layer=in_place)
-    params = {"scale": scale} if op.scales else {}
-    method = (config.get_property("method") or "").strip()
-    if method:
-        params["method"] = method
+    new_image = bool(op.scales) and config.get_property("output") == "new-image"
+    gimp_pixels.check_layer(image, layer, changes_layer=not new_image)
+    params = server_job.job_params(scale if op.scales else None, config.get_property("method"))
 
-    width, height = layer.get_width(), layer.get_height()
-    target = source = gimp_pixels.Region(0, 0, width, height)
-    if in_place and scale == 1:
-        ok, x, y, w, h = layer.mask_intersect()
-        if not ok:
-            raise Refusal("The selection does not touch layer '%s', so there is nothing to do. "
-                          "Select part of the layer, or nothing (Select > None) to work on all "
-                          "of it." % layer.get_name())
-        target = gimp_pixels.Region(x, y, w, h)
-        source = target.grown(CONTEXT, width, height)
-    elif in_place and max(image.get_width(), image.get_height()) * scale > Gimp.MAX_IMAGE_SIZE:
-        raise Refusal("At %dx the image would be larger than GIMP allows (%d pixels a side)." % (
-            scale, Gimp.MAX_IMAGE_SIZE))
-
-    frame = gimp_pixels.read(layer, source, gimp_pixels.sample_format(image))
-    result = server_job.run(op.name, frame, params, op.title)
-    pixels = result.frame("image")
-    if (pixels.width, pixels.height) != (source.width * scale, source.height * scale):
-        raise Refusal("The SharpFu server answered with a %dx%d image instead of %dx%d; the "
-                      "image is unchanged." % (pixels.width, pixels.height,
-                                               source.width * scale, source.height * scale))
+    if not new_image:
+        in_place.check_size(image, scale)
+    change = in_place.LayerChange(image, layer, scale, whole=new_image)
+    result = server_job.run(op.name, change.read(), params, op.title)
+    change.take(result.frame("image"))
     Gimp.progress_set_text("%s: done by %s" % (op.title, result.method.get("title", "?")))
 
     # Everything so far only read the image. From here it changes, as one undo step.
-    if not in_place:
-        new = gimp_pixels.new_image(image, layer, pixels)
+    if new_image:
+        new = gimp_pixels.new_image(image, layer, change.pixels)
         if show:
             Gimp.Display.new(new)
         return new, result.method
-    image.undo_group_start()
-    try:
-        if scale == 1:
-            pixels = gimp_pixels.crop(pixels, target.x - source.x, target.y - source.y,
-                                      target.width, target.height)
-            gimp_pixels.write_undoable(layer, pixels, target.x, target.y)
-        else:
-            scale_image(image, layer, pixels, scale)
-    finally:
-        image.undo_group_end()
-    Gimp.displays_flush()
+    in_place.apply(image, [change], scale)
     return image, result.method
-
-
-def scale_image(image, layer, pixels, scale):
-    """Image > Scale Image by `scale`, with the model's pixels in `layer`."""
-    Gimp.context_push()     # image.scale() interpolates with the context's (the user's) choice
-    try:
-        image.scale(image.get_width() * scale, image.get_height() * scale)
-    finally:
-        Gimp.context_pop()
-    if (layer.get_width(), layer.get_height()) != (pixels.width, pixels.height):
-        raise RuntimeError("layer '%s' became %dx%d, not %dx%d" % (
-            layer.get_name(), layer.get_width(), layer.get_height(), pixels.width, pixels.height))
-    # The scale step's undo already holds the layer's old pixels, so this
-    # write needs no undo step of its own. merge_shadow() would add one (a
-    # second copy of the enlarged layer in memory) and would write only
-    # inside the selection, leaving GIMP's interpolation outside it.
-    gimp_pixels.write_direct(layer, pixels)
 
 
 def failure(procedure, message):
@@ -206,14 +216,29 @@ def missing_message(error):
             "the client library into %s." % (error, HERE))
 
 
+def choice(*entries):
+    """A Gimp.Choice of (nick, label, help) entries."""
+    found = Gimp.Choice.new()
+    for index, (nick, label, help_text) in enumerate(entries):
+        found.add(nick, index, label, help_text)
+    return found
+
+
+def scale_choice(scales):
+    return choice(*[(nick, "%s\u00d7" % nick if nick != "1" else "1\u00d7 (same size)", "")
+                    for nick in scales])
+
+
 class SharpFu(Gimp.PlugIn):
     def do_query_procedures(self):
-        return list(OPS)
+        return list(OPS) + [BATCH]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
+        if name == BATCH:
+            return self.batch_procedure()
         op = OPS[name]
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, op)
         # Every type, so that an indexed image gets an explanation rather than
@@ -226,27 +251,78 @@ class SharpFu(Gimp.PlugIn):
         procedure.set_attribution("SharpFu", "SharpFu authors, GPL-3.0-or-later", "2026")
         flags = GObject.ParamFlags.READWRITE
         if op.scales:
-            choice = Gimp.Choice.new()
-            for index, nick in enumerate(op.scales):
-                choice.add(nick, index, "%s\u00d7" % nick if nick != "1" else "1\u00d7 (same size)",
-                           "")
             procedure.add_choice_argument("scale", "_Scale", "Size of the result, in times the "
-                                          "layer's size", choice, op.scales[0], flags)
-            choice = Gimp.Choice.new()
-            choice.add("in-place", 0, "Change this image",
-                       "Replace the layer's pixels; above 1x scale the whole image, as "
-                       "Image > Scale Image does")
-            choice.add("new-image", 1, "Open as a new image", "Leave this image as it is")
-            procedure.add_choice_argument("output", "_Result", "Where the result goes", choice,
-                                          "in-place", flags)
-        procedure.add_string_argument("method", "_Method", "The model or method to use, by the "
-                                      "name 'sharpfu status' lists; empty: the best installed",
-                                      "", flags)
+                                          "layer's size", scale_choice(op.scales), op.scales[0],
+                                          flags)
+            procedure.add_choice_argument(
+                "output", "_Result", "Where the result goes", choice(
+                    ("in-place", "Change this image", "Replace the layer's pixels; above 1x "
+                     "scale the whole image, as Image > Scale Image does"),
+                    ("new-image", "Open as a new image", "Leave this image as it is")),
+                "in-place", flags)
+        add_method_argument(procedure)
         procedure.add_image_return_value("result-image", "Result image", "The image holding "
                                          "the result: this one, or the new one", False, flags)
         procedure.add_string_return_value("method-used", "Method used", "The name of the "
                                           "model or method that made the result", "", flags)
         return procedure
+
+    def batch_procedure(self):
+        # A plain procedure, not an ImageProcedure: a folder needs no image.
+        procedure = Gimp.Procedure.new(self, BATCH, Gimp.PDBProcType.PLUGIN, run_batch, None)
+        procedure.set_image_types("*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
+        procedure.set_menu_label("AI _Batch\u2026")
+        procedure.add_menu_path("<Image>/Filters/Enhance")
+        procedure.set_documentation(
+            "Run a SharpFu filter on every layer, every open image or a folder of files",
+            "Runs AI Upscale, AI Sharpen or AI Deblur on every layer of the image, on every "
+            "layer of every open image, or on every file in a folder, exporting the results "
+            "under the same names into an output folder. Each image changes as one undo step, "
+            "once all of its layers are done. Text layers and layers with locked pixels are "
+            "left as they are. A layer or file that fails is reported at the end; the others "
+            "go on.", BATCH)
+        procedure.set_attribution("SharpFu", "SharpFu authors, GPL-3.0-or-later", "2026")
+        flags = GObject.ParamFlags.READWRITE
+        procedure.add_enum_argument("run-mode", "Run mode", "The run mode", Gimp.RunMode,
+                                    Gimp.RunMode.NONINTERACTIVE, flags)
+        procedure.add_image_argument("image", "Image", "The image whose layers 'layers' "
+                                     "processes", True, flags)
+        procedure.add_choice_argument(
+            "op", "_Filter", "The SharpFu filter to run", choice(*[
+                (op.name, op.title, op.blurb) for op in OPS.values()]), "upscale", flags)
+        procedure.add_choice_argument(
+            "scale", "_Scale", "Size of the result, in times the original's (AI Upscale: 2 or "
+            "4; AI Sharpen: 1, 2 or 4; AI Deblur: not used)", scale_choice(("1", "2", "4")), "2",
+            flags)
+        add_method_argument(procedure)
+        procedure.add_choice_argument(
+            "target", "_Work on", "What the filter runs on", choice(
+                ("layers", "Every layer of this image", "Each layer changes in place, in one "
+                 "undo step"),
+                ("images", "Every open image", "Every layer of every open image, one undo step "
+                 "per image"),
+                ("folder", "Every file in a folder", "Each file is opened, processed, exported "
+                 "under its own name into the output folder and closed")),
+            "layers", flags)
+        procedure.add_file_argument("input-folder", "_Input folder", "The folder whose files "
+                                    "'folder' processes (not its subfolders)",
+                                    Gimp.FileChooserAction.SELECT_FOLDER, True, None, flags)
+        procedure.add_file_argument("output-folder", "_Output folder", "Where 'folder' writes "
+                                    "its results, under the same names (made if missing)",
+                                    Gimp.FileChooserAction.CREATE_FOLDER, True, None, flags)
+        procedure.add_int_return_value("done", "Done", "How many layers ('layers', 'images') or "
+                                       "files ('folder') were processed", 0, GLib.MAXINT32, 0,
+                                       flags)
+        procedure.add_string_return_value("notes", "Notes", "The layers left as they were, and "
+                                          "why; one a line", "", flags)
+        return procedure
+
+
+def add_method_argument(procedure):
+    procedure.add_string_argument("method", "_Method", "The model or method to use, by the "
+                                  "name 'sharpfu status' lists; empty: the best installed", "",
+                                  GObject.ParamFlags.READWRITE)
 
 
 Gimp.main(SharpFu.__gtype__, sys.argv)

@@ -6,6 +6,8 @@
 import hashlib
 import json
 import os
+import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -70,6 +72,33 @@ def run(procedure, image, drawables, run_mode=Gimp.RunMode.NONINTERACTIVE, **arg
     return out
 
 
+def batch(image=None, run_mode=None, **arguments):
+    """Call sharpfu-batch as a script would: run-mode and image only when
+    given. Folders are given as names in WORK; underscores in argument names
+    stand for dashes."""
+    proc = PDB.lookup_procedure("sharpfu-batch")
+    assert proc is not None, "sharpfu-batch is not registered"
+    config = proc.create_config()
+    if run_mode is not None:
+        config.set_property("run-mode", run_mode)
+    if image is not None:
+        config.set_property("image", image)
+    for name, value in arguments.items():
+        name = name.replace("_", "-")
+        if name.endswith("-folder"):
+            value = Gio.File.new_for_path(path(value))
+        config.set_property(name, value)
+    started = time.time()
+    values = proc.run(config)
+    status = values.index(0)
+    out = {"status": status.value_nick, "seconds": round(time.time() - started, 2)}
+    if status == Gimp.PDBStatusType.SUCCESS:
+        out["done"], out["notes"] = values.index(1), values.index(2)
+    elif values.length() > 1:
+        out["message"] = values.index(1)
+    return out
+
+
 def plain(result):
     return {k: v for k, v in result.items() if k != "result_image"}
 
@@ -79,17 +108,22 @@ def raw(drawable, fmt):
     return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
 
 
-def describe(image):
+def describe(image, text=True):
     """Everything Ctrl+Z must restore: size, precision, and each layer's
-    geometry and pixels in its own format."""
+    geometry, pixels in its own format, and whether it is a (text) layer
+    still to be edited as text. text=False: leave out the text layers."""
     digest = hashlib.sha256()
-    layers = []
+    layers, texts = [], []
     for layer in image.get_layers():
+        if layer.is_text_layer():
+            if not text:
+                continue
+            texts.append(layer.get_name())
         _, x, y = layer.get_offsets()
         layers.append([layer.get_name(), x, y, layer.get_width(), layer.get_height()])
         digest.update(raw(layer, None))
     return {"width": image.get_width(), "height": image.get_height(),
-            "precision": image.get_precision().value_nick, "layers": layers,
+            "precision": image.get_precision().value_nick, "layers": layers, "text": texts,
             "pixels": digest.hexdigest()}
 
 
@@ -103,7 +137,8 @@ def dump(name, data):
 @check("headless")
 def registration():
     found = {}
-    for name in ("sharpfu-ai-sharpen", "sharpfu-ai-upscale", "sharpfu-ai-deblur"):
+    for name in ("sharpfu-ai-sharpen", "sharpfu-ai-upscale", "sharpfu-ai-deblur",
+                 "sharpfu-batch"):
         proc = PDB.lookup_procedure(name)
         found[name] = None if proc is None else {
             "label": proc.get_menu_label(), "menu": list(proc.get_menu_paths()),
@@ -281,6 +316,142 @@ def refusals():
     record("refusals", **found)
 
 
+# -- headless: AI Batch ---------------------------------------------------------------------------
+
+def add_layer(image, name, parent=None, offsets=(0, 0), title=None):
+    layer = Gimp.file_load_layer(Gimp.RunMode.NONINTERACTIVE, image,
+                                 Gio.File.new_for_path(path(name)))
+    image.insert_layer(layer, parent, 0)
+    layer.set_offsets(*offsets)
+    if title:
+        layer.set_name(title)
+    return layer
+
+
+def place(layer):
+    _, x, y = layer.get_offsets()
+    return [x, y, layer.get_width(), layer.get_height()]
+
+
+@check("headless")
+def add_text_layer(image, text, offsets):
+    layer = Gimp.TextLayer.new(image, text, Gimp.context_get_font(), 12.0, Gimp.Unit.pixel())
+    image.insert_layer(layer, None, 0)
+    layer.set_offsets(*offsets)
+    return layer
+
+
+def add_vector_layer(image, name):
+    """A vector layer (GIMP 3.2 has them; None in 3.0)."""
+    if not hasattr(Gimp, "VectorLayer"):
+        return None
+    shape = Gimp.Path.new(image, name)
+    image.insert_path(shape, None, 0)
+    shape.bezier_stroke_new_ellipse(20, 20, 10, 8, 0.0)
+    layer = Gimp.VectorLayer.new(image, shape)
+    image.insert_layer(layer, None, 0)
+    layer.set_name(name)
+    return layer
+
+
+@check("headless")
+def batch_layers():
+    # Every kind of layer the batch meets: the background, an offset layer,
+    # a layer inside a group, one with locked pixels, a text layer and (3.2)
+    # a vector layer.
+    image = load("rgb8.png")
+    background = image.get_layers()[0]
+    group = Gimp.GroupLayer.new(image, "Group")
+    image.insert_layer(group, None, 0)
+    inner = add_layer(image, "rgba8.png", group, (4, 2))
+    small = add_layer(image, "small.png", None, (10, 6))
+    locked = add_layer(image, "small.png", None, (30, 20), "locked")
+    locked.set_lock_content(True)
+    text = add_text_layer(image, "Hi", (2, 30))
+    text_size = [text.get_width(), text.get_height()]
+    vector = add_vector_layer(image, "ellipse")
+    result = batch(image)           # the defaults: AI Upscale 2x on every layer
+    layers = {}
+    for name, layer, fmt in (("background", background, "R'G'B' u8"),
+                             ("inner", inner, "R'G'B'A u8"), ("small", small, "R'G'B'A u8"),
+                             ("locked", locked, "R'G'B'A u8")):
+        dump("batch_layers_%s.raw" % name, raw(layer, fmt))
+        layers[name] = place(layer)
+    layers["text"] = place(text)
+    record("batch_layers", size=[image.get_width(), image.get_height()], layers=layers,
+           text_size=text_size, text_layer=text.is_text_layer(),
+           vector_layer=vector is not None and vector.is_vector_layer(), **result)
+
+
+@check("headless")
+def batch_failing_layer():
+    # Two layers at 2x; the server refuses the one with a NaN. The other one's
+    # answer is in, yet the image stays exactly as it was: never half-changed.
+    image = load("rgb16.png")
+    image.convert_precision(Gimp.Precision.FLOAT_LINEAR)
+    add_layer(image, "small.png", None, (6, 4), "good")
+    broken = add_layer(image, "small.png", None, (20, 10), "broken")
+    nan = float("nan")
+    buffer = broken.get_buffer()
+    buffer.set(Gegl.Rectangle.new(3, 3, 1, 1), "RGBA float", struct.pack("<4f", nan, nan, nan,
+                                                                          1.0))
+    buffer.flush()
+    before = describe(image)
+    result = batch(image, op="upscale", scale="2")
+    record("batch_failing_layer", unchanged=describe(image) == before, **result)
+
+
+@check("headless")
+def batch_images():
+    # Three open images; the middle one holds a NaN, which the server refuses:
+    # that image stays as it was, and the batch goes on to the third.
+    first = load("rgb8.png")
+    broken = load("rgb16.png")
+    broken.convert_precision(Gimp.Precision.FLOAT_LINEAR)
+    buffer = broken.get_layers()[0].get_buffer()
+    nan = float("nan")
+    buffer.set(Gegl.Rectangle.new(3, 3, 1, 1), "RGB float", struct.pack("<3f", nan, nan, nan))
+    buffer.flush()
+    before = describe(broken)
+    last = load("la8.png")
+    result = batch(op="deblur", target="images")
+    export(first, "batch_images_first.png")
+    export(last, "batch_images_last.png")
+    record("batch_images", broken_name="%s-%d" % (broken.get_name(), broken.get_id()),
+           broken_unchanged=describe(broken) == before, **result)
+
+
+@check("headless")
+def batch_folder():
+    # Three PNGs (one of them 16-bit), a JPEG, and a file that is no image,
+    # which fails in the middle of the batch.
+    os.mkdir(path("in"))
+    for name in ("rgb8.png", "rgb16.png", "small.png"):
+        shutil.copy(path(name), path(os.path.join("in", name)))
+    export(load("rgb8.png"), os.path.join("in", "photo.jpg"))
+    with open(path(os.path.join("in", "q-corrupt.png")), "wb") as out:
+        out.write(b"\x89PNG\r\n\x1a\n" + b"not a PNG at all" * 8)
+    for leftover in Gimp.get_images():
+        leftover.delete()
+    result = batch(op="upscale", scale="2", target="folder", input_folder="in",
+                   output_folder="out")
+    record("batch_folder", written=sorted(os.listdir(path("out"))),
+           inputs=sorted(os.listdir(path("in"))), images_left=len(Gimp.get_images()), **result)
+
+
+@check("headless")
+def batch_refusals():
+    found = {}
+    os.mkdir(path("same"))
+    shutil.copy(path("rgb8.png"), path(os.path.join("same", "rgb8.png")))
+    found["same folder"] = batch(target="folder", input_folder="same", output_folder="same")
+    found["no folders"] = batch(target="folder")
+    found["upscale 1x"] = batch(image=load("rgb8.png"), op="upscale", scale="1")
+    found["no image"] = batch(target="layers")
+    found["same folder"]["unchanged"] = os.listdir(path("same")) == ["rgb8.png"]
+    record("batch_refusals", **found)
+
+
 # -- headless, with no server to be had -----------------------------------------------------------
 
 @check("stopped")
@@ -292,6 +463,12 @@ def stopped_server():
         before = describe(image)
         result = plain(run(procedure, image, image.get_layers(), **arguments))
         found[procedure] = dict(result, unchanged=describe(image) == before)
+    os.mkdir(path("in"))
+    shutil.copy(path("rgb8.png"), path(os.path.join("in", "rgb8.png")))
+    images = len(Gimp.get_images())
+    found["sharpfu-batch"] = dict(batch(target="folder", input_folder="in", output_folder="out"),
+                                  written=os.listdir(path("out")),
+                                  images_left=len(Gimp.get_images()) - images)
     record("stopped_server", **found)
 
 
@@ -321,30 +498,40 @@ def press(window, keys):
     xdotool("key", "--clearmodifiers", keys)
 
 
-def wait_for(image, wanted, seconds=15):
+def wait_for(image, wanted, seconds=15, text=True):
     deadline = time.time() + seconds
     while time.time() < deadline:
-        if describe(image) == wanted:
+        if describe(image, text) == wanted:
             return True
         time.sleep(0.25)
     return False
 
 
 def undo_check(name, image, procedure, **arguments):
+    """One Ctrl+Z undoes the procedure, Ctrl+Y redoes it. `procedure` is a
+    filter's name, or a function that runs something on the image."""
     display, window = show(image, name)
     before = describe(image)
-    result = plain(run(procedure, image, image.get_layers(), **arguments))
+    if callable(procedure):
+        result = procedure(image)
+    else:
+        result = plain(run(procedure, image, image.get_layers(), **arguments))
     Gimp.displays_flush()
     after = describe(image)
+    # GIMP 3.2 redoes the scaling of a text layer at the layer's old size,
+    # after its own Image > Scale Image too (checked without SharpFu), so
+    # Ctrl+Y is judged on the other layers.
+    after_but_text = describe(image, text=False)
     press(window, "ctrl+z")
     undone = wait_for(image, before)
     state_undone = describe(image)
     press(window, "ctrl+y")
-    redone = wait_for(image, after)
+    redone = wait_for(image, after_but_text, text=False)
+    state_redone = describe(image)
     image.clean_all()
     display.delete()
     record(name, changed=after != before, undone=undone, redone=redone, before=before,
-           after_undo=state_undone, **result)
+           after_undo=state_undone, after=after, after_redo=state_redone, **result)
 
 
 @check("gui")
@@ -363,14 +550,32 @@ def undo_deblur_selection():
 
 
 @check("gui")
+def undo_batch():
+    # Three layers at 2x, one of them offset, and a text layer: still one step.
+    image = load("rgb8.png")
+    image.undo_disable()
+    add_layer(image, "rgba8.png", None, (4, 2))
+    add_layer(image, "small.png", None, (10, 6))
+    add_text_layer(image, "Hi", (2, 30))
+    image.undo_enable()
+    undo_check("undo_batch", image,
+               lambda image: batch(image, op="upscale", scale="2", target="layers"))
+
+
+def accept_dialog(title):
+    """Press Return in the dialog titled `title` once it is up, as a user
+    would press OK; returns the helper process (exit 0: pressed)."""
+    return subprocess.Popen(["sh", "-c", "for i in $(seq 120); do w=$(xdotool search "
+                             "--onlyvisible --name '^%s$' | tail -n 1); "
+                             "if [ -n \"$w\" ]; then sleep 0.5; xdotool windowfocus --sync $w "
+                             "key Return; exit 0; fi; sleep 0.25; done; exit 1" % title])
+
+
+@check("gui")
 def dialog():
     image = load("rgb8.png")
     display, window = show(image, "dialog_test")
-    # Accept the dialog with Return once it is up, as a user would press OK.
-    helper = subprocess.Popen(["sh", "-c", "for i in $(seq 120); do w=$(xdotool search "
-                               "--onlyvisible --name '^AI Upscale$' | tail -n 1); "
-                               "if [ -n \"$w\" ]; then sleep 0.5; xdotool windowfocus --sync $w "
-                               "key Return; exit 0; fi; sleep 0.25; done; exit 1"])
+    helper = accept_dialog("AI Upscale")
     result = plain(run("sharpfu-ai-upscale", image, image.get_layers(),
                        run_mode=Gimp.RunMode.INTERACTIVE))
     helper_status = helper.wait(timeout=60)
@@ -381,9 +586,20 @@ def dialog():
 
 
 @check("gui")
-def cancel():
-    # A job long enough to press Cancel while the server works on it.
-    side = 2400
+def batch_dialog():
+    # The defaults: AI Upscale 2x on every layer of this image.
+    image = load("rgb8.png")
+    display, window = show(image, "batch_dialog_test")
+    helper = accept_dialog("AI Batch")
+    result = batch(image, run_mode=Gimp.RunMode.INTERACTIVE)
+    helper_status = helper.wait(timeout=60)
+    size = [image.get_width(), image.get_height()]
+    image.clean_all()
+    display.delete()
+    record("batch_dialog", helper=helper_status, size=size, **result)
+
+
+def noise_image(side):
     image = Gimp.Image.new(side, side, Gimp.ImageBaseType.RGB)
     image.undo_disable()
     layer = Gimp.Layer.new(image, "noise", side, side, Gimp.ImageType.RGBA_IMAGE, 100.0,
@@ -393,7 +609,13 @@ def cancel():
     buffer.set(Gegl.Rectangle.new(0, 0, side, side), "R'G'B'A u8", os.urandom(side * side * 4))
     buffer.flush()
     image.undo_enable()
-    display, window = show(image, "cancel_test")
+    return image, layer
+
+
+def cancel_check(name, image, call, job, done=()):
+    """Click Cancel once the server has `job` (say "upscale 2400x2400"), and
+    has done the job described by `done`, if given."""
+    display, window = show(image, name)
     before = describe(image)
     geometry = dict(line.split("=") for line in
                     xdotool("getwindowgeometry", "--shell", window).splitlines())
@@ -403,14 +625,37 @@ def cancel():
                                path("press_cancel.py"), path("before.xwd"),
                                os.path.join(screen, "Xvfb_screen0"), geometry["X"],
                                geometry["Y"], geometry["WIDTH"], geometry["HEIGHT"],
-                               PARAMS["server_log"], "upscale %dx%d" % (side, side)],  # noqa: F821
+                               PARAMS["server_log"], job] + list(done),  # noqa: F821
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    result = plain(run("sharpfu-ai-upscale", image, [layer]))
+    log_from = os.path.getsize(PARAMS["server_log"])  # noqa: F821
+    result = call()
     helper_output = helper.communicate(timeout=60)[0]
     unchanged = describe(image) == before
     image.clean_all()
     display.delete()
-    record("cancel", unchanged=unchanged, helper=helper_output, **result)
+    record(name, unchanged=unchanged, helper=helper_output, log_from=log_from,
+           log_to=os.path.getsize(PARAMS["server_log"]), **result)  # noqa: F821
+
+
+@check("gui")
+def cancel():
+    # A job long enough to press Cancel while the server works on it.
+    image, layer = noise_image(2400)
+    cancel_check("cancel", image, lambda: plain(run("sharpfu-ai-upscale", image, [layer])),
+                 "upscale 2400x2400")
+
+
+@check("gui")
+def cancel_batch():
+    # The small top layer is done first, and its result waits for the big
+    # one, which is cancelled: neither may reach the image.
+    image, _ = noise_image(2400)
+    image.undo_disable()
+    add_layer(image, "small.png", None, (10, 6))
+    image.undo_enable()
+    cancel_check("cancel_batch", image,
+                 lambda: batch(image, op="upscale", scale="2", target="layers"),
+                 "upscale 2400x2400", ["upscale 24x16"])
 
 
 for function in SUITES[PARAMS["suite"]]:  # noqa: F821

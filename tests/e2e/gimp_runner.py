@@ -77,13 +77,15 @@ class Gimp:
 
     def command(self, gui: bool, screenshots: str | None,
                 extra_env: dict | None = None) -> tuple[list[str], dict]:
+        # Fonts are loaded (no -f): the batch checks make a text layer, and
+        # without fonts GIMP cannot. It costs well under a second.
         batch = ["-b", "-", "--quit"]
         if gui:
             screen = "-screen 0 1280x1024x24" + (" -fbdir %s" % screenshots if screenshots else "")
-            argv = ["xvfb-run", "-a", "-s", screen, "gimp-%s" % self.version, "-df",
+            argv = ["xvfb-run", "-a", "-s", screen, "gimp-%s" % self.version, "-d",
                     "--batch-interpreter=python-fu-eval"] + batch
         else:
-            argv = ["gimp-console-%s" % self.version, "-idf",
+            argv = ["gimp-console-%s" % self.version, "-id",
                     "--batch-interpreter=python-fu-eval"] + batch
         if self.root is None:
             env = dict(os.environ, GIMP3_DIRECTORY=str(self.settings), LC_ALL="C.UTF-8")

@@ -3,10 +3,11 @@ server has the job.
 
 Runs beside GIMP under Xvfb (stdlib only), started by gimp_checks.cancel:
 
-    press_cancel.py BEFORE.xwd SCREEN.xwd X Y WIDTH HEIGHT SERVER_LOG TEXT
+    press_cancel.py BEFORE.xwd SCREEN.xwd X Y WIDTH HEIGHT SERVER_LOG TEXT [DONE]
 
 It waits for the server's log to say that a job described by TEXT (say
-"upscale 2400x2400") is queued. Xvfb keeps its screen in SCREEN.xwd (-fbdir);
+"upscale 2400x2400") is queued, and, given DONE (say "upscale 24x16"), that
+a job described by that is done. Xvfb keeps its screen in SCREEN.xwd (-fbdir);
 the bottom strip of the image window, where GIMP's status bar is, then
 differs from BEFORE.xwd by the progress bar, and the Cancel button sits at
 its right end: the rightmost changed spot is clicked. GIMP ignores keys
@@ -46,14 +47,18 @@ def changed_columns(before, now, x0, y0, width, height):
     return changes
 
 
-def wait_for_job(log, text, deadline):
+def wait_for_job(log, text, deadline, done=None):
     start = os.path.getsize(log)
     while time.time() < deadline:
         with open(log, "rb") as handle:
             handle.seek(start)
-            for line in handle.read().decode("utf-8", "replace").splitlines():
-                if text in line and "queued" in line:
-                    return True
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+        queued = any(text in line and "queued" in line for line in lines)
+        ids = [line.split("job ", 1)[1].split(":")[0] for line in lines
+               if done and done in line and "queued" in line]
+        if queued and (not done or any("job %s: done" % i in line for i in ids
+                                       for line in lines)):
+            return True
         time.sleep(0.05)
     return False
 
@@ -62,8 +67,9 @@ def main():
     before_path, screen_path = sys.argv[1:3]
     x0, y0, width, height = (int(v) for v in sys.argv[3:7])
     log, text = sys.argv[7:9]
+    done = sys.argv[9] if len(sys.argv) > 9 else None
     deadline = time.time() + 90
-    if not wait_for_job(log, text, deadline):
+    if not wait_for_job(log, text, deadline, done):
         print("the server never got the job")
         return 1
     before = screen(before_path)

@@ -5,8 +5,9 @@ the host (a chroot shares the loopback; its /dev/shm is its own, so the
 client falls back to sending pixels inline). GIMP starts are slow, so each
 version gets three: one headless run with most checks (each procedure's
 pixels against the `sharpfu` CLI on the same input, layers, precisions,
-selections, refusals), one GUI run under Xvfb (Ctrl+Z, the dialog, the
-Cancel button) and one with the server gone.
+selections, refusals; AI Batch on every layer, every open image and a
+folder), one GUI run under Xvfb (Ctrl+Z, the dialogs, the Cancel button)
+and one with the server gone.
 
 Run them with `pytest -m gimp`. They use gimp-console-3.0/-3.2 when the
 system has them, else chroots that tests/e2e/gimp_root.sh builds (as root).
@@ -78,7 +79,7 @@ def expected(gimp, images, tmp_path_factory) -> dict[str, np.ndarray]:
     """The CLI's results, keyed "op scale input"."""
     server = gimp.server
     folder, out = images["_folder"], tmp_path_factory.mktemp("cli")
-    jobs = [("upscale", "2", ["rgb8.png", "rgb16.png", "small.png"]),
+    jobs = [("upscale", "2", ["rgb8.png", "rgb16.png", "small.png", "rgba8.png"]),
             ("upscale", "4", ["rgb8.png"]), ("sharpen", "1", ["rgba8.png", "rgb8.png"]),
             ("sharpen", "2", ["rgb16.png"]), ("deblur", "1", ["la8.png", "rgb8.png", "small.png"])]
     results = {}
@@ -196,6 +197,12 @@ def test_procedures_are_registered_under_filters_enhance(headless):
     assert found["sharpfu-ai-upscale"]["arguments"] == common + ["scale", "output", "method"]
     assert found["sharpfu-ai-sharpen"]["arguments"] == common + ["scale", "output", "method"]
     assert found["sharpfu-ai-deblur"]["arguments"] == common + ["method"]
+    batch = found["sharpfu-batch"]
+    assert batch is not None, "sharpfu-batch is not registered"
+    assert batch["label"] == "AI _Batch\u2026" and batch["menu"] == ["<Image>/Filters/Enhance"]
+    assert batch["arguments"] == ["run-mode", "image", "op", "scale", "method", "target",
+                                  "input-folder", "output-folder"]
+    assert batch["returns"] == ["done", "notes"]
 
 
 def test_upscale_with_no_arguments_doubles_the_image_in_place(headless, expected):
@@ -339,6 +346,105 @@ def test_what_cannot_be_done_is_refused_in_plain_words(headless):
     assert found["locked, new image"]["status"] == "success"
 
 
+# -- AI Batch -------------------------------------------------------------------------------------
+
+def raw(run, name, height, width, channels) -> np.ndarray:
+    return np.fromfile(run.work / name, "u1").reshape(height, width, channels)
+
+
+def test_batch_on_every_layer_scales_the_image_once_with_the_model_in_each_layer(headless,
+                                                                                    expected):
+    record = headless["batch_layers"]
+    assert record["status"] == "success", record
+    assert record["done"] == 3
+    assert record["size"] == [128, 96]
+    layers = record["layers"]
+    assert layers["background"] == [0, 0, 128, 96]
+    assert layers["inner"] == [8, 4, 96, 80]        # inside a group, offsets doubled
+    assert layers["small"] == [20, 12, 48, 32]
+    assert layers["locked"] == [60, 40, 48, 32]
+    assert np.array_equal(raw(headless, "batch_layers_background.raw", 96, 128, 3),
+                          expected["upscale 2 rgb8.png"])
+    assert np.array_equal(raw(headless, "batch_layers_inner.raw", 80, 96, 4),
+                          expected["upscale 2 rgba8.png"])
+    assert np.array_equal(raw(headless, "batch_layers_small.raw", 32, 48, 4),
+                          expected["upscale 2 small.png"])
+    # a layer with locked pixels is left to GIMP's interpolation, and said so
+    assert not np.array_equal(raw(headless, "batch_layers_locked.raw", 32, 48, 4),
+                              expected["upscale 2 small.png"])
+    notes = [note.split(", ", 1)[1] for note in record["notes"].splitlines()]  # top first
+    assert notes[-1] == "layer 'locked': left as it is, its pixels are locked", notes
+    # a text layer is scaled by GIMP alone, so that its text stays text
+    assert notes[-2] == "layer 'Hi': left as it is, so that it stays a text layer", notes
+    width, height = record["text_size"]
+    assert layers["text"][:2] == [4, 60]
+    assert abs(layers["text"][2] - 2 * width) <= 2 and abs(layers["text"][3] - 2 * height) <= 2
+    if headless.gimp.version == "3.0":
+        # GIMP 3.0's Image > Scale Image turns a text layer into a modified one
+        assert len(notes) == 2 and not record["text_layer"], notes
+    else:
+        assert record["text_layer"] and record["vector_layer"]
+        assert notes[0] == "layer 'ellipse': left as it is, so that it stays a vector layer" \
+            and len(notes) == 3, notes
+
+
+def test_batch_leaves_an_image_whose_layer_failed_exactly_as_it_was(headless):
+    record = headless["batch_failing_layer"]
+    assert record["status"] == "execution-error", record
+    assert record["unchanged"], "a failed layer left its image half-changed"
+    message = record["message"]
+    assert message.startswith("0 layers done, 1 failed, 2 left as they were: "), message
+    assert "layer 'broken': " in message and "NaN" in message, message
+    assert "layer 'good': left as it is, like the rest of the image, since part of it " \
+        "failed" in message, message
+
+
+def test_batch_on_every_open_image_goes_on_past_one_that_fails(headless, expected):
+    record = headless["batch_images"]
+    assert record["status"] == "execution-error", record
+    message = record["message"]
+    assert message.startswith("2 layers done, 1 failed: "), message
+    assert record["broken_name"] in message and "NaN" in message, message
+    assert record["broken_unchanged"]
+    assert np.array_equal(exported(headless, "batch_images_first.png"),
+                          expected["deblur 1 rgb8.png"])
+    assert np.array_equal(exported(headless, "batch_images_last.png"),
+                          expected["deblur 1 la8.png"])
+
+
+def test_batch_on_a_folder_keeps_format_and_bit_depth_and_reports_the_broken_file(headless,
+                                                                                  expected):
+    record = headless["batch_folder"]
+    assert record["status"] == "execution-error", record
+    message = record["message"]
+    assert message.startswith("4 files done, 1 failed: q-corrupt.png: GIMP cannot open it"), \
+        message
+    assert record["written"] == ["photo.jpg", "rgb16.png", "rgb8.png", "small.png"]
+    assert "q-corrupt.png" in record["inputs"]
+    assert record["images_left"] == 0, "the batch left images open in GIMP"
+    out = headless.work / "out"
+    read = lambda name: imageio.read(str(out / name)).pixels  # noqa: E731
+    assert np.array_equal(read("rgb8.png"), expected["upscale 2 rgb8.png"])
+    assert np.array_equal(read("small.png"), expected["upscale 2 small.png"])
+    sixteen = read("rgb16.png")
+    assert sixteen.dtype == np.dtype("<u2")
+    assert np.array_equal(sixteen, expected["upscale 2 rgb16.png"])
+    jpeg = out / "photo.jpg"
+    assert jpeg.read_bytes()[:3] == b"\xff\xd8\xff", "photo.jpg is not a JPEG"
+    assert read("photo.jpg").shape == (96, 128, 3)
+
+
+def test_batch_refuses_what_it_cannot_do_before_doing_anything(headless):
+    found = headless["batch_refusals"]
+    for case, words in (("same folder", "replace the originals"),
+                        ("no folders", "Choose an input folder"),
+                        ("upscale 1x", "AI Upscale works at 2\u00d7 or 4\u00d7"),
+                        ("no image", "Open an image first")):
+        assert found[case]["status"] == "execution-error", (case, found[case])
+        assert words in found[case]["message"], (case, found[case]["message"])
+    assert found["same folder"]["unchanged"]
+
+
 # -- no server ------------------------------------------------------------------------------------
 
 def test_a_stopped_server_is_an_error_and_the_image_stays_as_it_was(stopped):
@@ -348,37 +454,51 @@ def test_a_stopped_server_is_an_error_and_the_image_stays_as_it_was(stopped):
         assert result["status"] == "execution-error", result
         assert "SharpFu server" in result["message"] and "answers" in result["message"], result
         assert result["unchanged"], procedure + " changed the image"
+    result = found["sharpfu-batch"]
+    assert result["status"] == "execution-error", result
+    assert "SharpFu server" in result["message"] and "answers" in result["message"], result
+    assert result["written"] == [] and result["images_left"] == 0
 
 
 # -- GUI ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("check", ["undo_upscale", "undo_deblur_selection"])
+@pytest.mark.parametrize("check", ["undo_upscale", "undo_deblur_selection", "undo_batch"])
 def test_one_ctrl_z_restores_the_image(gui, check):
     record = gui[check]
     assert record["status"] == "success"
     assert record["changed"]
     assert record["undone"], "after one Ctrl+Z: %r, before: %r" % (record["after_undo"],
                                                                    record["before"])
-    assert record["redone"], "Ctrl+Y did not bring the result back"
+    assert record["redone"], "after Ctrl+Y: %r, after the filter: %r" % (record["after_redo"],
+                                                                         record["after"])
 
 
-def test_the_dialog_runs_the_filter(gui):
-    record = gui["dialog"]
+@pytest.mark.parametrize("check", ["dialog", "batch_dialog"])
+def test_the_dialog_runs_the_filter(gui, check):
+    record = gui[check]
     assert record["helper"] == 0, "the dialog never appeared"
     assert record["status"] == "success" and record["size"] == [128, 96]
 
 
-def test_cancel_stops_the_job_on_the_server(gui):
-    record = gui["cancel"]
+@pytest.mark.parametrize("check", ["cancel", "cancel_batch"])
+def test_cancel_stops_the_job_on_the_server(gui, check):
+    """For the batch: its small layer was done and its result waited for the
+    big one's, so neither reached the image."""
+    record = gui[check]
     if record["status"] == "success":
         pytest.skip("!!! CANCEL NOT TESTED: the job was done before the click on Cancel "
                     "(%s s); this machine is too fast for a 2400x2400 job !!!" % record["seconds"])
     assert record["status"] == "cancel", record
     assert record["unchanged"]
+    during = gui.gimp.server.log_path.read_bytes()[record["log_from"]:record["log_to"]].decode()
     queued = re.findall(r"job (\w+): upscale 2400x2400 \S+ x4 \S+ queued for client (\w+)",
-                        gui.server_log())
+                        during)
     assert queued, "the job never reached the server: " + record["helper"]
     job, client = queued[-1]
+    if check == "cancel_batch":
+        small = re.findall(r"job (\w+): upscale 24x16 \S+ x4 \S+ queued for client %s" % client,
+                           during)
+        assert small and "job %s: done" % small[0] in during, during
     gone = "client %s went away; dropping its 1 job" % client
     deadline = time.monotonic() + 10    # the server notices at its next heartbeat
     while gone not in gui.server_log() and time.monotonic() < deadline:

@@ -1,0 +1,102 @@
+"""SharpFu's results written back into an image, as one undo step.
+
+Shared by the filters (one layer) and AI Batch (every layer of an image). At
+1x a layer changes only inside the selection, through GIMP's shadow buffer,
+so that a feathered selection blends the result in as GIMP's own filters do.
+Above 1x the image is scaled as Image > Scale Image does: the processed
+layers get the model's pixels, the others, layer masks and the selection
+GIMP's interpolation, and offsets scale with the image.
+"""
+import gi
+gi.require_version("Gimp", "3.0")
+from gi.repository import Gimp  # noqa: E402
+
+import gimp_pixels  # noqa: E402
+from gimp_pixels import Refusal, Region  # noqa: E402
+
+# Pixels of real image around a selection, so that the model sees what lies
+# beyond its edge; cropped away again before writing.
+CONTEXT = 128
+
+
+class OutsideSelection(Refusal):
+    """At 1x, the selection does not touch the layer: nothing to do."""
+
+
+class LayerChange(object):
+    """One layer's part of a change. `source` (layer coordinates) is sent to
+    the server; `target`, inside it, is what the answer replaces. `pixels`
+    holds the server's answer once it is in. With whole=True (for a result
+    that goes elsewhere) the whole layer, whatever is selected."""
+
+    def __init__(self, image, layer, scale, whole=False):
+        self.image, self.layer, self.scale = image, layer, scale
+        width, height = layer.get_width(), layer.get_height()
+        self.target = self.source = Region(0, 0, width, height)
+        self.pixels = None
+        if scale == 1 and not whole:
+            ok, x, y, w, h = layer.mask_intersect()
+            if not ok:
+                raise OutsideSelection(
+                    "The selection does not touch layer '%s', so there is nothing to do. Select "
+                    "part of the layer, or nothing (Select > None) to work on all of it."
+                    % layer.get_name())
+            self.target = Region(x, y, w, h)
+            self.source = self.target.grown(CONTEXT, width, height)
+
+    def read(self):
+        """The pixels to send, as a Frame in the image's own precision."""
+        return gimp_pixels.read(self.layer, self.source, gimp_pixels.sample_format(self.image))
+
+    def take(self, frame):
+        """Keep the server's answer, once it is known to fit."""
+        width, height = self.source.width * self.scale, self.source.height * self.scale
+        if (frame.width, frame.height) != (width, height):
+            raise Refusal("The SharpFu server answered with a %dx%d image instead of %dx%d; the "
+                          "image is unchanged." % (frame.width, frame.height, width, height))
+        self.pixels = frame
+
+
+def check_size(image, scale):
+    """Refuse a scale that would make the image larger than GIMP allows."""
+    if max(image.get_width(), image.get_height()) * scale > Gimp.MAX_IMAGE_SIZE:
+        raise Refusal("At %dx the image would be larger than GIMP allows (%d pixels a side)." % (
+            scale, Gimp.MAX_IMAGE_SIZE))
+
+
+def apply(image, changes, scale):
+    """Write the answers of `changes` (LayerChanges of `image`, each with its
+    pixels) into the image: one undo step, however many layers."""
+    image.undo_group_start()
+    try:
+        if scale == 1:
+            for change in changes:
+                target, source = change.target, change.source
+                pixels = gimp_pixels.crop(change.pixels, target.x - source.x,
+                                          target.y - source.y, target.width, target.height)
+                gimp_pixels.write_undoable(change.layer, pixels, target.x, target.y)
+        else:
+            scale_image(image, changes, scale)
+    finally:
+        image.undo_group_end()
+    Gimp.displays_flush()
+
+
+def scale_image(image, changes, scale):
+    """Image > Scale Image by `scale`, with the model's pixels in the changed layers."""
+    Gimp.context_push()     # image.scale() interpolates with the context's (the user's) choice
+    try:
+        image.scale(image.get_width() * scale, image.get_height() * scale)
+    finally:
+        Gimp.context_pop()
+    for change in changes:
+        layer, pixels = change.layer, change.pixels
+        if (layer.get_width(), layer.get_height()) != (pixels.width, pixels.height):
+            raise RuntimeError("layer '%s' became %dx%d, not %dx%d" % (
+                layer.get_name(), layer.get_width(), layer.get_height(), pixels.width,
+                pixels.height))
+        # The scale step's undo already holds the layer's old pixels, so this
+        # write needs no undo step of its own. merge_shadow() would add one (a
+        # second copy of the enlarged layer in memory) and would write only
+        # inside the selection, leaving GIMP's interpolation outside it.
+        gimp_pixels.write_direct(layer, pixels)
