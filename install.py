@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Install SharpFu: the server's virtual environment, its configuration, and
-the plug-in in every GIMP 3 found.
+the plug-in in every GIMP 3 and GIMP 2.10 found.
 
     python3 install.py            # set up .venv (torch: CUDA build if an NVIDIA GPU is present)
     python3 install.py --dev      # also the test tools
@@ -210,22 +210,40 @@ FLATPAK_ID = "org.gimp.GIMP"
 SANDBOXED = ("flatpak", "snap")
 LINUX_WHEELS = ("manylinux_2_28_%s", "manylinux_2_17_%s", "manylinux2014_%s")
 
+# GIMP 2.10 gets <plug-ins>/sharpfu_gimp2/ (GIMP 2.10 runs a plug-in from a
+# subfolder of the same name): sharpfu_gimp2.py (executable) and its modules,
+# sharpfu_client/, sharpfu.json and, on every platform, _vendor/ with pyzmq
+# for CPython 2.7, since GIMP 2.10's Python 2.7 has none. pyzmq 19.0.2 is
+# the last release with 2.7 wheels: Windows, macOS (x86_64) and Linux (x86).
+LEGACY_PLUGIN = "sharpfu_gimp2"
+LEGACY_SOURCE = ROOT / "plugin" / "sharpfu_gimp2"
+PYZMQ_27 = "pyzmq==19.0.2"
+
 
 class Gimp:
-    """One GIMP 3 of this user. kind: "system" (runs plug-ins with the
-    system's python3), "flatpak", "snap", "macos" or "windows"."""
+    """One GIMP 3 (or, legacy=True, GIMP 2.10) of this user. kind: "system"
+    (runs plug-ins with the system's Python), "flatpak", "snap", "macos" or
+    "windows"."""
 
-    def __init__(self, name: str, plugins: Path, kind: str):
-        self.name, self.plugins, self.kind = name, plugins, kind
+    def __init__(self, name: str, plugins: Path, kind: str, legacy: bool = False):
+        self.name, self.plugins, self.kind, self.legacy = name, plugins, kind, legacy
+
+    @property
+    def plugin(self) -> str:
+        return LEGACY_PLUGIN if self.legacy else PLUGIN
 
     @property
     def folder(self) -> Path:
-        return self.plugins / PLUGIN
+        return self.plugins / self.plugin
+
+    @property
+    def script(self) -> Path:
+        return self.folder / (self.plugin + ".py")
 
 
 def find_gimps() -> tuple[list[Gimp], list[Path]]:
-    """Every GIMP 3 whose settings folder (.../GIMP/3.x) exists: GIMP makes it
-    on its first start. Also the GIMP 2 folders seen, for a note."""
+    """Every GIMP 3 and 2.10 whose settings folder (.../GIMP/3.x, 2.10) exists:
+    GIMP makes it on its first start. Also older GIMP 2 folders, for a note."""
     home = Path.home()
     if sys.platform == "win32":
         places = [(Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming") / "GIMP",
@@ -242,6 +260,8 @@ def find_gimps() -> tuple[list[Gimp], list[Path]]:
         for folder in sorted(base.glob("*.*")):
             if re.fullmatch(r"3\.\d+", folder.name) and folder.is_dir():
                 gimps.append(Gimp("GIMP %s%s" % (folder.name, label), folder / "plug-ins", kind))
+            elif folder.name == "2.10" and folder.is_dir():
+                gimps.append(Gimp("GIMP 2.10%s" % label, folder / "plug-ins", kind, legacy=True))
             elif folder.name.startswith("2.") and folder.is_dir():
                 old.append(folder)
     return gimps, old
@@ -308,6 +328,21 @@ def gimp_python(kind: str) -> str | None:
     return _newest_python(_bundle_folders())
 
 
+def legacy_wheel(kind: str) -> tuple[str, list[str]] | None:
+    """The ABI and platform tags of pyzmq 19.0.2's wheel for the Python 2.7 of
+    a GIMP 2.10 of this kind, or None where no such wheel was ever made."""
+    machine = platform.machine().lower()
+    if kind == "windows":
+        return "cp27m", ["win_amd64" if machine in ("amd64", "x86_64", "arm64") else "win32"]
+    if kind == "macos":
+        # GIMP 2.10's macOS builds with Python are x86_64 (Rosetta on Apple silicon).
+        return "cp27m", ["macosx_10_9_x86_64"]
+    arch = {"amd64": "x86_64", "i386": "i686", "i586": "i686"}.get(machine, machine)
+    if arch not in ("x86_64", "i686"):
+        return None
+    return "cp27mu", ["manylinux1_%s" % arch]
+
+
 def wheel_platforms(kind: str) -> list[str]:
     machine = platform.machine().lower()
     if kind == "windows":
@@ -350,14 +385,16 @@ class GimpPlugins:
     def targets(self) -> list[Gimp]:
         if self.args.plugin_dir:
             folder = Path(self.args.plugin_dir).expanduser().resolve()
-            return [Gimp("GIMP", folder, kind_of(folder))]
+            legacy = self.args.gimp_version == "2.10" or (
+                self.args.gimp_version == "auto" and folder.parent.name == "2.10")
+            return [Gimp("GIMP 2.10" if legacy else "GIMP", folder, kind_of(folder), legacy)]
         gimps, old = find_gimps()
         if not gimps:
-            self.say("GIMP: no GIMP 3 found for this user%s. Start GIMP 3 once (it creates its "
-                     "settings folder) and run install.py again, or name its plug-ins folder "
-                     "with --plugin-dir." % (" (only GIMP 2 settings: %s; SharpFu's plug-in "
-                                             "needs GIMP 3)" % ", ".join(map(str, old))
-                                             if old else ""))
+            self.say("GIMP: no GIMP 3 or 2.10 found for this user%s. Start GIMP once (it "
+                     "creates its settings folder) and run install.py again, or name its "
+                     "plug-ins folder with --plugin-dir." % (
+                         " (only settings of older GIMPs: %s; SharpFu needs GIMP 2.10 or 3)"
+                         % ", ".join(map(str, old)) if old else ""))
         return gimps
 
     # -- installing -------------------------------------------------------------
@@ -366,7 +403,9 @@ class GimpPlugins:
         for gimp in self.targets():
             verb = "updated" if gimp.folder.exists() else "installed"
             changes = self.copy_files(gimp) + self.write_plugin_config(gimp, config)
-            if gimp.kind != "system":
+            if gimp.legacy:
+                changes += self.vendor_pyzmq_27(gimp)
+            elif gimp.kind != "system":
                 changes += self.vendor_pyzmq(gimp)
             if changes:
                 self.say("%s: plug-in %s%s in %s (%s)" % (
@@ -375,7 +414,11 @@ class GimpPlugins:
                 self.installer.changed.append("%s plug-in" % gimp.name)
             else:
                 self.say("%s: plug-in in %s (up to date)" % (gimp.name, gimp.folder))
-            if gimp.kind == "system":
+            if gimp.legacy:
+                self.say("%s: the plug-in needs GIMP 2.10's Python-Fu (Filters > Python-Fu "
+                         "must exist; Linux distributions ship it as gimp-python, when they "
+                         "still do) and works in 8 bits per channel." % gimp.name)
+            elif gimp.kind == "system":
                 self.check_system_python(gimp)
             if gimp.kind in SANDBOXED:
                 command = config.get("server_command") or self.installer.server_command()
@@ -383,19 +426,20 @@ class GimpPlugins:
                          "it yourself before using SharpFu: %s" % (
                              gimp.name, " ".join(map(str, command))))
 
-    def sources(self) -> dict[Path, Path]:
+    def sources(self, gimp: Gimp) -> dict[Path, Path]:
         """Relative path in the plug-in folder -> file to copy there."""
-        files = {Path(f.name): f for f in sorted(PLUGIN_SOURCE.glob("*.py"))}
+        files = {Path(f.name): f for f in sorted(
+            (LEGACY_SOURCE if gimp.legacy else PLUGIN_SOURCE).glob("*.py"))}
         files.update({Path(CLIENT) / f.name: f for f in sorted(CLIENT_SOURCE.glob("*.py"))})
         return files
 
     def copy_files(self, gimp: Gimp) -> list[str]:
         """Copy what differs (by content and mode), remove our stale modules."""
         copied, changes = [], []
-        wanted = self.sources()
+        wanted = self.sources(gimp)
         for relative, source in wanted.items():
             target = gimp.folder / relative
-            mode = 0o755 if relative == Path(PLUGIN + ".py") else 0o644
+            mode = 0o755 if relative == Path(gimp.plugin + ".py") else 0o644
             content = source.read_bytes()
             if target.exists() and target.read_bytes() == content:
                 if os.name != "nt" and target.stat().st_mode & 0o777 != mode:
@@ -483,6 +527,47 @@ class GimpPlugins:
             (vendor / VENDOR_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         return ["%s for Python %s" % (wheel.name, version)]
 
+    def vendor_pyzmq_27(self, gimp: Gimp) -> list[str]:
+        """pyzmq 19.0.2 for GIMP 2.10's CPython 2.7, unpacked into _vendor/."""
+        found = legacy_wheel(gimp.kind)
+        if found is None:
+            self.say("%s: pyzmq was never built for Python 2.7 on %s, so the plug-in cannot "
+                     "reach the server from this GIMP 2.10; use GIMP 3 here." % (
+                         gimp.name, platform.machine()))
+            return []
+        abi, platforms = found
+        vendor = gimp.folder / VENDOR
+        record = {"python": "2.7", "abi": abi, "platforms": platforms}
+        try:
+            current = json.loads((vendor / VENDOR_RECORD).read_text())
+            if (vendor / "zmq").is_dir() and all(current.get(k) == v for k, v in record.items()):
+                return []
+        except (OSError, ValueError):
+            pass
+        pip = [str(self.installer.python if self.installer.python.exists() else sys.executable),
+               "-m", "pip", "download", "--only-binary=:all:", "--no-deps", "--python-version",
+               "2.7", "--implementation", "cp", "--abi", abi] + [
+            part for tag in platforms for part in ("--platform", tag)]
+        if self.args.dry_run:
+            self.say("$ %s --dest TEMP %s" % (" ".join(pip), PYZMQ_27))
+            return ["%s for Python 2.7" % PYZMQ_27]
+        with tempfile.TemporaryDirectory() as download:
+            wheels = list(Path(download).glob("pyzmq-*.whl")) if self.installer.run(
+                pip + ["--dest", download, PYZMQ_27], check=False) else []
+            if not wheels:
+                self.say("%s: could not download %s for Python 2.7 (offline?). The plug-in is "
+                         "installed but will say that pyzmq is missing; run install.py again "
+                         "when online." % (gimp.name, PYZMQ_27))
+                return []
+            wheel = wheels[0]
+            if vendor.exists():
+                shutil.rmtree(vendor)
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(vendor)
+            record["wheel"] = wheel.name
+            (vendor / VENDOR_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        return ["%s for Python 2.7" % wheel.name]
+
     def check_system_python(self, gimp: Gimp) -> None:
         """A GIMP of the distribution runs Python plug-ins with the system's
         python3: say what to install when it lacks gi or pyzmq."""
@@ -504,7 +589,7 @@ class GimpPlugins:
     def uninstall(self) -> None:
         removed = 0
         for gimp in self.targets():
-            script = gimp.folder / (PLUGIN + ".py")
+            script = gimp.script
             if not script.exists():
                 continue
             if OWN_MARK not in script.read_bytes():
@@ -568,16 +653,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "install wrote (or --config-from); no venv, no torch")
     gimp.add_argument("--plugin-dir", metavar="DIR",
                       help="install into this GIMP plug-ins folder only, instead of every GIMP 3 "
-                           "found")
+                           "and 2.10 found")
     gimp.add_argument("--config-from", metavar="FILE",
                       help="with --plugin-only: the SharpFu configuration to put beside the "
                            "plug-in, instead of yours")
+    gimp.add_argument("--gimp-version", choices=["auto", "3", "2.10"], default="auto",
+                      help="with --plugin-dir: which GIMP the folder belongs to (default: "
+                           "2.10 when it is inside a folder named 2.10, else 3)")
     gimp.add_argument("--gimp-python", metavar="X.Y",
                       help="the Python version of a GIMP that brings its own (Flatpak, Snap, "
                            "macOS, Windows), when install.py cannot tell")
     gimp.add_argument("--uninstall", action="store_true",
-                      help="remove the plug-in from every GIMP 3 (or --plugin-dir); the venv "
-                           "and your configuration stay")
+                      help="remove the plug-in from every GIMP 3 and 2.10 (or --plugin-dir); "
+                           "the venv and your configuration stay")
     args = parser.parse_args(argv)
     if args.no_plugin and (args.plugin_only or args.plugin_dir or args.uninstall):
         parser.error("--no-plugin leaves GIMP alone; it cannot go with --plugin-only, "

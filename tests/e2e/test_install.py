@@ -60,17 +60,19 @@ def test_every_gimp_3_gets_the_plugin_with_its_configuration(home, config):
         written = json.loads((folder / "sharpfu.json").read_text())
         wanted = dict(CONFIG, server_command=None) if settings in SANDBOXED else CONFIG
         assert written == wanted, settings
-    assert not (home / ".config/GIMP/2.10/plug-ins").exists()
+    assert not (home / ".config/GIMP/2.10/plug-ins/sharpfu").exists()   # 2.10 gets its own
+    assert (home / ".config/GIMP/2.10/plug-ins/sharpfu_gimp2/sharpfu_gimp2.py").exists()
     assert "GIMP 3.0 (Flatpak)" in said and "GIMP 3.0 (Snap)" in said
     assert "cannot start the server" in said          # the sandboxed ones are told why
     assert "--gimp-python" in said                    # no Flatpak Python to be found here
 
 
 def test_a_second_run_changes_nothing(home, config):
-    install(home, "--config-from", config)
+    if "could not download" in install(home, "--config-from", config):
+        install(home, "--config-from", config)     # a download that failed is tried again
     before = {p: p.stat().st_mtime_ns for p in home.rglob("*") if p.is_file()}
     said = install(home, "--config-from", config)
-    assert "nothing to change" in said and said.count("up to date") == 4
+    assert "nothing to change" in said and said.count("up to date") == 5
     assert {p: p.stat().st_mtime_ns for p in home.rglob("*") if p.is_file()} == before
 
 
@@ -109,12 +111,13 @@ def test_uninstall_removes_only_sharpfu_plugins(home, config):
     said = install(home, "--uninstall")
     assert not any(plugin(home, s).exists() for s in NATIVE + SANDBOXED)
     assert (stranger / "sharpfu.py").exists() and "left alone" in said
-    assert "left in place" in said and "removed 4 plug-in folder(s)" in said
+    assert "left in place" in said and "removed 5 plug-in folder(s)" in said
+    assert not (home / ".config/GIMP/2.10/plug-ins/sharpfu_gimp2").exists()
 
 
 def test_no_gimp_is_explained(tmp_path, config):
     said = install(tmp_path, "--config-from", config)
-    assert "no GIMP 3 found" in said and "--plugin-dir" in said
+    assert "no GIMP 3 or 2.10 found" in said and "--plugin-dir" in said
 
 
 def test_pyzmq_is_placed_for_a_gimp_with_its_own_python(tmp_path, config):
@@ -143,3 +146,67 @@ def test_pyzmq_is_placed_for_a_gimp_with_its_own_python(tmp_path, config):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith(str(vendor))
     assert "up to date" in install(home, "--config-from", config)   # and no second download
+
+
+# -- GIMP 2.10 -------------------------------------------------------------------------------
+
+LEGACY = (".config/GIMP/2.10", ".var/app/org.gimp.GIMP/config/GIMP/2.10")
+
+
+def legacy_plugin(home, settings):
+    return home / settings / "plug-ins" / "sharpfu_gimp2"
+
+
+def python27():
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_client_py27 import python27 as find
+    return find()
+
+
+def test_gimp_2_10_gets_the_gimpfu_plugin_with_pyzmq_for_python_27(tmp_path, config):
+    home = tmp_path / "home"
+    for settings in LEGACY + (".config/GIMP/2.8",):
+        (home / settings).mkdir(parents=True)
+    said = install(home, "--config-from", config)
+    assert "GIMP 2.10:" in said and "GIMP 2.10 (Flatpak):" in said and "Python-Fu" in said
+    assert not (home / ".config/GIMP/2.8/plug-ins").exists()       # too old: left alone
+    for settings in LEGACY:
+        folder = legacy_plugin(home, settings)
+        assert stat.S_IMODE((folder / "sharpfu_gimp2.py").stat().st_mode) == 0o755
+        for module in ("gimp2_layers.py", "gimp2_job.py", "gimp2_batch.py"):
+            assert stat.S_IMODE((folder / module).stat().st_mode) == 0o644   # GIMP runs no module
+        assert (folder / "sharpfu_client" / "client.py").exists()
+        assert not (folder / "sharpfu.py").exists() and not (folder / "gimp_pixels.py").exists()
+        assert stat.S_IMODE((folder / "sharpfu.json").stat().st_mode) == 0o600
+        wanted = dict(CONFIG, server_command=None) if ".var/app" in settings else CONFIG
+        assert json.loads((folder / "sharpfu.json").read_text()) == wanted
+    if "could not download pyzmq==19.0.2" in said:
+        pytest.skip("!!! pyzmq 19.0.2 could not be downloaded (offline?): vendoring for GIMP "
+                    "2.10 NOT tested !!!")
+    vendor = legacy_plugin(home, LEGACY[0]) / "_vendor"
+    record = json.loads((vendor / "sharpfu-vendor.json").read_text())
+    assert record["python"] == "2.7" and record["wheel"].startswith("pyzmq-19.0.2-cp27-cp27mu-")
+    assert "up to date" in install(home, "--config-from", config)   # and no second download
+    interpreter = python27()
+    if interpreter is None:
+        pytest.skip("LOUD SKIP: no Python 2.7 here: the vendored pyzmq was not imported")
+    done = subprocess.run([interpreter, "-E", "-s", "-c",
+                           "import sys; sys.path.insert(0, sys.argv[1]); import zmq; "
+                           "print(zmq.__file__); print(zmq.pyzmq_version())", str(vendor)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0].startswith(str(vendor)) and done.stdout.split()[1] == "19.0.2"
+
+
+def test_plugin_dir_of_gimp_2_10_is_recognised_or_named(home, config, tmp_path):
+    inside = tmp_path / "GIMP" / "2.10" / "plug-ins"
+    said = install(home, "--config-from", config, "--plugin-dir", inside, "--dry-run")
+    assert "GIMP 2.10: plug-in would be installed in %s" % (inside / "sharpfu_gimp2") in said
+    assert "--python-version 2.7 --implementation cp --abi cp27mu" in said
+    assert "pyzmq==19.0.2" in said and not inside.exists()
+    elsewhere = tmp_path / "elsewhere"
+    said = install(home, "--config-from", config, "--plugin-dir", elsewhere, "--gimp-version",
+                   "2.10", "--dry-run")
+    assert str(elsewhere / "sharpfu_gimp2") in said
+    said = install(home, "--config-from", config, "--plugin-dir", elsewhere, "--dry-run")
+    assert str(elsewhere / "sharpfu") in said and "sharpfu_gimp2" not in said

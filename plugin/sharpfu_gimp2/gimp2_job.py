@@ -1,0 +1,76 @@
+"""SharpFu jobs from inside GIMP 2.10, with GIMP's progress bar fed by the
+server's progress.
+
+Cancelling: GIMP 2.10 kills a plug-in whose progress the user cancels; its
+socket closes with it, and the server drops the job on its next heartbeat.
+"""
+import os
+
+from gimpfu import gimp, pdb
+
+from gimp2_layers import native
+from sharpfu_client import Client
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+STAGES = {"queued": "waiting for other jobs to finish", "started": "starting", "done": "done"}
+
+
+def job_params(scale, method):
+    """A job's parameters: the scale where the op has one (None where it has
+    not), and the method when one is named."""
+    found = {} if scale is None else {"scale": scale}
+    method = (method or "").strip()
+    if method:
+        found["method"] = method
+    return found
+
+
+def say(text):
+    """The progress bar's text."""
+    pdb.gimp_progress_set_text(native(text))
+
+
+def connect(title):
+    """A connected Client, starting the server if need be. The server config
+    is sharpfu.json beside the plug-in (install.py writes it), else the
+    user's own SharpFu configuration."""
+    gimp.progress_init(native("%s: connecting to the SharpFu server" % title))
+    client = Client(beside=HERE)
+    try:
+        client.connect(on_start=lambda endpoint: say(
+            "%s: starting the SharpFu server (the first start takes a while)" % title))
+    except Exception:
+        client.close()
+        raise
+    return client
+
+
+def stage_text(job):
+    if job.stage == "queued" and job.queue_position:
+        return "waiting for other jobs to finish (place %d in the queue)" % job.queue_position
+    return STAGES.get(job.stage, job.stage)
+
+
+def wait(client, job, title, done=0.0, share=1.0):
+    """The Result of a submitted job, with the progress bar going from `done`
+    to done + share; raises SharpFuError when the job fails."""
+    shown = [None]
+
+    def progress(fraction, stage):
+        gimp.progress_update(min(1.0, done + share * fraction))
+        text = "%s: %s" % (title, stage_text(job))
+        if text != shown[0]:
+            shown[0] = text
+            say(text)
+
+    return client.wait(job, progress)
+
+
+def run(op, frames, params, title):
+    """Run `op` on frames; returns the Result or raises SharpFuError."""
+    client = connect(title)
+    try:
+        return wait(client, client.submit(op, frames, params), title)
+    finally:
+        client.close()
