@@ -253,7 +253,8 @@ class Broker:
                     descs.append(dict(desc))
                     payloads.append(array)
             header = wire.make_header("result", job.id, op=job.op, frames=descs, method=method,
-                                      elapsed=round(elapsed, 4), device=str(self.engine.device))
+                                      elapsed=round(elapsed, 4), device=str(self.engine.device),
+                                      **job.outcome)
             log.info("job %s: done in %.2f s by %s", job.id[:8], elapsed, method.get("name"))
         else:
             header = wire.make_header("error", job.id, code=code, message=message)

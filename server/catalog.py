@@ -71,8 +71,15 @@ class Catalog:
     def chain(self, op: str, scale: int = 1, method: str | None = None) -> list[tuple[Method, int]]:
         """The methods that compute an op, in order, each with its own scale.
         sharpen is deblur then (at scale > 1) upscale; `method` names the
-        deblurrer there."""
+        deblurrer there, or the upscaler when it names one that cannot
+        deblur (an adapted network: the deblurrer is then the default)."""
         if op == "sharpen":
+            named = self.methods.get(method) if method else None
+            if named is not None and "deblur" not in named.ops and "upscale" in named.ops:
+                if scale == 1:
+                    raise JobError("bad_params", "%s upscales; sharpen uses it only at scale 2 "
+                                   "or 4." % named.title)
+                return [(self.pick("deblur", None), 1), (self.pick("upscale", method, scale), scale)]
             stages = [(self.pick("deblur", method), 1)]
             if scale > 1:
                 stages.append((self.pick("upscale", None, scale), scale))

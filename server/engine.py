@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import device as devices
+from .adapted import Adapter
 from . import pixels, tiling
 from .catalog import Catalog
 from .jobs import Job, JobError
@@ -32,6 +33,7 @@ class Engine:
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.catalog = Catalog(settings)
+        self.adapter = Adapter(self.catalog, self.device, settings.models_dir)
 
     def status(self) -> dict:
         return {"device": devices.describe(self.device, self.settings.precision),
@@ -44,6 +46,8 @@ class Engine:
         """Refuse at once, before queueing, a job naming a method that cannot do it."""
         if job.op == "matte":
             self.catalog.pick("matte", job.params["method"])
+        elif job.op == "adapt":
+            self.adapter.check(job)
         elif job.op != "echo":
             self._stages(job)
 
@@ -60,6 +64,9 @@ class Engine:
         if job.op == "matte":
             method = self.catalog.pick("matte", job.params["method"])
             return self._matte(job, method, report), method.info()
+        if job.op == "adapt":
+            job.outcome = {"adaptation": self.adapter.run(job, report)}
+            return [], self.catalog.methods[job.outcome["adaptation"]["model"]].info()
         stages = self._stages(job)
         return self._image(job, stages, report), _describe(stages)
 

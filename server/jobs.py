@@ -33,6 +33,7 @@ class Job:
     reply_ref: dict | None = None
     input_refs: dict = field(default_factory=dict)   # frame name -> its shared-memory ref
     session: str | None = None        # the client's session id, if it sent one
+    outcome: dict = field(default_factory=dict)   # result fields besides frames (adapt's report)
     received: float = field(default_factory=time.monotonic)
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"             # queued, running, finished

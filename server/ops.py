@@ -55,9 +55,11 @@ class OpSpec:
     inputs: tuple[str, ...]
     params: dict = field(default_factory=dict)
     summary: str = ""
+    common: tuple[str, ...] = ("method", "tile")   # which COMMON options it takes
+    max_frames: int = 0       # > 0: 1 to max_frames frames, all named inputs[0]
 
     def all_params(self) -> dict:
-        return {**COMMON, **self.params} if self.name != "echo" else dict(self.params)
+        return {**{name: COMMON[name] for name in self.common}, **self.params}
 
     def check_params(self, params, msg_id: str) -> dict:
         if not isinstance(params, dict):
@@ -98,5 +100,18 @@ OPS = {spec.name: spec for spec in (
            {"delay": Param(float, 0.0, minimum=0.0, maximum=60.0,
                            help="seconds to spend, in progress steps (for tests)"),
             "steps": Param(int, 10, minimum=1, maximum=1000, help="progress steps")},
-           "Diagnostic: returns its frames unchanged, through the same queue as every job."),
+           "Diagnostic: returns its frames unchanged, through the same queue as every job.",
+           common=()),
+    OpSpec("adapt", ("sample",),
+           {"scale": Param(int, 2, choices=(2, 4), help="the upscaler's scale to adapt"),
+            "steps": Param(int, 300, minimum=10, maximum=5000,
+                           help="training steps (more: slower, usually a little better)"),
+            "save": Param(bool, False, help="also write the adapted weights to the models "
+                                            "folder, to be offered again after a restart"),
+            "transport": Param(float, 0.0, minimum=0.0, maximum=1.0,
+                               help="weight of the POUF-style feature alignment (0: off; "
+                                    "docs/MODELS.md)")},
+           "Adapt an upscaler to samples of the user's own images (no ground truth needed); "
+           "the result names the model to use as the method of later jobs.",
+           common=("method",), max_frames=32),
 )}

@@ -25,7 +25,11 @@ def parse_job(header: dict, payloads: list, client: bytes, settings, mapper: Seg
     if not isinstance(descs, list):
         raise WireError("bad_frame", "A job needs 'frames': a list of frame descriptors.", msg_id)
     names = [d.get("name") if isinstance(d, dict) else None for d in descs]
-    if names != list(spec.inputs):
+    if spec.max_frames:
+        if not 1 <= len(names) <= spec.max_frames or any(n != spec.inputs[0] for n in names):
+            raise WireError("bad_frame", "%s takes 1 to %d frames, all named %r; got %s." % (
+                op, spec.max_frames, spec.inputs[0], names[:8]), msg_id)
+    elif names != list(spec.inputs):
         raise WireError("bad_frame", "%s takes the frames %s, in that order; got %s." % (
             op, list(spec.inputs), names), msg_id)
     for desc in descs:
@@ -60,7 +64,9 @@ def parse_job(header: dict, payloads: list, client: bytes, settings, mapper: Seg
                     desc["format"], nbytes), msg_id)
             held += nbytes
         clean = {k: desc[k] for k in ("name", "width", "height", "channels", "format")}
-        inputs[desc["name"]] = (clean, pixels.as_array(buffer, clean))
+        # Repeated frames (adapt's samples) are told apart by their position.
+        key = desc["name"] if not spec.max_frames else "%s%d" % (desc["name"], len(inputs))
+        inputs[key] = (clean, pixels.as_array(buffer, clean))
     session = header.get("session")
     return Job(id=msg_id, client=client, op=op, params=params, inputs=inputs, held_bytes=held,
                reply_region=reply_region, reply_ref=reply_ref, input_refs=input_refs,
@@ -68,6 +74,9 @@ def parse_job(header: dict, payloads: list, client: bytes, settings, mapper: Seg
 
 
 def _check_geometry(op: str, descs: list, params: dict, settings, msg_id: str) -> None:
+    if op == "adapt":
+        _check_samples(descs, params, msg_id)
+        return
     image = descs[0]
     scale = OPS[op].scale(params)
     out_pixels = image["width"] * image["height"] * scale * scale
@@ -84,6 +93,22 @@ def _check_geometry(op: str, descs: list, params: dict, settings, msg_id: str) -
         if mask["channels"] != 1:
             raise WireError("bad_frame", "The mask must have 1 channel, not %d."
                             % mask["channels"], msg_id)
+
+
+def _check_samples(descs: list, params: dict, msg_id: str) -> None:
+    from .adaptation import Settings
+    from .adapted import MAX_SAMPLE_PIXELS
+    side = Settings.patch * params["scale"]
+    total = sum(d["width"] * d["height"] for d in descs)
+    if total > MAX_SAMPLE_PIXELS:
+        raise WireError("too_large", "The samples have %.1f megapixels together; adapt takes at "
+                        "most %.1f. Send fewer or smaller samples (tiles of the images do)." % (
+                            total / 1e6, MAX_SAMPLE_PIXELS / 1e6), msg_id)
+    if all(min(d["width"], d["height"]) < side for d in descs):
+        raise WireError("bad_frame", "Adapting %dx needs samples at least %d pixels on their "
+                        "shorter side; the largest is %dx%d." % (
+                            params["scale"], side, *max(((d["width"], d["height"]) for d in descs),
+                                                        key=min)), msg_id)
 
 
 def parse_cancel(header: dict) -> str:

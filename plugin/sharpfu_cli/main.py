@@ -25,6 +25,7 @@ from tqdm import tqdm
 from sharpfu_client import Cancelled, Client, Frame, SharpFuError
 from sharpfu_client import config as config_module
 from sharpfu_client import launcher
+from sharpfu_client.adapt import adapt, sample_tiles
 from sharpfu_client.cluster import Cluster, server_settings
 
 from . import imageio
@@ -35,6 +36,8 @@ STATUS_WORDS = {"classical": "classical method, not AI", "network": "trained net
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 LUMA = (0.299, 0.587, 0.114)   # ITU-R 601, as Pillow and most tools make grey
+ADAPT_IMAGES = 8               # images of a batch that adaptation samples tiles from
+ADAPT_TILES = 16
 
 
 def say(message: str) -> None:
@@ -90,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--resume", action="store_true",
                              help="skip inputs whose output already exists (outputs are "
                                   "written whole or not at all, so an existing one is finished)")
+        if scales and max(scales) > 1:
+            group = command.add_argument_group("adaptation")
+            group.add_argument("--adapt", action="store_true",
+                               help="first adapt the upscaler to these images (tiles of up to "
+                                    "%d of them; no ground truth needed), then use the adapted "
+                                    "model; the server keeps it only if it restores held-out "
+                                    "tiles better" % ADAPT_IMAGES)
+            group.add_argument("--adapt-steps", metavar="N", type=_positive_int,
+                               help="training steps of the adaptation (server default: 300)")
+            group.add_argument("--adapt-save", action="store_true",
+                               help="also save the adapted model in the server's models folder")
         command.set_defaults(run=run_images, op=name, parser=command)
 
     image_command("upscale", "Enlarge images 2x or 4x.", (2, 4), 2)
@@ -205,6 +219,7 @@ def connect(client: Client | Cluster, args) -> dict:
 
 def run_images(args, client, interrupt: Interrupt) -> int:
     pairs, failed = plan(args.inputs, args.output, args.parser)
+    everything = [source for source, _ in pairs]
     skipped = 0
     if args.resume:
         todo = [(source, target) for source, target in pairs if not os.path.exists(target)]
@@ -214,12 +229,59 @@ def run_images(args, client, interrupt: Interrupt) -> int:
     if not pairs:
         return EXIT_FAILED if failed else 0
     connect(client, args)
-    batch = Batch(args, client, interrupt, job_params(args))
+    params = job_params(args)
+    adaptation = None
+    if getattr(args, "adapt", False):
+        if params.get("scale", 1) == 1:
+            args.parser.error("--adapt adapts the upscaler: use it with --scale 2 or 4")
+        # Sampled from every input, finished or not, so that a resumed batch
+        # asks for the same adaptation and the server answers from its cache.
+        adaptation = run_adaptation(args, client, interrupt, everything, params)
+        params["method"] = adaptation.model
+    batch = Batch(args, client, interrupt, params)
     batch.run(pairs)
     failed += batch.failed
     if len(pairs) + skipped > 1 and not args.quiet:
         say(batch.summary(skipped, failed))
+    if adaptation is not None and not args.quiet:
+        say(adaptation.describe())
     return EXIT_FAILED if failed else 0
+
+
+def run_adaptation(args, client, interrupt: Interrupt, sources: list[str], params: dict):
+    """Adapt the upscaler on tiles of up to ADAPT_IMAGES of `sources`,
+    spread evenly over them; returns the Adaptation."""
+    step = max(1, len(sources) / ADAPT_IMAGES)
+    chosen = [sources[int(k * step)] for k in range(min(ADAPT_IMAGES, len(sources)))]
+    frames = []
+    for path in chosen:
+        try:
+            frames.append(to_frame(read(path).pixels, "sample"))
+        except Failure as failure:
+            say("adaptation skips %s: %s" % (failure.path, failure.reason))
+    if not frames:
+        raise SharpFuError("None of the images could be read for adaptation.", "bad_frame")
+    samples = sample_tiles(frames, ADAPT_TILES)
+    if not args.quiet:
+        say("adapting the upscaler to %d tile(s) of %d image(s)" % (len(samples), len(frames)))
+    with tqdm(total=1, disable=True if args.quiet else None, file=sys.stderr, desc="adapting",
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]") as bar:
+        def progress(fraction, stage):
+            bar.update(max(0.0, fraction - bar.n))
+
+        interrupt.waiting = True
+        try:
+            adaptation = adapt(client, samples, scale=params["scale"], steps=args.adapt_steps,
+                               save=args.adapt_save, method=params.get("method"),
+                               progress=progress, cancelled=lambda: interrupt.requested)
+        except Cancelled:
+            raise KeyboardInterrupt from None
+        finally:
+            interrupt.waiting = False
+        bar.update(1 - bar.n)
+    if not args.quiet:
+        say(adaptation.describe())
+    return adaptation
 
 
 class Batch:

@@ -1,0 +1,127 @@
+"""Adapting an upscaler to the user's own images (the server's `adapt` op,
+docs/PROTOCOL.md "Adaptation"), for the plug-ins and the command line.
+
+    samples = sample_tiles(frames)            # tiles of the user's images
+    adaptation = adapt(client, samples, scale=2)
+    client.run("upscale", [frame], {"scale": 2, "method": adaptation.model})
+
+`adaptation.model` names the adapted network when the server kept it, or
+the shipped network when its safeguard rejected the adaptation, so it can
+always be passed on as the method. Python 2.7 and 3, standard library only.
+"""
+from __future__ import absolute_import, division
+
+from .client import Frame
+from .errors import Cancelled, ServerUnavailable, SharpFuError
+
+SAMPLE_FORMAT_BYTES = {"u8": 1, "u16": 2, "f32": 4}
+MAX_SAMPLES = 32          # the server's limit on frames per adapt job
+DEFAULT_TILE = 256        # pixels: enough context for a few hundred pairs
+DEFAULT_TILES = 16
+
+
+class Adaptation(object):
+    """What an adapt job reported (the result's `adaptation` object)."""
+
+    def __init__(self, report):
+        self.report = dict(report or {})
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["report"][name]
+        except KeyError:
+            raise AttributeError(name)
+
+    def describe(self):
+        """One line for a person."""
+        r = self.report
+        verdict = "accepted" if r.get("accepted") else "rejected"
+        line = "adaptation %s: internal-pair PSNR %.2f -> %.2f dB (%+.2f dB) on %d sample(s)" % (
+            verdict, r.get("before", 0.0), r.get("after", 0.0),
+            r.get("after", 0.0) - r.get("before", 0.0), r.get("samples", 0))
+        if r.get("cached"):
+            line += ", from the server's cache"
+        else:
+            line += ", %.1f s" % r.get("seconds", 0.0)
+        if not r.get("accepted"):
+            line += "; the shipped model was used"
+        return line
+
+
+def crop(frame, left, top, width, height, name="sample"):
+    """A new Frame holding a rectangle of `frame` (any format and channels)."""
+    if left < 0 or top < 0 or left + width > frame.width or top + height > frame.height:
+        raise ValueError("the crop lies outside the frame")
+    pixel = frame.channels * SAMPLE_FORMAT_BYTES[frame.format]
+    source = memoryview(frame.data)
+    if source.ndim != 1 or source.itemsize != 1:
+        source = source.cast("B")   # novermin - a numpy array, which only Python 3 passes
+    row = frame.width * pixel
+    parts = []
+    for y in range(top, top + height):
+        start = y * row + left * pixel
+        parts.append(source[start:start + width * pixel].tobytes())
+    return Frame(b"".join(parts), width, height, frame.channels, frame.format, name)
+
+
+def sample_tiles(frames, tiles=DEFAULT_TILES, side=DEFAULT_TILE):
+    """Up to `tiles` (at most MAX_SAMPLES) square tiles of at most `side`
+    pixels, spread over `frames` (whole images): the middle of each first,
+    then corners, so that a few images or a long batch both give the server
+    a fair sample of what it will be asked to upscale."""
+    tiles = min(tiles, MAX_SAMPLES)
+    if not frames:
+        return []
+    places = ((0.5, 0.5), (0.0, 0.0), (1.0, 1.0), (1.0, 0.0), (0.0, 1.0))
+    chosen = []
+    for rank in range(len(places)):
+        for frame in frames:
+            if len(chosen) >= tiles:
+                return chosen
+            width, height = min(side, frame.width), min(side, frame.height)
+            if rank and width == frame.width and height == frame.height:
+                continue   # the whole frame went in already
+            fx, fy = places[rank]
+            left = int(round((frame.width - width) * fx))
+            top = int(round((frame.height - height) * fy))
+            chosen.append(crop(frame, left, top, width, height))
+    return chosen
+
+
+def adapt(client, samples, scale=2, steps=None, save=False, method=None, progress=None,
+          cancelled=None):
+    """Run an adapt job on `client` (a Client, or a Cluster: then on every
+    one of its servers, since an adapted network lives where it was made);
+    returns an Adaptation. Raises SharpFuError as any job does."""
+    params = {"scale": scale, "save": bool(save)}
+    if steps is not None:
+        params["steps"] = steps
+    if method is not None:
+        params["method"] = method
+    samples = [Frame(s.data, s.width, s.height, s.channels, s.format, "sample")
+               for s in samples]
+    controls = getattr(client, "controls", None)
+    if not controls:
+        result = client.run("adapt", samples, params, progress=progress, cancelled=cancelled)
+        return Adaptation(result.header.get("adaptation"))
+    # Every server adapts the same samples the same way, and names the
+    # result by its content, so one name serves the whole batch; where the
+    # servers' verdicts differ (their arithmetic may), the shipped network
+    # is the safe common choice.
+    found = []
+    for control in controls.values():
+        try:
+            result = control.run("adapt", samples, params, progress=progress,
+                                 cancelled=cancelled)
+        except Cancelled:
+            raise
+        except SharpFuError:
+            continue   # that server is down: the batch will not use it either
+        found.append(Adaptation(result.header.get("adaptation")))
+    if not found:
+        raise ServerUnavailable("No SharpFu server could adapt the model.")
+    if len(set(a.model for a in found)) > 1:
+        first = found[0]
+        first.report.update(model=first.base, accepted=False, after=first.before)
+        return first
+    return found[0]

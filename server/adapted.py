@@ -1,0 +1,237 @@
+"""The `adapt` op and the networks it makes (docs/PROTOCOL.md, "Adaptation").
+
+An adapted network is a catalog method of its own, named after the shipped
+method and a hash of everything that made it (the shipped weights, the
+scale, the settings, the sample pixels): the same request gives the same
+name on any server, so a batch spread over several servers can name one
+model, and asking again is answered from the cache at once. The shipped
+weights are never touched. Adapted networks stay warm in memory (the
+latest MAX_WARM of them); with `save` they are also written, safetensors
+plus a JSON record, to the `adapted/` folder inside the models folder, and
+offered again after a restart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from models import registry
+from models.loading import load_state_dict
+
+from . import adaptation, internal_pairs
+from .jobs import Job, JobError
+from .methods import ImageMethod
+from .methods.network import NetworkMethod
+
+log = logging.getLogger("sharpfu.adapt")
+
+MAX_WARM = 16              # adapted networks kept in memory (each under 1 MB)
+MAX_SAMPLE_PIXELS = 16_000_000
+FOLDER = "adapted"
+
+
+class AdaptedMethod(ImageMethod):
+    """A shipped network's weights for one scale, adapted to someone's images."""
+
+    kind = "network"
+    rgb_only = True
+    # Below the shipped networks (1) and above classical methods (0): an
+    # adapted network is used when it is named, never as a default.
+    preference = 0.5
+
+    def __init__(self, name: str, base: NetworkMethod, scale: int, record: dict,
+                 state: dict | None = None, path: Path | None = None):
+        super().__init__()
+        self.name, self.base, self.record = name, base, record
+        self.scales = (scale,)
+        self.ops = tuple(op for op in base.ops if op in ("upscale", "sharpen"))
+        self.margin, self.bytes_per_pixel = base.margin, base.bytes_per_pixel
+        self.alignment = getattr(base, "alignment", 1)
+        outcome = record["adaptation"]
+        self.title = "%s, adapted to %d sample(s) (%+.2f dB on held-out pairs)" % (
+            base.title, record["samples"], outcome["gain"])
+        self.description = "%s Adapted by the adapt op: %s." % (base.description, outcome["reason"])
+        self.source = "adapted from %s" % base.name
+        self.state, self.path = state, path
+        self.model = None
+        self.dtype, self.device = torch.float32, torch.device("cpu")
+
+    def info(self) -> dict:
+        info = super().info()
+        info["adaptation"] = dict(self.record["adaptation"], base=self.base.name,
+                                  samples=self.record["samples"])
+        return info
+
+    def load(self, device: torch.device, dtype: torch.dtype) -> None:
+        state = self.state if self.state is not None else load_state_dict(self.path)
+        model, _, _ = registry.build(state)
+        model = model.to(device=device, dtype=dtype)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.device, self.dtype = model, device, dtype
+        self.state = None   # the network holds the weights now
+        self.loaded = True
+
+    def unload(self) -> None:
+        self.model, self.loaded = None, False
+
+    def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        x = x.to(self.dtype)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x).float().clamp_(0.0, 1.0)
+
+
+class Adapter:
+    """Runs adapt jobs for an engine and keeps what they made."""
+
+    def __init__(self, catalog, device: torch.device, models_dir: str | None):
+        self.catalog, self.device = catalog, device
+        self.folder = Path(models_dir).expanduser() / FOLDER if models_dir else None
+        self.outcomes: dict[str, dict] = {}          # id -> the result's report
+        self.warm: OrderedDict[str, None] = OrderedDict()
+        self._load_saved()
+
+    # -- checks before queueing -----------------------------------------------
+
+    def base_method(self, job: Job) -> NetworkMethod:
+        scale = job.params["scale"]
+        method = self.catalog.pick("upscale", job.params["method"], scale)
+        if isinstance(method, AdaptedMethod):
+            raise JobError("bad_params", "%r is already an adapted network; adapt the shipped "
+                           "one (%s) instead." % (method.name, method.base.name))
+        if not isinstance(method, NetworkMethod):
+            raise JobError("bad_params", "%s is a classical method: only a trained network can "
+                           "adapt." % method.title)
+        return method
+
+    def check(self, job: Job) -> None:
+        self.base_method(job)
+        if job.params["save"] and self.folder is None:
+            raise JobError("bad_params", "save needs a models folder; this server has none "
+                           "(set models_dir).")
+
+    # -- the op -----------------------------------------------------------------
+
+    def run(self, job: Job, report) -> dict:
+        """Adapt, or answer from the cache; returns the result's `adaptation`."""
+        base = self.base_method(job)
+        scale = job.params["scale"]
+        settings = adaptation.Settings(steps=job.params["steps"],
+                                       transport=job.params["transport"])
+        samples = [_rgb8(array, desc["format"]) for desc, array in job.inputs.values()]
+        weights = base.weights[scale]
+        name = "%s-adapted-%s" % (base.name, _content_hash(weights.path, scale, settings, samples))
+        known = self.outcomes.get(name)
+        if known is not None and (not known["accepted"] or name in self.catalog.methods):
+            report(1.0, "adapted before (cached)")
+            return dict(known, cached=True)
+
+        self.catalog.ensure_loaded(base, self.device)
+        model = base.models[scale]
+        recipe = internal_pairs.recipe_of(weights.record)
+        try:
+            outcome = adaptation.adapt(model, samples, scale, recipe, settings,
+                                       progress=lambda f, s: report(0.98 * f, s),
+                                       cancelled=job.cancel.is_set)
+        except ValueError as error:   # no sample large enough
+            raise JobError("bad_frame", "Cannot adapt: %s." % error)
+        result = outcome.report()
+        result.update(model=name if outcome.accepted else base.name, base=base.name,
+                      scale=scale, samples=len(samples), cached=False, saved=None)
+        if outcome.accepted:
+            record = {"name": name, "base": base.name, "base_weights": weights.name,
+                      "scale": scale, "samples": len(samples),
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "settings": dataclasses.asdict(settings), "adaptation": result}
+            method = AdaptedMethod(name, base, scale, record, state=outcome.state)
+            self._offer(method)
+            if job.params["save"]:
+                result["saved"] = str(self._save(name, outcome.state, record))
+        self.outcomes[name] = result
+        log.info("adapt: %s %s (%.2f -> %.2f dB on held-out pairs, %.1f s)", name,
+                 "accepted" if outcome.accepted else "rejected", outcome.before, outcome.after,
+                 outcome.seconds)
+        return result
+
+    # -- keeping adapted networks ------------------------------------------------
+
+    def _offer(self, method: AdaptedMethod) -> None:
+        self.catalog.add(method)
+        self.warm[method.name] = None
+        self.warm.move_to_end(method.name)
+        while len(self.warm) > MAX_WARM:
+            old, _ = self.warm.popitem(last=False)
+            stale = self.catalog.methods.get(old)
+            if isinstance(stale, AdaptedMethod):
+                if stale.path is not None:
+                    stale.unload()          # on disk: loads again when named
+                else:
+                    del self.catalog.methods[old]
+                    self.outcomes.pop(old, None)
+
+    def _save(self, name: str, state: dict, record: dict) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / (name + ".safetensors")
+        tensors = {k: v.detach().float().contiguous().cpu() for k, v in state.items()}
+        # Written under temporary names and renamed: a crash leaves no half file.
+        partial = path.with_suffix(".partial")
+        save_file(tensors, str(partial))
+        partial.replace(path)
+        path.with_suffix(".json").write_text(json.dumps(record, indent=1))
+        method = self.catalog.methods.get(name)
+        if isinstance(method, AdaptedMethod):
+            method.path = path
+        return path
+
+    def _load_saved(self) -> None:
+        if self.folder is None or not self.folder.is_dir():
+            return
+        for path in sorted(self.folder.glob("*.safetensors")):
+            try:
+                record = json.loads(path.with_suffix(".json").read_text())
+                base = self.catalog.methods.get(record["base"])
+                if not isinstance(base, NetworkMethod) or record["scale"] not in base.scales:
+                    raise ValueError("its shipped network %r (%sx) is not installed"
+                                     % (record.get("base"), record.get("scale")))
+                method = AdaptedMethod(record["name"], base, record["scale"], record, path=path)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                log.warning("adapted models: skipping %s: %s", path.name, error)
+                continue
+            self.catalog.add(method)
+            self.outcomes[method.name] = dict(record["adaptation"], saved=str(path))
+
+
+def _rgb8(array: np.ndarray, fmt: str) -> np.ndarray:
+    """Any frame as 8-bit RGB: what the pairs are cut from. Alpha is dropped
+    (a sample's transparent pixels are still pixels of the picture)."""
+    channels = array.shape[2]
+    colour = array[..., :3] if channels >= 3 else array[..., :1]
+    if fmt == "u8":
+        values = np.asarray(colour)
+    else:
+        full = 1.0 if fmt == "f32" else 65535.0
+        values = np.clip(np.asarray(colour, np.float32) / full * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if values.shape[2] == 1:
+        values = np.repeat(values, 3, axis=2)
+    return np.ascontiguousarray(values)
+
+
+def _content_hash(weights_path: Path, scale: int, settings, samples) -> str:
+    digest = hashlib.sha256()
+    digest.update(Path(weights_path).read_bytes())
+    digest.update(json.dumps([scale, dataclasses.asdict(settings)], sort_keys=True).encode())
+    for sample in samples:
+        digest.update(np.asarray(sample.shape, np.int64).tobytes())
+        digest.update(sample.tobytes())
+    return digest.hexdigest()[:12]
+

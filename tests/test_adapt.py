@@ -1,0 +1,209 @@
+"""Adaptation to the user's images: the pairs, the training and its
+safeguard, the adapt op on the engine, and adapted networks in later jobs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from enginekit import make_job
+from models import registry
+from scripts import degradations
+from server import adaptation, internal_pairs, tiling
+from server.adapted import AdaptedMethod
+from server.engine import Engine
+from server.jobs import JobError
+from server.settings import Settings
+
+FAST = dict(steps=40, checks=4)
+
+
+def shipped_x2():
+    weights = next(w for w in registry.shipped() if w.method == "span" and w.scale == 2)
+    return weights, weights.load()
+
+
+def text_image(seed: int = 0, size: int = 160) -> np.ndarray:
+    """Dark glyphs on light paper, drawn at 4x and reduced: sharp edges the
+    shipped network (trained on photos) has seen little of."""
+    rng = np.random.default_rng(seed)
+    canvas = Image.new("RGB", (size * 4, size * 4), (245, 242, 235))
+    draw = ImageDraw.Draw(canvas)
+    face = ImageFont.load_default(44)
+    for row in range(0, size * 4, 56):
+        text = "".join(chr(c) for c in rng.integers(65, 91, 14))
+        draw.text((8, row), text, font=face, fill=(20, 20, 30))
+    return np.asarray(canvas.resize((size, size), Image.Resampling.LANCZOS))
+
+
+def test_recipe_mirrors_the_training_script():
+    assert set(internal_pairs.DEFAULT_RECIPE) == {
+        f.name for f in dataclasses.fields(degradations.Recipe)}
+    for name, value in internal_pairs.DEFAULT_RECIPE.items():
+        assert value == getattr(degradations.Recipe(), name), name
+    weights, _ = shipped_x2()
+    last = weights.record["training"]["data"]["recipe_changes"][-1]["recipe"]
+    recipe = internal_pairs.recipe_of(weights.record)
+    assert recipe["blur"] == last["blur"] and recipe["jpeg"] == last["jpeg"]
+    assert recipe["noise_sigma"] == tuple(last["noise_sigma"])
+    assert internal_pairs.recipe_of({}) == internal_pairs.DEFAULT_RECIPE
+
+
+def test_pairs_hold_out_a_strip_never_trained_on():
+    image = np.zeros((100, 300, 3), np.uint8)
+    image[:, 200:] = 255            # the held-out strip is the right quarter or more
+    pairs = internal_pairs.Pairs([image], 2, 16, internal_pairs.DEFAULT_RECIPE, seed=1)
+    assert pairs.held_out
+    (region,) = pairs.train
+    assert region.left + region.width <= 300 - 75
+    low, high = pairs.batch(6)
+    assert low.shape == (6, 3, 16, 16) and high.shape == (6, 3, 32, 32)
+    check_low, check_high = pairs.check
+    assert check_high.shape[1:] == (3, 32, 32)
+    assert float(check_high.min()) > 0.99     # only white: cut from the strip
+    # Too small for a strip: everything trains, and the check says so.
+    small = internal_pairs.Pairs([np.zeros((40, 40, 3), np.uint8)], 2, 16,
+                                 internal_pairs.DEFAULT_RECIPE, seed=1)
+    assert not small.held_out
+    with pytest.raises(ValueError):
+        internal_pairs.Pairs([np.zeros((20, 20, 3), np.uint8)], 2, 16,
+                             internal_pairs.DEFAULT_RECIPE, seed=1)
+
+
+@pytest.mark.slow
+def test_adaptation_improves_the_internal_pairs_of_a_synthetic_image():
+    weights, model = shipped_x2()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    outcome = adaptation.adapt(model, [text_image(1), text_image(2)], 2,
+                               internal_pairs.recipe_of(weights.record),
+                               adaptation.Settings(**FAST))
+    assert outcome.accepted, outcome.reason
+    assert outcome.after > outcome.before + 0.05
+    assert outcome.held_out and outcome.state is not None
+    assert outcome.curve[0] == (0, round(outcome.before, 3))
+    # the shipped network itself is untouched
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # and the kept weights do score what the outcome says on the check pairs
+    adapted, _, _ = registry.build(outcome.state)
+    pairs = internal_pairs.Pairs([text_image(1), text_image(2)], 2, 32,
+                                 internal_pairs.recipe_of(weights.record), seed=0)
+    assert adaptation.evaluate(adapted, pairs.check) == pytest.approx(outcome.after, abs=1e-3)
+
+
+def test_the_safeguard_rejects_a_harmful_adaptation():
+    weights, model = shipped_x2()
+    # A learning rate a thousand times too high wrecks the network at once;
+    # the held-out check must notice and keep the shipped one.
+    outcome = adaptation.adapt(model, [text_image(3)], 2, internal_pairs.recipe_of(weights.record),
+                               adaptation.Settings(steps=12, checks=3, learning_rate=1.0,
+                                                   l2sp=0.0))
+    assert not outcome.accepted
+    assert outcome.state is None and outcome.after == outcome.before
+    assert min(db for _, db in outcome.curve[1:]) < outcome.before - 1.0
+    assert "shipped network is kept" in outcome.reason
+
+
+def test_adaptation_stops_when_cancelled():
+    weights, model = shipped_x2()
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(tiling.Cancelled):
+        adaptation.adapt(model, [text_image(4)], 2, internal_pairs.recipe_of(weights.record),
+                         adaptation.Settings(steps=200), cancelled=cancelled)
+    assert len(calls) == 4
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return Engine(Settings(device="cpu", models_dir=str(tmp_path_factory.mktemp("models"))))
+
+
+def adapt_job(engine, params=None, *images):
+    job = make_job("adapt", {"steps": 40, **(params or {})},
+                   **{"sample%d" % k: image for k, image in enumerate(images)})
+    engine.check(job)
+    reports = []
+    frames, method = engine.run(job, lambda f, s: reports.append((f, s)))
+    assert frames == []
+    return job.outcome["adaptation"], method, reports
+
+
+@pytest.mark.slow
+def test_adapt_op_makes_a_model_that_upscale_and_sharpen_use(engine):
+    image = text_image(5)
+    outcome, method, reports = adapt_job(engine, {"save": True}, image, text_image(6))
+    assert outcome["accepted"], outcome["reason"]
+    name = outcome["model"]
+    assert name.startswith("span-adapted-") and method["name"] == name
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and len(fractions) > 40
+    assert any("adapting: step 40 of 40" in s for _, s in reports)
+    adapted = engine.catalog.methods[name]
+    assert isinstance(adapted, AdaptedMethod)
+    assert engine.catalog.defaults()["upscale"]["2"] == "span"   # never a default
+
+    low = image[:64, :64]
+    shipped_job = make_job("upscale", {"scale": 2}, image=low)
+    shipped, info = engine.run(shipped_job, lambda f, s: None)
+    assert info["name"] == "span"
+    ours_job = make_job("upscale", {"scale": 2, "method": name}, image=low)
+    ours, info = engine.run(ours_job, lambda f, s: None)
+    assert info["name"] == name and info["adaptation"]["accepted"]
+    assert ours[0][1].shape == (128, 128, 3)
+    assert np.abs(ours[0][1].astype(int) - shipped[0][1].astype(int)).mean() > 0.05
+    sharpen = make_job("sharpen", {"scale": 2, "method": name}, image=low)
+    _, info = engine.run(sharpen, lambda f, s: None)
+    assert [stage["name"] for stage in info["stages"]][-1] == name
+    with pytest.raises(JobError):
+        engine.check(make_job("upscale", {"scale": 4, "method": name}, image=low))
+    with pytest.raises(JobError):
+        engine.check(make_job("sharpen", {"scale": 1, "method": name}, image=low))
+
+    # asked again: answered from the cache, at once
+    again, _, _ = adapt_job(engine, {"save": True}, image, text_image(6))
+    assert again["cached"] and again["model"] == name
+
+    # saved, and offered by a server started later
+    saved = engine.adapter.folder / (name + ".safetensors")
+    assert outcome["saved"] == str(saved) and saved.is_file()
+    record = json.loads(saved.with_suffix(".json").read_text())
+    assert record["base"] == "span" and record["adaptation"]["accepted"]
+    later = Engine(Settings(device="cpu", models_dir=str(engine.adapter.folder.parent)))
+    assert name in later.catalog.methods
+    job = make_job("upscale", {"scale": 2, "method": name}, image=low)
+    result, _ = later.run(job, lambda f, s: None)
+    assert np.array_equal(result[0][1], ours[0][1])
+
+
+def test_adapt_refuses_what_cannot_adapt(engine):
+    image = text_image(7, 96)
+    for params in ({"method": "lanczos"}, ):
+        with pytest.raises(JobError) as error:
+            engine.check(make_job("adapt", {"steps": 10, **params}, sample0=image))
+        assert error.value.code == "bad_params"
+    no_folder = Engine(Settings(device="cpu"))
+    with pytest.raises(JobError) as error:
+        no_folder.check(make_job("adapt", {"save": True}, sample0=image))
+    assert "models folder" in error.value.message
+
+
+def test_adapt_cancelled_through_the_engine(engine):
+    job = make_job("adapt", {"steps": 500}, sample0=text_image(8, 128))
+    methods = set(engine.catalog.methods)
+
+    def report(fraction, stage):
+        if "step 3 of" in stage:
+            job.cancel.set()
+
+    with pytest.raises(tiling.Cancelled):
+        engine.run(job, report)
+    assert set(engine.catalog.methods) == methods     # nothing left behind
