@@ -83,21 +83,26 @@ class GuidedUpsampler(nn.Module):
         weights = torch.softmax(torch.stack(logits, 1), 1)
         return (weights * torch.stack(values, 1)).sum(1, keepdim=True)
 
-    def forward(self, image: torch.Tensor, alpha_lo: torch.Tensor, image_lo: torch.Tensor,
+    def low_guide(self, image_lo: torch.Tensor) -> torch.Tensor:
+        """The guide features of the working-resolution image, computed once
+        for all tiles."""
+        return self.guide(image_lo - 0.5)
+
+    def forward(self, image: torch.Tensor, alpha_lo: torch.Tensor, guide_lo: torch.Tensor,
                 origin: tuple = (0, 0), size: tuple | None = None) -> torch.Tensor:
         """image (n, 3, h + 2R, w + 2R): full-resolution pixels of the region
         at `origin` (top, left) with R = RADIUS px of context each side
-        (replicated beyond the image's edges); alpha_lo (n, 1, hl, wl) and
-        image_lo (n, 3, hl, wl): the working resolution, whole; size: the
-        full image's (height, width), default the region's.
-        -> alpha (n, 1, h, w)."""
+        (replicated beyond the image's edges); alpha_lo (n, 1, hl, wl): the
+        working-resolution alpha, whole; guide_lo: low_guide() of the
+        working-resolution image; size: the full image's (height, width),
+        default the region's. -> alpha (n, 1, h, w)."""
         r = self.RADIUS
         h, w = image.shape[-2] - 2 * r, image.shape[-1] - 2 * r
         size = size or (h, w)
         rows = (torch.arange(-r, h + r, device=image.device) + origin[0]).clamp(0, size[0] - 1)
         cols = (torch.arange(-r, w + r, device=image.device) + origin[1]).clamp(0, size[1] - 1)
         alpha_lo = snap(alpha_lo)
-        smooth = self.jbu(image, rows, cols, size, alpha_lo, self.guide(image_lo - 0.5))
+        smooth = self.jbu(image, rows, cols, size, alpha_lo, guide_lo)
         uncertain = ((smooth > SNAP) & (smooth < 1 - SNAP)).float()
         band = F.max_pool2d(uncertain, 2 * r + 1, stride=1)
         proposal, gate = self.detail(torch.cat([image - 0.5, smooth - 0.5,
@@ -143,6 +148,7 @@ def upsample(model: GuidedUpsampler, read: Callable[[int, int, int, int], torch.
     height, width = size
     r = model.RADIUS
     alpha_lo = snap(alpha_lo)
+    guide_lo = model.low_guide(image_lo)
     low_h, low_w = alpha_lo.shape[-2:]
     boxes = [(y0, y1, x0, x1) for y0, y1 in tiles(height, tile) for x0, x1 in tiles(width, tile)]
     counts = {"computed": 0, "skipped": 0}
@@ -153,7 +159,7 @@ def upsample(model: GuidedUpsampler, read: Callable[[int, int, int, int], torch.
             counts["skipped"] += 1
         else:
             region = read(y0 - r, y1 + r, x0 - r, x1 + r)
-            write(y0, y1, x0, x1, model(region, alpha_lo, image_lo, (y0, x0), size))
+            write(y0, y1, x0, x1, model(region, alpha_lo, guide_lo, (y0, x0), size))
             counts["computed"] += 1
         progress(done, len(boxes))
     return counts

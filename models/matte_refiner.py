@@ -6,6 +6,15 @@ Input: an image and a coarse mask of its subject (binary or soft, possibly a
 dozen pixels off, with holes and stray blobs). Output: an alpha matte at the
 same size. Three ideas are taken from the paper:
 
+* A classical prior. Beside the image and the mask the network is given
+  a local colour-line estimate made from them (`colour_prior`: within 8 px
+  of the mask's edge, where each pixel's colour falls between the mean
+  foreground and background colours nearby), and its first alpha is a
+  correction of that estimate's logit. The classical estimate already
+  snaps a mask that is a few pixels off onto colour edges; the network
+  learns what it gets wrong (texture, hair, holes, blobs), which a network
+  this small, trained this briefly on a CPU, learns much faster than the
+  whole mapping.
 * Mask-guided features. The mask enters the encoder with the image, and at
   1/8 scale a feature-selection step compares each pixel's features with the
   foreground and the background nearby, as the mask describes them (masked
@@ -17,7 +26,8 @@ same size. Three ideas are taken from the paper:
 * Iterative refinement with a one-way state. A first alpha comes from the
   decoder; then `iterations` passes of one shared refinement step each
   predict a correction and a confidence per pixel. A pixel whose confidence
-  passes `settle` is settled and never changes again (the paper's
+  passes `settle` (0.9, stored with the weights) is settled and never
+  changes again (the paper's
   unidirectional state transition), so each pass works only on the
   uncertain band: hair, fur, blurred edges, glass, holes.
 * Sparse work. At inference the passes run only on the 32 px blocks that
@@ -42,11 +52,33 @@ import torch.nn.functional as F
 
 MULTIPLE = 8
 # About how far (working-resolution px) an output pixel sees: 33 px at 1/8
-# scale (the encoder's dilations, the prototype window, the context blocks)
-# plus the finer layers.
-RECEPTIVE_RADIUS = 8 * 33 + 24
+# scale (the encoder's dilations, the prototype window, the context blocks),
+# the finer layers, and the colour prior's band and window.
+RECEPTIVE_RADIUS = 8 * 33 + 24 + 24
 BLOCK = 32            # side of the blocks the sparse passes work on
 PROTOTYPE_WINDOW = 12  # radius, in 1/8-scale pixels, of the masked means
+PRIOR_BAND, PRIOR_WINDOW = 8, 16   # the colour-line prior's unknown band and window
+
+
+def colour_prior(image: torch.Tensor, mask: torch.Tensor, band: int = PRIOR_BAND,
+                 window: int = PRIOR_WINDOW) -> torch.Tensor:
+    """Local colour-line alpha: pixels more than `band` px inside (outside)
+    the mask's edge are foreground (background); one in between gets where
+    its colour falls on the line from the mean background to the mean
+    foreground colour within `window` px. Where a side is missing or both
+    look alike, the mask itself."""
+    hard = (mask > 0.5).float()
+    size = 2 * band + 1
+    fg = -F.max_pool2d(-hard, size, stride=1, padding=band)
+    bg = 1.0 - F.max_pool2d(hard, size, stride=1, padding=band)
+    fg_weight, bg_weight = box_mean(fg, window), box_mean(bg, window)
+    fg_colour = box_mean(image * fg, window) / fg_weight.clamp_min(1e-6)
+    bg_colour = box_mean(image * bg, window) / bg_weight.clamp_min(1e-6)
+    line = fg_colour - bg_colour
+    length2 = (line * line).sum(1, keepdim=True)
+    projected = ((image - bg_colour) * line).sum(1, keepdim=True) / (length2 + 1e-4)
+    usable = (fg_weight > 1e-3) & (bg_weight > 1e-3) & (length2 > 1e-3) & (fg < 0.5) & (bg < 0.5)
+    return torch.where(usable, projected.clamp(0.0, 1.0), mask)
 
 
 class ResBlock(nn.Module):
@@ -114,8 +146,12 @@ class MatteRefiner(nn.Module):
     def __init__(self, channels: int = 32, iterations: int = 3, settle: float = 0.9):
         super().__init__()
         c1, c2, c4, c8 = channels // 2, channels * 3 // 4, channels, channels * 3 // 2
-        self.iterations, self.settle = iterations, settle
-        self.stem = nn.Conv2d(4, c1, 3, padding=1)
+        self.iterations = iterations
+        # Confidence above which a pixel settles; saved with the weights, as
+        # the threshold they were trained with (scripts/train_matte.py
+        # records how often settled pixels are right).
+        self.register_buffer("settle", torch.tensor(float(settle)))
+        self.stem = nn.Conv2d(5, c1, 3, padding=1)
         self.down2 = nn.Sequential(nn.Conv2d(c1 + 1, c2, 3, stride=2, padding=1), ResBlock(c2))
         self.down4 = nn.Sequential(nn.Conv2d(c2 + 1, c4, 3, stride=2, padding=1), ResBlock(c4))
         self.down8 = nn.Sequential(nn.Conv2d(c4 + 1, c8, 3, stride=2, padding=1),
@@ -124,14 +160,15 @@ class MatteRefiner(nn.Module):
         self.context = nn.Sequential(ResBlock(c8, 8), ResBlock(c8, 2))
         self.up4 = nn.Sequential(nn.Conv2d(c8 + c4, c4, 3, padding=1), ResBlock(c4))
         self.up2 = nn.Sequential(nn.Conv2d(c4 + c2, c2, 3, padding=1), ResBlock(c2))
-        self.up1 = nn.Sequential(nn.Conv2d(c2 + c1 + 4, c1, 3, padding=1), ResBlock(c1))
+        self.up1 = nn.Sequential(nn.Conv2d(c2 + c1 + 5, c1, 3, padding=1), ResBlock(c1))
         self.first = nn.Conv2d(c1, 1, 3, padding=1)
         self.step = RefineStep(c1, c1)
         self.features = c1
 
     def encode(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features at full size and the first alpha logits."""
-        x = torch.cat([image - 0.5, mask - 0.5], 1)
+        prior = colour_prior(image, mask)
+        x = torch.cat([image - 0.5, mask - 0.5, prior - 0.5], 1)
         m2 = F.avg_pool2d(mask, 2)
         m4 = F.avg_pool2d(m2, 2)
         m8 = F.avg_pool2d(m4, 2)
@@ -146,8 +183,8 @@ class MatteRefiner(nn.Module):
         f2 = self.up2(torch.cat([up, f2], 1))
         up = F.interpolate(f2, scale_factor=2, mode="bilinear", align_corners=False)
         features = self.up1(torch.cat([up, f1, x], 1))
-        # Starting from the mask's own logit, the decoder learns a correction.
-        logits = self.first(features) + 4.0 * (mask - 0.5)
+        # Starting from the prior's own logit, the decoder learns a correction.
+        logits = self.first(features) + torch.logit(prior.clamp(0.02, 0.98))
         return features, logits
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor, iterations: int | None = None,

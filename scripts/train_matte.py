@@ -49,6 +49,9 @@ from scripts.train_sr import (DEFAULT_PHOTOS, EMA, VALIDATION, describe_device, 
                               git_commit, learning_rate)
 
 METHOD = "mask-refiner"
+# The confidence's cross-entropy against the matte losses: at 0.1 (the first
+# runs) it stayed too timid to settle anything; 1.0 from the third run on.
+CONFIDENCE_WEIGHT = 1.0
 
 
 def parse_args(argv=None):
@@ -71,6 +74,10 @@ def parse_args(argv=None):
     parser.add_argument("--validate-every", type=float, default=300.0, help="seconds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, help="start from this run's checkpoint.pt: "
+                        "tensors of the same shape are taken, layers that gained input "
+                        "channels keep their old weights for the old inputs (new ones start "
+                        "at zero)")
     parser.add_argument("--export-only", action="store_true")
     args = parser.parse_args(argv)
     args.photos = args.photos or DEFAULT_PHOTOS
@@ -193,8 +200,8 @@ def refiner_loss(passes: list[dict], truth: torch.Tensor, mask: torch.Tensor) ->
     for p in passes[1:]:
         total = total + matte_loss(p["alpha"], truth, weight)
         right = ((p["alpha"] - truth).abs() < 0.04).float()
-        total = total + 0.1 * F.binary_cross_entropy(p["confidence"].clamp(1e-5, 1 - 1e-5),
-                                                     right.detach())
+        total = total + CONFIDENCE_WEIGHT * F.binary_cross_entropy(
+            p["confidence"].clamp(1e-5, 1 - 1e-5), right.detach())
     return total
 
 
@@ -225,7 +232,8 @@ def validate(refiner, upsampler, samples: list[matte_data.Sample], iterations: i
         low, image_lo = F.avg_pool2d(truth, 4), F.avg_pool2d(image, 4)
         bilinear = F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False)
         r = upsampler.RADIUS
-        guided = upsampler(F.pad(image, (r, r, r, r), mode="replicate"), low, image_lo)
+        guided = upsampler(F.pad(image, (r, r, r, r), mode="replicate"), low,
+                           upsampler.low_guide(image_lo))
         result["up_bilinear"].append(sad_mse(bilinear[0, 0].numpy(), s.alpha))
         result["up_guided"].append(sad_mse(guided[0, 0].numpy(), s.alpha))
 
@@ -238,10 +246,52 @@ def validate(refiner, upsampler, samples: list[matte_data.Sample], iterations: i
                              "guided": mean(result["up_guided"])}}
 
 
+@torch.inference_mode()
+def settling(refiner, samples: list[matte_data.Sample], iterations: int) -> dict:
+    """How the confidence behaves on the held-out composites: the share of
+    pixels a refinement pass would settle at the refiner's threshold, and how
+    often those are right (within 0.04 of the truth), beside the share right
+    over all pixels."""
+    refiner.eval()
+    confidence, right = [], []
+    for s in samples:
+        passes = refiner(to_tensor(s.image[None]), to_tensor(s.mask[None]), iterations,
+                         sparse=False)
+        truth = to_tensor(s.alpha[None])
+        for p in passes[1:]:
+            confidence.append(p["confidence"].flatten())
+            right.append(((p["alpha"] - truth).abs() < 0.04).flatten())
+    confidence, right = torch.cat(confidence), torch.cat(right).float()
+    above = confidence > refiner.settle
+    return {"settle": round(float(refiner.settle), 3),
+            "share_settling": round(float(above.float().mean()), 3),
+            "right_if_settling": round(float(right[above].mean()), 4) if bool(above.any()) else None,
+            "right_overall": round(float(right.mean()), 4)}
+
+
 # -- export ---------------------------------------------------------------------
 
-def export(args, state: dict, val: dict, curve: list) -> None:
+def earlier_runs(meta: dict) -> list[dict]:
+    """The runs these weights grew from (--init), oldest last."""
+    runs = []
+    while meta.get("init") and Path(meta["init"]["checkpoint"]).is_file():
+        path = meta["init"]["checkpoint"]
+        source = torch.load(path, map_location="cpu", weights_only=True)
+        meta = source["meta"]
+        runs.append({"checkpoint": path, "steps": source["step"],
+                     "training_seconds": round(source["elapsed"], 1),
+                     "commands": meta["commands"], "git": meta["git"]})
+    return runs
+
+
+def export(args, state: dict, val: dict, curve: list, samples: list) -> None:
     from safetensors.torch import save_file
+    refiner = matte_refiner.MatteRefiner(args.channels, args.iterations)
+    refiner.load_state_dict(with_settle(state["ema_refiner"]))
+    report = settling(refiner, samples, args.iterations)
+    print("settling: %s" % report, flush=True)
+    state["ema_refiner"] = refiner.state_dict()
+    val = dict(val, settling=report)
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     meta = state["meta"]
     training = {
@@ -249,7 +299,7 @@ def export(args, state: dict, val: dict, curve: list) -> None:
         "device": meta["device"], "torch": torch.__version__, "started": meta["started"],
         "training_seconds": round(state["elapsed"], 1), "steps": state["step"],
         "batch": args.batch, "optimiser": "Adam, lr %g, warm-up then cosine to 1%%" % args.lr,
-        "ema": args.ema}
+        "ema": args.ema, "init": meta.get("init"), "earlier_runs": earlier_runs(meta)}
     for role, key, title, description, extra in (
             ("refiner", "ema_refiner", "Mask-guided iterative matte refiner (SharpFu-trained)",
              "Refines a coarse mask into an alpha matte at a working resolution of about a "
@@ -282,6 +332,31 @@ def export(args, state: dict, val: dict, curve: list) -> None:
 
 # -- main -----------------------------------------------------------------------
 
+def with_settle(shadow: dict) -> dict:
+    """Checkpoints from before `settle` was saved with the weights lack it."""
+    return dict({"settle": torch.tensor(0.9)}, **shadow)
+
+
+def take_weights(model: torch.nn.Module, source: dict) -> dict:
+    """Copy `source` into `model` where it fits (see --init); what was done."""
+    own = model.state_dict()
+    taken, grown = [], []
+    with torch.no_grad():
+        for key, value in source.items():
+            if key not in own:
+                continue
+            if own[key].shape == value.shape:
+                own[key].copy_(value)
+                taken.append(key)
+            elif (own[key].dim() == 4 and own[key].shape[0] == value.shape[0]
+                  and own[key].shape[1] > value.shape[1] and own[key].shape[2:] == value.shape[2:]):
+                own[key].zero_()
+                own[key][:, :value.shape[1]].copy_(value)
+                grown.append(key)
+    model.load_state_dict(own)
+    return {"taken": len(taken), "grown": grown, "fresh": sorted(set(own) - set(taken) - set(grown))}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -295,7 +370,7 @@ def main(argv=None) -> None:
     command = shlex.join([Path(sys.executable).name] + sys.argv)
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        refiner.load_state_dict(state["refiner"])
+        refiner.load_state_dict(with_settle(state["refiner"]))
         upsampler.load_state_dict(state["upsampler"])
         optimiser.load_state_dict(state["optimiser"])
         if not args.export_only:
@@ -304,7 +379,17 @@ def main(argv=None) -> None:
         if args.export_only:
             raise SystemExit("%s has no checkpoint to export" % args.run)
         training = matte_data.training_photos(args.photos)
+        init = None
+        if args.init:
+            # Our own checkpoint: tensors and plain containers only, read safely.
+            source = torch.load(args.init, map_location="cpu", weights_only=True)
+            init = {"checkpoint": str(args.init), "steps": source["step"],
+                    "seconds": round(source["elapsed"], 1),
+                    "refiner": take_weights(refiner, source["ema_refiner"]),
+                    "upsampler": take_weights(upsampler, source["ema_upsampler"])}
+            print("started from %s: %s" % (args.init, init), flush=True)
         state = {"step": 0, "elapsed": 0.0, "meta": {
+            "init": init,
             "commands": [command],
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "git": git_commit(), "device": describe_device(torch.device("cpu"), args.threads),
@@ -324,7 +409,7 @@ def main(argv=None) -> None:
 
     def evaluate() -> dict:
         r = matte_refiner.MatteRefiner(args.channels, args.iterations)
-        r.load_state_dict(ema_refiner.shadow)
+        r.load_state_dict(with_settle(ema_refiner.shadow))
         u = guided_upsampler.GuidedUpsampler()
         u.load_state_dict(ema_upsampler.shadow)
         return validate(r, u, val_samples, args.iterations)
@@ -340,7 +425,7 @@ def main(argv=None) -> None:
     if args.export_only:
         state.update(ema_refiner=ema_refiner.shadow, ema_upsampler=ema_upsampler.shadow)
         val = evaluate()
-        export(args, state, val, curve)
+        export(args, state, val, curve, val_samples)
         return
 
     rng = np.random.default_rng(args.seed)
@@ -373,7 +458,7 @@ def main(argv=None) -> None:
         u = batches.upsampler(args.batch, args.up_patch)
         r = upsampler.RADIUS
         guided = upsampler(F.pad(u["image"], (r, r, r, r), mode="replicate"), u["alpha_lo"],
-                           u["image_lo"])
+                           upsampler.low_guide(u["image_lo"]))
         loss_u = matte_loss(guided, u["alpha"], band_weight(u["alpha"]))
         optimiser.zero_grad(set_to_none=True)
         (loss_r + loss_u).backward()
@@ -403,7 +488,7 @@ def main(argv=None) -> None:
             save()
     log.close()
     save()
-    export(args, state, curve[-1], curve)
+    export(args, state, curve[-1], curve, val_samples)
 
 
 if __name__ == "__main__":

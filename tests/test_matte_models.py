@@ -58,7 +58,7 @@ def test_sparse_passes_equal_the_dense_ones():
     mask = disk(96, 160, 48, 80, 30)
     with torch.no_grad():
         first = model(image, mask, iterations=1, sparse=False)[1]["confidence"]
-        model.settle = float(torch.quantile(first.flatten(), 0.3))
+        model.settle.fill_(float(torch.quantile(first.flatten(), 0.3)))
         dense = model(image, mask, iterations=3, sparse=False)
         sparse = model(image, mask, iterations=3, sparse=True)
     assert 0.5 < dense[1]["settled"].float().mean() < 0.95
