@@ -15,6 +15,7 @@ from .jobs import JobError
 from .methods import Method
 from .methods.colour_matte import ColourLineMatte
 from .methods.lanczos import Lanczos
+from .methods.mask_refiner import mask_refiner_methods
 from .methods.network import network_methods
 from .methods.unsharp import UnsharpMask
 
@@ -30,6 +31,9 @@ class Catalog:
         for method in (Lanczos(), UnsharpMask(), ColourLineMatte()):
             self.add(method)
         for method in network_methods():
+            self.add(method)
+        # the trained matte refiner; the colour-line matte stays as the fallback
+        for method in mask_refiner_methods():
             self.add(method)
 
     def add(self, method: Method) -> None:

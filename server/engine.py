@@ -16,6 +16,7 @@ from . import pixels, tiling
 from .catalog import Catalog
 from .jobs import Job, JobError
 from .methods import ImageMethod, MatteMethod
+from .methods import foreground
 from .methods.lanczos import upscale as lanczos_upscale
 
 log = logging.getLogger("sharpfu.engine")
@@ -129,10 +130,29 @@ class Engine:
 
         out_desc = dict(desc, name="alpha", channels=1)
         out, ref = job.allocate(out_desc)
-        self._tiled(job, [image, mask], [desc["format"], mask_desc["format"]], out,
-                    desc["format"], tile_fn, 1, method.margin, method.bytes_per_pixel,
-                    method.title, report)
-        return [(out_desc, out, ref)]
+        if getattr(method, "whole_image", False):
+            # A network that needs the whole picture reads the frames itself.
+            def progress(fraction: float, stage: str) -> None:
+                if job.cancel.is_set():
+                    raise tiling.Cancelled()
+                report(fraction * (0.8 if job.params["foreground"] else 1.0), stage)
+            method.run(image, desc["format"], colour_channels, mask, mask_desc["format"], out,
+                       desc["format"], job.params.get("tile") or 0,
+                       job.params["iterations"] or None, progress)
+        else:
+            self._tiled(job, [image, mask], [desc["format"], mask_desc["format"]], out,
+                        desc["format"], tile_fn, 1, method.margin, method.bytes_per_pixel,
+                        method.title, report)
+        results = [(out_desc, out, ref)]
+        if job.params["foreground"]:
+            if job.cancel.is_set():
+                raise tiling.Cancelled()
+            report(0.8, "foreground colours")
+            fg_desc = dict(desc, name="foreground", channels=colour_channels)
+            fg, fg_ref = job.allocate(fg_desc)
+            foreground.into_frame(image, desc["format"], colour_channels, out, fg, self.device)
+            results.append((fg_desc, fg, fg_ref))
+        return results
 
     def _echo(self, job: Job, report: Report):
         delay = job.params["delay"]

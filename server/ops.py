@@ -94,7 +94,11 @@ OPS = {spec.name: spec for spec in (
     OpSpec("sharpen", ("image",),
            {"scale": Param(int, 1, choices=(1, 2, 4), help="output size factor")},
            "Deblur, then upscale: AI Sharpen."),
-    OpSpec("matte", ("image", "mask"), {},
+    OpSpec("matte", ("image", "mask"),
+           {"foreground": Param(bool, False, help="also return the foreground colours "
+                                "(frame 'foreground'), free of the old background"),
+            "iterations": Param(int, 0, minimum=0, maximum=8,
+                                help="refinement passes of a network refiner; 0: its default")},
            "Refine a coarse mask (1 channel, the image's size) into an alpha matte."),
     OpSpec("echo", ("image",),
            {"delay": Param(float, 0.0, minimum=0.0, maximum=60.0,

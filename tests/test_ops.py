@@ -74,7 +74,9 @@ def test_matte_snaps_a_sloppy_mask_to_the_edges():
     truth[16:48, 16:48] = 1
     coarse = np.zeros((64, 64, 1), np.uint8)
     coarse[13:51, 13:51] = 255               # 3 px too large all round
-    alpha = run("matte", {}, image=src, mask=coarse)
+    # The classical method: on flat graphics like this the trained refiner
+    # leaves a soft ramp inside the edge (docs/MODELS.md), so it is named.
+    alpha = run("matte", {"method": "colour-line"}, image=src, mask=coarse)
     assert alpha.shape == (64, 64, 1) and alpha.dtype == np.uint8
     error_before = np.abs(coarse[..., 0] / 255 - truth).mean()
     error_after = np.abs(alpha[..., 0] / 255 - truth).mean()

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     matte.add_argument("-o", "--output", required=True, metavar="ALPHA", help="PNG to write")
     matte.add_argument("--bits", type=int, choices=(8, 16), default=8,
                        help="bits per sample of the PNG (default 8)")
+    matte.add_argument("--cutout", metavar="FILE",
+                       help="also write the subject as an RGBA PNG (or TIFF): the matte as alpha, "
+                            "colours freed of the old background (no halo)")
     matte.set_defaults(run=run_matte, op="matte", parser=matte)
 
     status = commands.add_parser("status", parents=[connection],
@@ -462,6 +465,8 @@ def run_matte(args, client: Client, interrupt: Interrupt) -> int:
         target = os.path.join(target, os.path.splitext(os.path.basename(args.image))[0] + ".png")
     if os.path.splitext(target)[1].lower() not in (".png", ".tif", ".tiff"):
         args.parser.error("the matte is written as a PNG (or TIFF); name the output .png")
+    if args.cutout and os.path.splitext(args.cutout)[1].lower() not in (".png", ".tif", ".tiff"):
+        args.parser.error("the cut-out is written as a PNG (or TIFF); name it .png")
     connect(client, args)
     with tqdm(total=1, disable=True if args.quiet else None, file=sys.stderr,
               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]") as bar:
@@ -471,10 +476,15 @@ def run_matte(args, client: Client, interrupt: Interrupt) -> int:
                 raise Failure(args.mask, "the mask is %dx%d but the image is %dx%d; they must "
                               "be the same size" % (mask.size + image.size))
             frames = [to_frame(image.pixels, "image"), to_frame(mask_channel(mask.pixels), "mask")]
-            result = run_job(client, interrupt, "matte", frames, job_params(args), bar, 0)
+            params = dict(job_params(args), foreground=True) if args.cutout else job_params(args)
+            result = run_job(client, interrupt, "matte", frames, params, bar, 0)
             alpha = from_frame(result.frame("alpha"))
-            write(target, imageio.Picture(imageio.to_format(alpha, "u16" if args.bits == 16
-                                                            else "u8")))
+            bits = "u16" if args.bits == 16 else "u8"
+            write(target, imageio.Picture(imageio.to_format(alpha, bits)))
+            if args.cutout:
+                colour = from_frame(result.frame("foreground"))
+                write(args.cutout, imageio.Picture(imageio.to_format(
+                    np.concatenate([colour, alpha], 2), bits), icc=image.icc))
         except Failure as failure:
             say("error: %s: %s" % (failure.path, failure.reason))
             return EXIT_FAILED

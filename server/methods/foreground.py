@@ -119,4 +119,7 @@ def into_frame(image: np.ndarray, image_format: str, colour_channels: int, alpha
     colour = pixels.to_tensor(image[box], image_format, device)[:, :colour_channels]
     a = pixels.to_tensor(alpha[box], image_format, device)
     fg = estimate_foreground(colour, a)
+    # Opaque pixels are their own colour exactly, and transparent ones keep
+    # theirs (any colour is right there): only the soft band changes.
+    fg = torch.where((a > 0) & (a < 1), fg, colour)
     pixels.store(fg[0].permute(1, 2, 0).cpu().numpy(), out[box], image_format)
