@@ -60,13 +60,13 @@ def upscale(engine: Engine, low: Image.Image, method: str | None) -> tuple[Image
     return Image.fromarray(results[0][1]), time.perf_counter() - start
 
 
-def adapt(engine: Engine, lows: list[Image.Image], steps: int | None) -> dict:
+def adapt(engine: Engine, lows: list[Image.Image], steps: int | None, compressed: bool) -> dict:
     frames = [Frame(np.ascontiguousarray(np.array(low)), low.width, low.height, 3, "u8")
               for low in lows]
     samples = sample_tiles(frames, DEFAULT_TILES)
     arrays = {"sample%d" % k: np.frombuffer(s.data, np.uint8).reshape(s.height, s.width, 3)
               for k, s in enumerate(samples)}
-    params = {"scale": SCALE, **({"steps": steps} if steps else {})}
+    params = {"scale": SCALE, "compressed": compressed, **({"steps": steps} if steps else {})}
     job = make_job("adapt", params, **arrays)
     engine.check(job)
     last = [0.0]
@@ -87,7 +87,9 @@ def run_domain(engine: Engine, name: str, items, degradation: str, steps: int | 
     truths = [degradations.crop_to_multiple(image, SCALE) for _, image in items]
     lows = [degrade(truth, SCALE) for truth in truths]
     print("%s: adapting on %d inputs" % (name, len(lows)), flush=True)
-    outcome = adapt(engine, lows, steps)
+    # As `sharpfu upscale --adapt` tells from the files: (b) would be JPEGs,
+    # (a) lossless files.
+    outcome = adapt(engine, lows, steps, compressed=degradation != "bicubic")
     rows, upscale_seconds = [], []
     for (label, _), truth, low in zip(items, truths, lows):
         shipped, _ = upscale(engine, low, None)

@@ -130,7 +130,13 @@ class Adapter:
                                        transport=job.params["transport"])
         samples = [_rgb8(array, desc["format"]) for desc, array in job.inputs.values()]
         weights = base.weights[scale]
-        name = "%s-adapted-%s" % (base.name, _content_hash(weights.path, scale, settings, samples))
+        recipe = internal_pairs.recipe_of(weights.record)
+        if not job.params["compressed"]:
+            # Pairs that teach removing JPEG the images never had make the
+            # network remove real faint detail instead (docs/MODELS.md).
+            recipe = dict(recipe, jpeg=0.0)
+        name = "%s-adapted-%s" % (base.name, _content_hash(weights.path, scale, settings, recipe,
+                                                           samples))
         known = self.outcomes.get(name)
         if known is not None and (not known["accepted"] or name in self.catalog.methods):
             report(1.0, "adapted before (cached)")
@@ -138,7 +144,6 @@ class Adapter:
 
         self.catalog.ensure_loaded(base, self.device)
         model = base.models[scale]
-        recipe = internal_pairs.recipe_of(weights.record)
         try:
             outcome = adaptation.adapt(model, samples, scale, recipe, settings,
                                        progress=lambda f, s: report(0.98 * f, s),
@@ -147,12 +152,14 @@ class Adapter:
             raise JobError("bad_frame", "Cannot adapt: %s." % error)
         result = outcome.report()
         result.update(model=name if outcome.accepted else base.name, base=base.name,
-                      scale=scale, samples=len(samples), cached=False, saved=None)
+                      scale=scale, samples=len(samples), compressed=job.params["compressed"],
+                      cached=False, saved=None)
         if outcome.accepted:
             record = {"name": name, "base": base.name, "base_weights": weights.name,
                       "scale": scale, "samples": len(samples),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                      "settings": dataclasses.asdict(settings), "adaptation": result}
+                      "settings": dataclasses.asdict(settings), "recipe": recipe,
+                      "adaptation": result}
             method = AdaptedMethod(name, base, scale, record, state=outcome.state)
             self._offer(method)
             if job.params["save"]:
@@ -226,10 +233,11 @@ def _rgb8(array: np.ndarray, fmt: str) -> np.ndarray:
     return np.ascontiguousarray(values)
 
 
-def _content_hash(weights_path: Path, scale: int, settings, samples) -> str:
+def _content_hash(weights_path: Path, scale: int, settings, recipe: dict, samples) -> str:
     digest = hashlib.sha256()
     digest.update(Path(weights_path).read_bytes())
-    digest.update(json.dumps([scale, dataclasses.asdict(settings)], sort_keys=True).encode())
+    digest.update(json.dumps([scale, dataclasses.asdict(settings), recipe], sort_keys=True)
+                  .encode())
     for sample in samples:
         digest.update(np.asarray(sample.shape, np.int64).tobytes())
         digest.update(sample.tobytes())

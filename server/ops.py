@@ -112,6 +112,9 @@ OPS = {spec.name: spec for spec in (
                            help="training steps (more: slower, usually a little better)"),
             "save": Param(bool, False, help="also write the adapted weights to the models "
                                             "folder, to be offered again after a restart"),
+            "compressed": Param(bool, True, help="the images were saved as JPEG (or another "
+                                                 "lossy format) at some point; false: the "
+                                                 "training pairs get no JPEG either"),
             "transport": Param(float, 0.0, minimum=0.0, maximum=1.0,
                                help="weight of the POUF-style feature alignment (0: off; "
                                     "docs/MODELS.md)")},

@@ -184,6 +184,24 @@ def test_adapt_op_makes_a_model_that_upscale_and_sharpen_use(engine):
     assert np.array_equal(result[0][1], ours[0][1])
 
 
+def test_clean_images_get_pairs_without_jpeg(engine, monkeypatch):
+    seen = []
+
+    def fake_adapt(model, samples, scale, recipe, settings, progress, cancelled):
+        seen.append(recipe)
+        raise tiling.Cancelled()   # the recipe is all this test needs
+
+    monkeypatch.setattr(adaptation, "adapt", fake_adapt)
+    image = text_image(9, 96)
+    for compressed in (True, False):
+        job = make_job("adapt", {"steps": 10, "compressed": compressed}, sample0=image)
+        with pytest.raises(tiling.Cancelled):
+            engine.run(job, lambda f, s: None)
+    weights, _ = shipped_x2()
+    assert seen[0] == internal_pairs.recipe_of(weights.record) and seen[0]["jpeg"] > 0
+    assert seen[1] == dict(seen[0], jpeg=0.0)
+
+
 def test_adapt_refuses_what_cannot_adapt(engine):
     image = text_image(7, 96)
     for params in ({"method": "lanczos"}, ):

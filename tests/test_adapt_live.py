@@ -123,6 +123,7 @@ def test_cli_upscale_adapt_end_to_end(server, tmp_path):
                       r"dB \(([+-][\d.]+) dB\) on (\d+) sample", said)
     assert match, said
     assert "3 written" in said and "images/s" in said
+    assert "(no lossy files among them)" in said     # PNGs: pairs without JPEG
     if match.group(1) == "accepted":
         assert float(match.group(3)) > float(match.group(2))
         assert re.search(r"upscale used SPAN .*adapted to", said), said

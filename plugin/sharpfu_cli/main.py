@@ -38,6 +38,7 @@ EXIT_INTERRUPTED = 130
 LUMA = (0.299, 0.587, 0.114)   # ITU-R 601, as Pillow and most tools make grey
 ADAPT_IMAGES = 8               # images of a batch that adaptation samples tiles from
 ADAPT_TILES = 16
+LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
 
 
 def say(message: str) -> None:
@@ -265,8 +266,12 @@ def run_adaptation(args, client, interrupt: Interrupt, sources: list[str], param
     if not frames:
         raise SharpFuError("None of the images could be read for adaptation.", "bad_frame")
     samples = sample_tiles(frames, ADAPT_TILES)
+    # JPEG and WebP files have been through lossy compression; PNG and TIFF
+    # files usually have not, and the training pairs then get none either.
+    compressed = any(os.path.splitext(path)[1].lower() in LOSSY_EXTENSIONS for path in chosen)
     if not args.quiet:
-        say("adapting the upscaler to %d tile(s) of %d image(s)" % (len(samples), len(frames)))
+        say("adapting the upscaler to %d tile(s) of %d image(s)%s" % (
+            len(samples), len(frames), "" if compressed else " (no lossy files among them)"))
     with tqdm(total=1, disable=True if args.quiet else None, file=sys.stderr, desc="adapting",
               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]") as bar:
         def progress(fraction, stage):
@@ -276,7 +281,8 @@ def run_adaptation(args, client, interrupt: Interrupt, sources: list[str], param
         try:
             adaptation = adapt(client, samples, scale=params["scale"], steps=args.adapt_steps,
                                save=args.adapt_save, method=params.get("method"),
-                               progress=progress, cancelled=lambda: interrupt.requested)
+                               progress=progress, cancelled=lambda: interrupt.requested,
+                               compressed=compressed)
         except Cancelled:
             raise KeyboardInterrupt from None
         finally:

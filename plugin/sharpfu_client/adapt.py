@@ -89,11 +89,14 @@ def sample_tiles(frames, tiles=DEFAULT_TILES, side=DEFAULT_TILE):
 
 
 def adapt(client, samples, scale=2, steps=None, save=False, method=None, progress=None,
-          cancelled=None):
+          cancelled=None, compressed=True):
     """Run an adapt job on `client` (a Client, or a Cluster: then on every
     one of its servers, since an adapted network lives where it was made);
-    returns an Adaptation. Raises SharpFuError as any job does."""
-    params = {"scale": scale, "save": bool(save)}
+    returns an Adaptation. Raises SharpFuError as any job does.
+
+    compressed: whether the images were ever saved as JPEG (or WebP, ...);
+    say False for clean ones (PNG screenshots, renders, raw frames)."""
+    params = {"scale": scale, "save": bool(save), "compressed": bool(compressed)}
     if steps is not None:
         params["steps"] = steps
     if method is not None:
