@@ -8,6 +8,7 @@ the plug-in in every GIMP 3 and GIMP 2.10 found.
     python3 install.py --no-plugin                    # the server only; leave GIMP alone
     python3 install.py --plugin-only [--plugin-dir DIR] [--config-from FILE]
     python3 install.py --uninstall [--plugin-dir DIR] # remove the GIMP plug-ins again
+    python3 install.py --add-model PATH  # a downloaded checkpoint (e.g. MIMO-UNetPlus.pkl) for the server
 
 It is safe to run again: what is already in place is left as it is.
 """
@@ -633,6 +634,52 @@ def has_nvidia_gpu() -> bool:
     return False
 
 
+def add_model(args: argparse.Namespace) -> None:
+    """--add-model PATH: copy a model checkpoint into the server's models
+    folder, after the server's own environment has checked that it loads
+    safely (safetensors, or torch.load(weights_only=True)) and that it is an
+    architecture the server can offer. The server scans the folder when it
+    starts."""
+    source = Path(args.add_model).expanduser()
+    if not source.is_file():
+        sys.exit("install.py: --add-model: %s is not a file." % source)
+    python = Installer(args).python
+    if not python.exists():
+        sys.exit("install.py: --add-model needs the server's virtual environment (%s), which "
+                 "does not exist yet: run install.py first (or name it with --venv)."
+                 % python.parent.parent)
+    checked = subprocess.run([str(python), "-m", "server.models_folder", str(source.resolve())],
+                             capture_output=True, text=True, cwd=str(ROOT))
+    if checked.returncode != 0:
+        sys.exit("install.py: %s was not added: %s" % (
+            source, (checked.stderr or checked.stdout).strip().splitlines()[-1]))
+    found = json.loads(checked.stdout)
+    config_path = Path(sharpfu_config.config_dir()) / sharpfu_config.CONFIG_NAME
+    try:
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    except ValueError as error:
+        sys.exit("install.py: %s is not valid JSON: %s" % (config_path, error))
+    folder = Path((config.get("server") or {}).get("models_dir")
+                  or Path(sharpfu_config.config_dir()) / "models").expanduser()
+    target = folder / source.name
+    prefix = "[dry run] " if args.dry_run else ""
+    if target.exists():
+        if target.read_bytes() == source.read_bytes():
+            print("%s%s is already in %s" % (prefix, source.name, folder))
+            return
+        sys.exit("install.py: %s already holds a different %s; remove it, or rename your file "
+                 "(the server names the model after the file)." % (folder, source.name))
+    if not args.dry_run:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name("." + target.name + ".part")   # the server skips dot files
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    print("%sadded %s to %s: %s, %s parameters, for %s. The server offers it as method %r once "
+          "it starts again ('sharpfu status' lists it)." % (
+              prefix, source.name, folder, found["flavour"], format(found["parameters"], ","),
+              " and ".join(found["ops"]), source.stem))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Install SharpFu: the server, its configuration "
                                      "and the GIMP 3 plug-in.")
@@ -645,6 +692,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         % sharpfu_config.DEFAULT_ENDPOINT)
     parser.add_argument("--dry-run", action="store_true", help="say what would be done; change "
                                                                 "nothing")
+    parser.add_argument("--add-model", metavar="PATH",
+                        help="copy a downloaded model checkpoint (e.g. the authors' "
+                             "MIMO-UNetPlus.pkl) into the server's models folder, after checking "
+                             "that it loads safely and is recognised; nothing else is done")
     gimp = parser.add_argument_group("GIMP plug-in")
     gimp.add_argument("--no-plugin", action="store_true",
                       help="set up the server only; leave GIMP alone")
@@ -682,7 +733,11 @@ def main(argv=None) -> None:
     if sys.version_info < MIN_PYTHON:
         sys.exit("install.py needs Python %d.%d or newer (this is %s)."
                  % (MIN_PYTHON + (sys.version.split()[0],)))
-    Installer(parse_args(argv)).install()
+    args = parse_args(argv)
+    if args.add_model:
+        add_model(args)
+        return
+    Installer(args).install()
 
 
 if __name__ == "__main__":

@@ -21,13 +21,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import span
+from . import mimo_unet_weights, span
 from . import guided_upsampler, matte_refiner
 from .loading import WeightsError, load_state_dict
 
 log = logging.getLogger("sharpfu.models")
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# where checkpoints nest their state dict: "model" in the MIMO-UNet release
+CONTAINER_KEYS = mimo_unet_weights.CONTAINER_KEYS
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ ARCHITECTURES = {
         name="span", title="SPAN (Swift Parameter-free Attention Network)",
         detect=_detect_span, build=span.SPAN,
         receptive_radius=lambda blocks, **_: span.receptive_radius(blocks)),
+    mimo_unet_weights.NAME: Architecture(**mimo_unet_weights.ARCHITECTURE),
     # The refiner runs on the whole working-resolution image, never tiled;
     # its radius is stated for the record.
     "matte-refiner": Architecture(
@@ -110,8 +113,9 @@ def build(state: dict[str, torch.Tensor]) -> tuple[nn.Module, Architecture, dict
 
 
 def load(path: str | Path) -> tuple[nn.Module, Architecture, dict]:
-    """Build the network stored in a weights file, on the CPU, in float32."""
-    return build(load_state_dict(path))
+    """Build the network stored in a weights file, on the CPU, in float32.
+    Checkpoints may nest their state dict under one of CONTAINER_KEYS."""
+    return build(load_state_dict(path, container_keys=CONTAINER_KEYS))
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from .methods import Method
 from .methods.colour_matte import ColourLineMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
+from .methods.mimo_unet import shipped as shipped_deblurrers
 from .methods.network import network_methods
 from .methods.unsharp import UnsharpMask
+from .models_folder import scan as scan_models_folder
 
 # op -> the op whose methods it draws on (sharpen = deblur, then upscale)
 ROLES = {"upscale": "upscale", "deblur": "deblur", "sharpen": "deblur", "matte": "matte"}
@@ -35,15 +37,24 @@ class Catalog:
         # the trained matte refiner; the colour-line matte stays as the fallback
         for method in mask_refiner_methods():
             self.add(method)
+        for method in shipped_deblurrers():
+            self.add(method)
+        # Checkpoints the user brought (install.py --add-model), named after
+        # their files; a name already taken goes to the file's full name.
+        for method in scan_models_folder(getattr(settings, "models_dir", ""), set(self.methods)):
+            self.add(method)
 
     def add(self, method: Method) -> None:
         self.methods[method.name] = method
 
     def candidates(self, role: str, scale: int = 1) -> list[Method]:
-        """Methods for a role, best first: networks before classical ones."""
+        """Methods for a role, best first (Method.rank: networks before
+        classical ones, unless a network's own record ranks it lower; for
+        deblurring, a user's MIMO-UNet+ before MIMO-UNet before SharpFu's
+        own)."""
         found = [m for m in self.methods.values() if role in m.ops
                  and (role != "upscale" or scale in m.scales)]
-        return sorted(found, key=lambda m: m.kind != "network")
+        return sorted(found, key=lambda m: -m.rank())
 
     def pick(self, role: str, name: str | None, scale: int = 1) -> Method:
         if name is None:

@@ -106,10 +106,11 @@ class Engine:
         out_desc = dict(desc, width=desc["width"] * scale, height=desc["height"] * scale)
         out, ref = job.allocate(out_desc)
         margin = sum(m.margin for m, _ in stages)
+        align = math.lcm(*(m.alignment for m, _ in stages))
         bytes_per_pixel = max(m.bytes_per_pixel for m, _ in stages) * scale * scale
         title = " + ".join(m.title for m, _ in stages)
         self._tiled(job, [image], [desc["format"]], out, desc["format"], tile_fn, scale, margin,
-                    bytes_per_pixel, title, report)
+                    bytes_per_pixel, title, report, align)
         return [(out_desc, out, ref)]
 
     def _matte(self, job: Job, method: MatteMethod, report: Report):
@@ -142,7 +143,7 @@ class Engine:
         else:
             self._tiled(job, [image, mask], [desc["format"], mask_desc["format"]], out,
                         desc["format"], tile_fn, 1, method.margin, method.bytes_per_pixel,
-                        method.title, report)
+                        method.title, report, method.alignment)
         results = [(out_desc, out, ref)]
         if job.params["foreground"]:
             if job.cancel.is_set():
@@ -183,7 +184,7 @@ class Engine:
         return max(256, min(side, 4096))
 
     def _tiled(self, job: Job, sources, formats, out, out_format, tile_fn, scale, margin,
-               bytes_per_pixel, title, report: Report) -> None:
+               bytes_per_pixel, title, report: Report, align: int = 1) -> None:
         tile = self._tile_size(job, bytes_per_pixel)
         # After a retry, progress goes on from where it was: clients count on
         # it never going backwards.
@@ -196,15 +197,15 @@ class Engine:
         while True:
             try:
                 tiling.run_tiled(sources, formats, out, out_format, tile_fn, scale=scale,
-                                 tile=tile, margin=margin, device=self.device, progress=progress,
-                                 cancelled=job.cancel.is_set)
+                                 tile=tile, margin=margin, device=self.device, align=align,
+                                 progress=progress, cancelled=job.cancel.is_set)
                 return
             except Exception as error:  # noqa: BLE001 - only out-of-memory is retried
                 if not devices.is_out_of_memory(error):
                     raise
                 devices.release_cached(self.device)
                 smaller = tile // 2
-                if smaller < max(MIN_TILE, tiling.min_tile(margin)):
+                if smaller < max(MIN_TILE, tiling.min_tile(margin, align)):
                     raise JobError("out_of_memory")
                 log.warning("job %s: out of memory with %d px tiles; retrying with %d px",
                             job.id, tile, smaller)

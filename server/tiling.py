@@ -34,15 +34,24 @@ class Axis:
         return len(self.starts)
 
 
-def plan_axis(length: int, tile: int, overlap: int) -> Axis:
+def plan_axis(length: int, tile: int, overlap: int, align: int = 1) -> Axis:
     """Equal tiles covering [0, length), evenly spaced, neighbours overlapping
-    by at least `overlap`, never three on one pixel (needs tile >= 4 * overlap
-    + 16)."""
+    by at least `overlap`, never three on one pixel (needs tile >= 4 *
+    (overlap + align - 1) + 16), every start a multiple of `align` (for
+    networks that only shifts by that much leave unchanged)."""
     if length <= tile:
         return Axis((0,), length)
-    count = math.ceil((length - overlap) / (tile - overlap))
-    size = math.ceil((length + (count - 1) * overlap) / count)
-    starts = tuple(k * (length - size) // (count - 1) for k in range(count))
+    # rounding the starts down to multiples of `align` can widen a gap by
+    # align - 1: plan for that much more overlap
+    planned = overlap + align - 1
+    # the last tile ends at `length`: its start, length - size, must be
+    # aligned too, which can make the tiles up to align - 1 larger
+    count = math.ceil((length - planned) / (tile - (align - 1) - planned))
+    size = math.ceil((length + (count - 1) * planned) / count)
+    size += (length - size) % align
+    if size >= length:
+        return Axis((0,), length)
+    starts = tuple(k * (length - size) // (count - 1) // align * align for k in range(count))
     return Axis(starts, size)
 
 
@@ -64,8 +73,8 @@ def axis_weights(axis: Axis, index: int, scale: int, margin: int) -> np.ndarray:
     return weights
 
 
-def min_tile(margin: int) -> int:
-    return 4 * overlap_for(margin) + 16
+def min_tile(margin: int, align: int = 1) -> int:
+    return 4 * (overlap_for(margin) + align - 1) + 16
 
 
 def overlap_for(margin: int) -> int:
@@ -82,19 +91,20 @@ TileFunction = Callable[[list[torch.Tensor]], torch.Tensor]
 
 def run_tiled(sources: Sequence[np.ndarray], formats: Sequence[str], out: np.ndarray,
               out_format: str, fn: TileFunction, *, scale: int, tile: int, margin: int,
-              device: torch.device,
+              device: torch.device, align: int = 1,
               progress: Callable[[int, int], None] = lambda done, total: None,
               cancelled: Callable[[], bool] = lambda: False) -> None:
     """Apply `fn` to every tile of `sources` (arrays of equal height and width)
     and write the blended result, `scale` times larger, into `out`.
 
     `fn` takes float32 (1, c, h, w) tensors on `device`, one per source, and
-    returns a (1, c_out, h * scale, w * scale) tensor."""
+    returns a (1, c_out, h * scale, w * scale) tensor. Tiles start at
+    multiples of `align` input pixels."""
     height, width = sources[0].shape[:2]
     overlap = overlap_for(margin)
-    tile = max(tile, min_tile(margin))
-    rows = plan_axis(height, tile, overlap)
-    cols = plan_axis(width, tile, overlap)
+    tile = max(tile, min_tile(margin, align))
+    rows = plan_axis(height, tile, overlap, align)
+    cols = plan_axis(width, tile, overlap, align)
     channels_out = out.shape[2]
     col_weights = [axis_weights(cols, j, scale, margin) for j in range(cols.count)]
     band_height = rows.size * scale

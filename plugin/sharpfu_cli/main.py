@@ -608,9 +608,13 @@ def describe_status(status: dict) -> str:
             name if len(scales) == 1 else "%s (%sx)" % (name, scale) for scale, name in scales))
         for method in methods:
             if op in (method.get("ops") or []):
-                lines.append("  %-14s %s (%s)" % (method.get("name"), method.get("title", ""),
-                                                  STATUS_WORDS.get(method.get("kind"),
-                                                                   method.get("kind"))))
+                # where a model comes from (shipped, or a user's checkpoint)
+                # matters to whoever picks one by name
+                source = method.get("source")
+                lines.append("  %-14s %s (%s%s)" % (
+                    method.get("name"), method.get("title", ""),
+                    STATUS_WORDS.get(method.get("kind"), method.get("kind")),
+                    "; " + source if source and source != "built in" else ""))
     return "\n".join(lines)
 
 

@@ -11,7 +11,11 @@ class Method:
     kind is "classical" or "network": status and the CLI show it, and a
     classical method is never presented as AI. margin is how many input
     pixels of context each output pixel depends on at most (the tiler cuts
-    with that much to spare); rgb_only methods get grey images as RGB."""
+    with that much to spare); alignment: tiles start at multiples of it (a
+    network that subsamples is unchanged only by shifts of its stride);
+    rgb_only methods get grey images as RGB. preference ranks the methods
+    of an op when none is named, highest first: None means 1 for a network
+    and 0 for a classical method."""
 
     name = ""
     kind = "classical"
@@ -21,11 +25,18 @@ class Method:
     ops: tuple[str, ...] = ()
     scales: tuple[int, ...] = (1,)
     margin = 0
+    alignment = 1
+    preference: float | None = None
     rgb_only = False
     bytes_per_pixel = 64.0   # working memory per input pixel, for tile sizing
 
     def __init__(self):
         self.loaded = self.kind == "classical"
+
+    def rank(self) -> float:
+        if self.preference is not None:
+            return self.preference
+        return 1.0 if self.kind == "network" else 0.0
 
     def load(self, device: torch.device, dtype: torch.dtype) -> None:
         """Load weights onto the device; classical methods have none."""
