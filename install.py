@@ -22,6 +22,7 @@ import platform
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -111,11 +112,15 @@ class Installer:
         if flavour == "cpu" and sys.platform != "darwin":
             # PyPI's Linux wheel bundles CUDA (gigabytes a CPU cannot use);
             # PyTorch's own CPU index has the small build.
-            if self.run(pip + ["--index-url", TORCH_CPU_INDEX, "--extra-index-url", PYPI],
-                        check=False):
+            # pip retries an unreachable index for every dependency, which
+            # costs minutes behind a firewall: ask once, quickly, first.
+            if reachable(TORCH_CPU_INDEX) and self.run(
+                    pip + ["--index-url", TORCH_CPU_INDEX, "--extra-index-url", PYPI],
+                    check=False):
                 self.changed.append("torch")
                 return
-            self.say("the CPU index was not reachable; taking torch from PyPI instead")
+            self.say("the CPU index (%s) was not reachable; taking torch from PyPI instead"
+                     % TORCH_CPU_INDEX)
         elif flavour == "cuda" and os.name == "nt":
             pip += ["--index-url", TORCH_CUDA_INDEX_WINDOWS, "--extra-index-url", PYPI]
         self.run(pip)
@@ -620,6 +625,17 @@ def write_private(path: Path, data: dict) -> None:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
     os.replace(temporary, path)
+
+
+def reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to the URL's host opens within `timeout`."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def has_nvidia_gpu() -> bool:
