@@ -112,11 +112,11 @@ class GuidedUpsampler(nn.Module):
         return (smooth + band * torch.sigmoid(gate) * (sharp - smooth)).clamp(0.0, 1.0)
 
 
-def snap(alpha: torch.Tensor) -> torch.Tensor:
-    """Working alphas within SNAP of 0 or 1 become exactly that, so regions
+def snap(alpha: torch.Tensor, level: float = SNAP) -> torch.Tensor:
+    """Working alphas within `level` of 0 or 1 become exactly that, so regions
     wholly inside or outside the subject are exact and can be skipped."""
-    return torch.where(alpha < SNAP, torch.zeros_like(alpha),
-                       torch.where(alpha > 1 - SNAP, torch.ones_like(alpha), alpha))
+    return torch.where(alpha < level, torch.zeros_like(alpha),
+                       torch.where(alpha > 1 - level, torch.ones_like(alpha), alpha))
 
 
 def tiles(length: int, tile: int) -> Iterator[tuple[int, int]]:

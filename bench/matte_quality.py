@@ -1,0 +1,305 @@
+"""Matting quality benchmark: how close each method's alpha comes to the
+truth, and how fast.
+
+Data: composites the networks never trained on, made by scripts/
+matte_data.py from the held-out validation photos only (scripts/
+train_sr.py's VALIDATION), with another seed than training's validation set,
+at full resolution (--size, default 1600 x 2400: 3.8 MP, so the ~1 MP working
+resolution is about half the side), each with its exact alpha and a coarse
+mask made the ways users make them.
+
+    .venv/bin/python bench/matte_quality.py [--count 8] [--record]
+
+Rows:
+  coarse mask          the user's mask itself
+  colour-line          the classical fallback (server/methods/colour_matte.py)
+  ours, bilinear       the refiner at the working resolution, bilinear upsampling
+  ours, guided         the refiner, then the guided upsampler: the `matte` op
+  ours, full res       the refiner run on the full-resolution image
+Measures (Composition-1k definitions: SAD and gradient error in thousands,
+MSE x 1000, connectivity in thousands; gradient with Gaussian derivatives of
+sigma 1.4, connectivity at thresholds 0.1 apart with theta 0.15), over the
+whole image and over the uncertain band (pixels within 10 px of any soft
+alpha or of the coarse mask's error), averaged over the composites. Also:
+mean SAD per refinement pass (at the working resolution, against the truth
+shrunk to it), and seconds per megapixel of the whole `matte` op through the
+engine (u8 frames), on the composites and on a 24 MP image.
+
+--record appends the tables, with date and machine, to docs/BENCHMARKS.md and
+writes docs/images/matte_crops.png (hair crops side by side).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bench.sr_quality import _threads, machine  # noqa: E402
+from enginekit import make_job  # noqa: E402
+from scripts import matte_data  # noqa: E402
+from scripts.train_sr import DEFAULT_PHOTOS, VALIDATION  # noqa: E402
+from server.engine import Engine  # noqa: E402
+from server.methods.colour_matte import colour_line_matte  # noqa: E402
+from models.guided_upsampler import upsample  # noqa: E402
+from server.methods.mask_refiner import UPSAMPLE_TILE, shrink_bands, working_size  # noqa: E402
+from server.settings import Settings  # noqa: E402
+
+SEED = matte_data.VALIDATION_SEED + 1
+BAND = 10
+
+
+# -- metrics --------------------------------------------------------------------
+
+def gradient_magnitude(a: np.ndarray, sigma: float = 1.4) -> np.ndarray:
+    """Gradient magnitude with first-derivative-of-Gaussian filters scaled to
+    unit L2 norm, as in the Composition-1k evaluation code."""
+    from scipy.ndimage import convolve
+    half = int(np.ceil(sigma * np.sqrt(-2 * np.log(np.sqrt(2 * np.pi) * sigma * 1e-2))))
+    t = np.arange(-half, half + 1, dtype=np.float64)
+    g = np.exp(-t * t / (2 * sigma * sigma)) / (sigma * np.sqrt(2 * np.pi))
+    hx = g[:, None] * (-t * g / (sigma * sigma))[None, :]
+    hx /= np.sqrt((hx * hx).sum())
+    a = a.astype(np.float64)
+    return np.hypot(convolve(a, hx, mode="nearest"), convolve(a, hx.T, mode="nearest"))
+
+
+def connectivity_map(a: np.ndarray, truth: np.ndarray, step: float = 0.1,
+                     theta: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """phi of prediction and truth: how far each pixel's alpha reaches above
+    the last threshold at which it still belonged to the largest region
+    that both agree is above the threshold."""
+    from skimage.measure import label
+    level = np.full(a.shape, -1.0)
+    thresholds = np.arange(0, 1 + step / 2, step)
+    for previous, t in zip(thresholds[:-1], thresholds[1:]):
+        labels = label((a >= t) & (truth >= t), connectivity=1)
+        largest = labels == (np.bincount(labels.ravel())[1:].argmax() + 1) if labels.max() \
+            else np.zeros(a.shape, bool)
+        level[(level == -1) & ~largest] = previous
+    level[level == -1] = 1.0
+
+    def phi(x):
+        d = x - level
+        return 1 - d * (d >= theta)
+    return phi(a), phi(truth)
+
+
+def metrics(pred: np.ndarray, truth: np.ndarray, regions: dict) -> dict:
+    """Each measure summed (or averaged, MSE) over each region."""
+    d = pred.astype(np.float64) - truth
+    grad = (gradient_magnitude(pred) - gradient_magnitude(truth)) ** 2
+    p_phi, t_phi = connectivity_map(pred, truth)
+    conn = np.abs(p_phi - t_phi)
+    return {name: {"SAD": np.abs(d)[r].sum() / 1000, "MSE": (d * d)[r].mean() * 1000,
+                   "Grad": grad[r].sum() / 1000, "Conn": conn[r].sum() / 1000}
+            for name, r in regions.items()}
+
+
+def band(truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    soft = ((truth > 0.01) & (truth < 0.99)) | ((mask > 0.5) != (truth > 0.5))
+    t = torch.from_numpy(soft.astype(np.float32))[None, None]
+    return F.max_pool2d(t, 2 * BAND + 1, 1, BAND)[0, 0].numpy() > 0
+
+
+# -- methods --------------------------------------------------------------------
+
+class Methods:
+    def __init__(self):
+        self.engine = Engine(Settings(device="cpu"))
+        self.refiner = self.engine.catalog.pick("matte", "mask-refiner")
+        self.engine.catalog.ensure_loaded(self.refiner, torch.device("cpu"))
+
+    def all(self, image: np.ndarray, mask: np.ndarray, full_res: bool) -> dict:
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+        m = torch.from_numpy(mask)[None, None].float()
+        h, w = mask.shape
+        out = {"coarse mask": mask,
+               "colour-line": colour_line_matte(x, m)[0, 0].numpy()}
+        small = working_size(h, w)
+        x_lo, m_lo = shrink_bands([x], small), shrink_bands([m], small)
+        alpha_lo = self.refiner.refine(x_lo, m_lo)
+        up = F.interpolate(alpha_lo, size=(h, w), mode="bilinear", align_corners=False)
+        out["ours, bilinear"] = up[0, 0].clamp(0, 1).numpy()
+        # the same working-resolution alpha, brought up by the guided upsampler
+        # exactly as the server does it (tiles and all)
+        guided = torch.zeros(1, 1, h, w)
+
+        def read(top, bottom, left, right):
+            rows = torch.arange(top, bottom).clamp(0, h - 1)
+            cols = torch.arange(left, right).clamp(0, w - 1)
+            return x[:, :, rows][..., cols]
+
+        def write(top, bottom, left, right, alpha):
+            guided[..., top:bottom, left:right] = alpha
+        upsample(self.refiner.upsampler, read, (h, w), alpha_lo, x_lo, write, UPSAMPLE_TILE)
+        out["ours, guided"] = guided[0, 0].numpy()
+        if full_res:
+            out["ours, full res"] = self.refiner.refine(x, m)[0, 0].numpy()
+        return out
+
+    def passes(self, image: np.ndarray, mask: np.ndarray, truth: np.ndarray,
+               iterations: int) -> list[float]:
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+        small = working_size(*mask.shape)
+        x_lo = shrink_bands([x], small)
+        m_lo = shrink_bands([torch.from_numpy(mask)[None, None]], small)
+        t_lo = shrink_bands([torch.from_numpy(truth)[None, None]], small)
+        with torch.inference_mode():
+            passes = self.refiner.refiner(x_lo, m_lo, iterations)
+        return [float((p["alpha"] - t_lo).abs().sum() / 1000) for p in passes], \
+            [float(p["settled"].float().mean()) for p in passes]
+
+    def seconds_per_mp(self, image_u8: np.ndarray, mask_u8: np.ndarray, method: str,
+                       repeat: int = 1) -> float:
+        best = float("inf")
+        for _ in range(repeat):
+            job = make_job("matte", {"method": method}, image=image_u8, mask=mask_u8[..., None])
+            started = time.perf_counter()
+            self.engine.run(job, lambda f, s: None)
+            best = min(best, time.perf_counter() - started)
+        return best / (image_u8.shape[0] * image_u8.shape[1] / 1e6)
+
+
+# -- report ---------------------------------------------------------------------
+
+def table(results: dict, names: list[str], where: str) -> str:
+    lines = ["| method | SAD | MSE | Grad | Conn |", "|---|---:|---:|---:|---:|"]
+    for name in names:
+        rows = results[name][where]
+        if not rows:
+            continue
+        mean = {k: np.mean([r[k] for r in rows]) for k in rows[0]}
+        lines.append("| %s | %.2f | %.2f | %.2f | %.2f |" % (
+            name, mean["SAD"], mean["MSE"], mean["Grad"], mean["Conn"]))
+    return "\n".join(lines)
+
+
+def crops_figure(samples, outputs, path: Path, side: int = 160, zoom: int = 2) -> None:
+    """Per composite, a crop where hair is densest: image, coarse mask, each
+    method, truth."""
+    columns = ["image", "coarse mask", "colour-line", "ours, bilinear", "ours, guided", "truth"]
+    picks = []
+    for i, s in enumerate(samples):
+        soft = ((s.alpha > 0.02) & (s.alpha < 0.98)).astype(np.float32)
+        density = F.avg_pool2d(torch.from_numpy(soft)[None, None], side, side // 4)[0, 0]
+        score, at = density.max(), density.argmax()
+        picks.append((float(score), i, int(at) // density.shape[1] * side // 4,
+                      int(at) % density.shape[1] * side // 4))
+    picks = sorted(picks, reverse=True)[:3]
+    cell = side * zoom
+    figure = Image.new("RGB", (cell * len(columns), (cell + 16) * len(picks) + 16), "white")
+    draw = ImageDraw.Draw(figure)
+    for c, name in enumerate(columns):
+        draw.text((c * cell + 4, 2), name, fill="black")
+    for r, (_, i, y, x) in enumerate(picks):
+        s = samples[i]
+        for c, name in enumerate(columns):
+            if name == "image":
+                crop = s.image[y:y + side, x:x + side]
+            elif name == "truth":
+                crop = s.alpha[y:y + side, x:x + side]
+            else:
+                crop = outputs[i][name][y:y + side, x:x + side]
+            tile = Image.fromarray(matte_data.to_u8(crop)).convert("RGB")
+            figure.paste(tile.resize((cell, cell), Image.NEAREST), (c * cell, 16 + r * (cell + 16)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.save(path, optimize=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--photos", type=Path, action="append")
+    parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--size", type=int, nargs=2, default=(1600, 2400), metavar=("H", "W"))
+    parser.add_argument("--full-res", type=int, default=None,
+                        help="composites on which to also run the refiner at full resolution "
+                             "(default: all)")
+    parser.add_argument("--iterations", type=int, default=5, help="passes in the per-pass table")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    folders = args.photos or DEFAULT_PHOTOS
+    h, w = args.size
+    args.full_res = args.count if args.full_res is None else args.full_res
+    started = time.perf_counter()
+    samples = matte_data.validation_set(folders, args.count, h, w, seed=SEED)
+    print("made %d composites of %d x %d in %.0f s" % (len(samples), w, h,
+                                                        time.perf_counter() - started), flush=True)
+    methods = Methods()
+    names = ["coarse mask", "colour-line", "ours, bilinear", "ours, guided", "ours, full res"]
+    results = {n: {"whole": [], "band": []} for n in names}
+    outputs, pass_sad, settled = [], [], []
+    for i, s in enumerate(samples):
+        out = methods.all(s.image, s.mask, i < args.full_res)
+        region = band(s.alpha, s.mask)
+        regions = {"whole": np.ones_like(region), "band": region}
+        for name, alpha in out.items():
+            for where, values in metrics(alpha, s.alpha, regions).items():
+                results[name][where].append(values)
+        sads, fractions = methods.passes(s.image, s.mask, s.alpha, args.iterations)
+        pass_sad.append(sads)
+        settled.append(fractions)
+        outputs.append({k: v for k, v in out.items() if k != "ours, full res"})
+        print("composite %d: %s" % (i, "  ".join("%s SAD %.2f" % (n, results[n]["whole"][-1]["SAD"])
+                                                  for n in out)), flush=True)
+    # speed through the engine, u8 frames as GIMP sends them
+    s = samples[0]
+    image_u8, mask_u8 = matte_data.to_u8(s.image), matte_data.to_u8(s.mask)
+    speed = {"ours": methods.seconds_per_mp(image_u8, mask_u8, "mask-refiner", 2),
+             "colour-line": methods.seconds_per_mp(image_u8, mask_u8, "colour-line", 2)}
+    big = Image.fromarray(image_u8).resize((6000, 4000), Image.BICUBIC)
+    big_mask = Image.fromarray(mask_u8).resize((6000, 4000), Image.BILINEAR)
+    big_u8, big_mask_u8 = np.asarray(big), (np.asarray(big_mask) > 127).astype(np.uint8) * 255
+    speed24 = {"ours": methods.seconds_per_mp(big_u8, big_mask_u8, "mask-refiner"),
+               "colour-line": methods.seconds_per_mp(big_u8, big_mask_u8, "colour-line")}
+
+    n_full = min(args.full_res, len(samples))
+    text = ("**Whole image**, mean of %d composites (ours, full res: of the first %d)\n\n%s\n\n"
+            "**Uncertain band** (within %d px of soft alpha or of the mask's errors)\n\n%s\n\n"
+            % (len(samples), n_full, table(results, names, "whole"), BAND,
+               table(results, names, "band")))
+    mean_sad = np.mean(pass_sad, 0)
+    mean_settled = np.mean(settled, 0)
+    text += ("**Per refinement pass**, at the working resolution (SAD against the truth shrunk to "
+             "it; pass 0 is the decoder's first alpha; share of pixels settled)\n\n"
+             "| pass | SAD | settled |\n|---:|---:|---:|\n" + "\n".join(
+                 "| %d | %.2f | %.0f%% |" % (k, v, 100 * f)
+                 for k, (v, f) in enumerate(zip(mean_sad, mean_settled))) + "\n\n")
+    text += ("**Speed**, the whole `matte` op through the engine on u8 frames (seconds per "
+             "megapixel, best of 2 at %.1f MP, one run at 24 MP)\n\n"
+             "| method | s / MP at %.1f MP | s / MP at 24 MP | 24 MP total (s) |\n"
+             "|---|---:|---:|---:|\n" % (h * w / 1e6, h * w / 1e6) + "\n".join(
+                 "| %s | %.2f | %.2f | %.1f |" % (name, speed[name], speed24[name],
+                                                   speed24[name] * 24)
+                 for name in ("colour-line", "ours")) + "\n")
+    header = ("Composites: %d of %d x %d from the held-out photos (%s), scripts/matte_data.py "
+              "seed %d; working resolution %d x %d." % (
+                  len(samples), w, h, ", ".join(VALIDATION), SEED, *working_size(h, w)[::-1]))
+    print("\n" + header + "\n\n" + text)
+    if args.record:
+        image_path = ROOT / "docs" / "images" / "matte_crops.png"
+        crops_figure(samples, outputs, image_path)
+        section = ("\n## Matting quality, %s (bench/matte_quality.py)\n\nMachine: %s; torch "
+                   "threads: %s. `bench/matte_quality.py --count %d`. %s%s\n\n%s\n"
+                   "Hair crops, pixels doubled (image, coarse mask, colour-line, ours bilinear, "
+                   "ours guided, truth): ![crops](images/matte_crops.png)\n" % (
+                       datetime.date.today().isoformat(), machine(), _threads(), args.count,
+                       header, (" " + args.note) if args.note else "", text))
+        with open(ROOT / "docs" / "BENCHMARKS.md", "a") as handle:
+            handle.write(section)
+        print("recorded in docs/BENCHMARKS.md; crops in %s" % image_path.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    main()
