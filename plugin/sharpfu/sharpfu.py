@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-#   SharpFu for GIMP 3: AI Sharpen, AI Upscale, AI Deblur and AI Batch.
+#   SharpFu for GIMP 3: AI Sharpen, AI Upscale, AI Deblur, AI Batch and
+#   AI Refine Matte.
 #
 #   This program is free software: you can redistribute it and/or modify
 #   it under the terms of the GNU General Public License as published by
@@ -13,7 +14,8 @@ result is in; then the change is a single undo step. At 2x and 4x the image
 is scaled as Image > Scale Image does, with the model's pixels in the active
 layer and GIMP's interpolation in the others; or the result opens as a new
 image. AI Batch (batch.py) does the same to every layer, every open image
-or a folder of files.
+or a folder of files. AI Refine Matte (refine_matte.py, also under Layer >
+Mask) turns a rough mask into the layer's alpha matte.
 """
 import os
 import sys
@@ -31,6 +33,7 @@ try:
     import batch
     import gimp_pixels
     import in_place
+    import refine_matte
     import server_job
     from gimp_pixels import Refusal
     from sharpfu_client import SharpFuError
@@ -69,6 +72,7 @@ OPS = {
         "the same size. Only the selection changes."),
 }
 BATCH = "sharpfu-batch"     # AI Batch: any of OPS on many layers or files
+REFINE = "sharpfu-refine-matte"
 
 
 def run(procedure, run_mode, image, drawables, config, op):
@@ -101,6 +105,22 @@ def run_batch(procedure, config, data):
         return [GObject.Value(GObject.TYPE_INT, outcome.done),
                 GObject.Value(GObject.TYPE_STRING, "\n".join(outcome.notes))]
     return answer(procedure, run_mode, lambda: batch_dialog(procedure, config), work)
+
+
+def run_refine(procedure, run_mode, image, drawables, config, data):
+    def work():
+        if len(drawables) != 1:
+            raise Refusal("Select exactly one layer for %s (%d are selected)." % (
+                refine_matte.TITLE, len(drawables)))
+        layer = drawables[0]
+        if layer.is_layer_mask():   # its thumbnail was clicked: the layer is meant
+            layer = Gimp.Layer.from_mask(layer)
+        _, cutout, method = refine_matte.refine(
+            image, layer, config.get_property("source"), config.get_property("cutout"),
+            config.get_property("iterations"), config.get_property("method"))
+        return [GObject.Value(Gimp.Layer, cutout),
+                GObject.Value(GObject.TYPE_STRING, method.get("name", ""))]
+    return answer(procedure, run_mode, lambda: refine_dialog(procedure, config), work)
 
 
 def answer(procedure, run_mode, ask, work):
@@ -155,6 +175,16 @@ def batch_dialog(procedure, config):
         values.append(GObject.Value(GObject.TYPE_STRING, value))
         window.set_sensitive_if_in(name, None, chooser, values, when_in)
     window.fill(["op", "scale", "method", "target", "input-folder", "output-folder"])
+    accepted = window.run()
+    window.destroy()
+    return accepted
+
+
+def refine_dialog(procedure, config):
+    GimpUi = ui()
+    window = GimpUi.ProcedureDialog.new(procedure, config, "AI Refine Matte")
+    window.get_widget("source", GimpUi.IntRadioFrame)
+    window.fill(None)
     accepted = window.run()
     window.destroy()
     return accepted
@@ -231,7 +261,7 @@ def scale_choice(scales):
 
 class SharpFu(Gimp.PlugIn):
     def do_query_procedures(self):
-        return list(OPS) + [BATCH]
+        return list(OPS) + [BATCH, REFINE]
 
     def do_set_i18n(self, name):
         return False
@@ -239,6 +269,8 @@ class SharpFu(Gimp.PlugIn):
     def do_create_procedure(self, name):
         if name == BATCH:
             return self.batch_procedure()
+        if name == REFINE:
+            return self.refine_procedure()
         op = OPS[name]
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, op)
         # Every type, so that an indexed image gets an explanation rather than
@@ -316,6 +348,43 @@ class SharpFu(Gimp.PlugIn):
                                        flags)
         procedure.add_string_return_value("notes", "Notes", "The layers left as they were, and "
                                           "why; one a line", "", flags)
+        return procedure
+
+    def refine_procedure(self):
+        procedure = Gimp.ImageProcedure.new(self, REFINE, Gimp.PDBProcType.PLUGIN, run_refine,
+                                            None)
+        procedure.set_image_types("*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        procedure.set_menu_label("AI _Refine Matte\u2026")
+        procedure.add_menu_path("<Image>/Layer/Mask")
+        procedure.add_menu_path("<Image>/Filters/Enhance")
+        procedure.set_documentation(
+            "Turn a rough mask of the layer's subject into a clean alpha matte with SharpFu",
+            "Refines the layer's rough outline (its layer mask, the selection or its alpha "
+            "channel) into an alpha matte with every strand of hair, at the layer's full "
+            "resolution, with SharpFu's matting model. The matte becomes the layer's mask (the "
+            "old mask's contents are replaced; a layer without one gets one), and optionally a "
+            "cut-out layer above it holds the subject with the old background's colours removed "
+            "from its edges. One undo step.", REFINE)
+        procedure.set_attribution("SharpFu", "SharpFu authors, GPL-3.0-or-later", "2026")
+        flags = GObject.ParamFlags.READWRITE
+        procedure.add_choice_argument(
+            "source", "_Rough outline", "What outlines the subject roughly", choice(
+                ("auto", "Automatic", "The layer mask if there is one, else the selection if "
+                 "there is one, else the alpha channel"),
+                ("mask", "Layer mask", "The layer's mask"),
+                ("selection", "Selection", "The current selection"),
+                ("alpha", "Alpha channel", "The layer's transparency")), "auto", flags)
+        procedure.add_boolean_argument("cutout", "Add a _cut-out layer", "Also add a layer "
+                                       "above, holding the subject with clean edge colours",
+                                       False, flags)
+        procedure.add_int_argument("iterations", "_Passes", "Refinement passes of the model "
+                                   "(0: its default)", 0, 8, 0, flags)
+        add_method_argument(procedure)
+        procedure.add_layer_return_value("cutout-layer", "Cut-out layer", "The cut-out layer, "
+                                         "when one was asked for", True, flags)
+        procedure.add_string_return_value("method-used", "Method used", "The name of the "
+                                          "model or method that made the matte", "", flags)
         return procedure
 
 

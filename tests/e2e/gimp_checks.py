@@ -316,6 +316,61 @@ def refusals():
     record("refusals", **found)
 
 
+# -- headless: AI Refine Matte --------------------------------------------------------------------
+
+def refine(image, layer, **arguments):
+    """Call sharpfu-refine-matte as a script would."""
+    proc = PDB.lookup_procedure("sharpfu-refine-matte")
+    assert proc is not None, "sharpfu-refine-matte is not registered"
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])
+    for name, value in arguments.items():
+        config.set_property(name, value)
+    values = proc.run(config)
+    status = values.index(0)
+    out = {"status": status.value_nick}
+    if status == Gimp.PDBStatusType.SUCCESS:
+        out["cutout"], out["method"] = values.index(1), values.index(2)
+    elif values.length() > 1:
+        out["message"] = values.index(1)
+    return out
+
+
+@check("headless")
+def refine_matte():
+    image = load("matte.png")
+    layer = image.get_layers()[0]
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 26, 0, 38, 48)   # 6 px too generous
+    dump("refine_selection.raw", raw(image.get_selection(), "Y u8"))
+    result = refine(image, layer, source="selection", cutout=True)
+    found = {k: v for k, v in result.items() if k != "cutout"}
+    mask = layer.get_mask()
+    found["has_mask"] = mask is not None
+    if mask is not None:
+        dump("refine_mask.raw", raw(mask, "Y u8"))
+    cut = result.get("cutout")
+    if cut is not None:
+        found["cutout"] = {"name": cut.get_name(), "has_alpha": cut.has_alpha(),
+                           "size": [cut.get_width(), cut.get_height()],
+                           "position": image.get_item_position(cut)}
+        dump("refine_cutout.raw", raw(cut, "R'G'B'A u8"))
+    # again, from the mask it now has ("auto"): the mask is replaced, not added
+    found["again"] = {k: v for k, v in refine(image, layer).items() if k != "cutout"}
+    found["masks_after_again"] = layer.get_mask() is not None and len(image.get_layers()) == 2
+    bare = load("rgb8.png")
+    found["no outline"] = refine(bare, bare.get_layers()[0])
+    proc = PDB.lookup_procedure("sharpfu-refine-matte")
+    found["registration"] = {
+        "label": proc.get_menu_label(), "menu": list(proc.get_menu_paths()),
+        "arguments": [a.name for a in proc.get_arguments()],
+        "returns": [a.name for a in proc.get_return_values()]}
+    image.delete()
+    bare.delete()
+    record("refine_matte", **found)
+
+
 # -- headless: AI Batch ---------------------------------------------------------------------------
 
 def add_layer(image, name, parent=None, offsets=(0, 0), title=None):
@@ -561,6 +616,43 @@ def undo_batch():
     undo_check("undo_batch", image,
                lambda image: batch(image, op="upscale", scale="2", target="layers"))
 
+
+@check("gui")
+def undo_refine_matte():
+    # The mask, the new cut-out layer and the selection left as it was: one step.
+    image = load("matte.png")
+    layer = image.get_layers()[0]
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 26, 0, 38, 48)
+    display, window = show(image, "undo_refine_matte")
+
+    def state():
+        mask = layer.get_mask()
+        return {"image": describe(image),
+                "mask": None if mask is None else hashlib.sha256(raw(mask, "Y u8")).hexdigest()}
+
+    def wait(wanted):
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if state() == wanted:
+                return True
+            time.sleep(0.25)
+        return False
+    before = state()
+    result = {k: v for k, v in refine(image, layer, source="selection", cutout=True).items()
+              if k != "cutout"}
+    Gimp.displays_flush()
+    after = state()
+    press(window, "ctrl+z")
+    undone = wait(before)
+    state_undone = state()
+    press(window, "ctrl+y")
+    redone = wait(after)
+    state_redone = state()
+    image.clean_all()
+    display.delete()
+    record("undo_refine_matte", changed=after != before, undone=undone, redone=redone,
+           before=before, after_undo=state_undone, after=after, after_redo=state_redone,
+           **result)
 
 def accept_dialog(title):
     """Press Return in the dialog titled `title` once it is up, as a user

@@ -60,6 +60,11 @@ def images(tmp_path_factory) -> dict[str, np.ndarray]:
     made = {"rgb8.png": noise(48, 64, 3, 255), "rgba8.png": noise(40, 48, 4, 255, 64),
             "la8.png": noise(32, 40, 2, 255, 64), "rgb16.png": noise(32, 48, 3, 65535),
             "small.png": noise(16, 24, 4, 255, 64)}
+    # AI Refine Matte's input: a dark, textured background and a bright
+    # subject from x = 32 on
+    matte = rng.integers(0, 60, (48, 64, 3))
+    matte[:, 32:] += 170
+    made["matte.png"] = matte.astype("u1")
     for name, pixels in made.items():
         imageio.write(str(folder / name), imageio.Picture(pixels))
     made["_folder"] = folder
@@ -346,6 +351,43 @@ def test_what_cannot_be_done_is_refused_in_plain_words(headless):
     assert found["locked, new image"]["status"] == "success"
 
 
+# -- AI Refine Matte ------------------------------------------------------------------------------
+
+def test_refine_matte_gives_the_layer_the_cli_matte_and_a_cut_out(headless, images, gimp,
+                                                                   tmp_path):
+    record = headless["refine_matte"]
+    assert record["registration"] == {
+        "label": "AI _Refine Matte\u2026",
+        "menu": ["<Image>/Layer/Mask", "<Image>/Filters/Enhance"],
+        "arguments": ["run-mode", "image", "drawables", "source", "cutout", "iterations",
+                      "method"],
+        "returns": ["cutout-layer", "method-used"]}, record["registration"]
+    assert record["status"] == "success", record
+    assert record["has_mask"] and record["method"] == "mask-refiner"
+    assert record["cutout"] == {"name": "Background (cut-out)", "has_alpha": True,
+                                "size": [64, 48], "position": 0}, record["cutout"]
+    # the CLI, on the same pixels and the same (rough) selection, gives the same matte
+    selection = np.fromfile(headless.work / "refine_selection.raw", "u1").reshape(48, 64, 1)
+    imageio.write(str(tmp_path / "selection.png"), imageio.Picture(selection))
+    done = subprocess.run(
+        [sys.executable, "-m", "sharpfu_cli.main", "matte", str(images["_folder"] / "matte.png"),
+         "--mask", str(tmp_path / "selection.png"), "-o", str(tmp_path / "alpha.png"),
+         "--cutout", str(tmp_path / "cutout.png"), "--config", str(gimp.server.config_path),
+         "--no-autostart", "-q"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    mask = np.fromfile(headless.work / "refine_mask.raw", "u1").reshape(48, 64).astype(int)
+    alpha = imageio.read(str(tmp_path / "alpha.png")).pixels[..., 0].astype(int)
+    # GIMP keeps masks in its own encoding: a level may move by one on the way
+    assert np.abs(mask - alpha).max() <= 1
+    cut = np.fromfile(headless.work / "refine_cutout.raw", "u1").reshape(48, 64, 4).astype(int)
+    assert np.abs(cut - imageio.read(str(tmp_path / "cutout.png")).pixels).max() <= 1
+    # the matte follows the subject's edge (x = 32), not the selection's (x = 26)
+    assert mask[:, :24].max() <= 8 and mask[:, 36:].min() >= 247
+    assert record["again"]["status"] == "success" and record["masks_after_again"]
+    assert record["no outline"]["status"] == "execution-error"
+    assert "rough outline" in record["no outline"]["message"]
+
+
 # -- AI Batch -------------------------------------------------------------------------------------
 
 def raw(run, name, height, width, channels) -> np.ndarray:
@@ -462,7 +504,8 @@ def test_a_stopped_server_is_an_error_and_the_image_stays_as_it_was(stopped):
 
 # -- GUI ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("check", ["undo_upscale", "undo_deblur_selection", "undo_batch"])
+@pytest.mark.parametrize("check", ["undo_upscale", "undo_deblur_selection", "undo_batch",
+                                   "undo_refine_matte"])
 def test_one_ctrl_z_restores_the_image(gui, check):
     record = gui[check]
     assert record["status"] == "success"
