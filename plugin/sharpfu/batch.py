@@ -295,14 +295,22 @@ def walk(layers, locked=False):
 
 # -- the three targets -------------------------------------------------------
 
-def run(op, scale, params, target, image, source, destination):
+def run(op, scale, params, target, image, source, destination, adapt_steps=None):
     """Run the batch; returns the Batch, which tells how it went. Raises
     Refusal when it cannot start, and Failed, with the summary, when any
-    layer or file failed or the batch could not go on."""
+    layer or file failed or the batch could not go on. adapt_steps: None,
+    or adapt the upscaler to the batch first, with that many steps (0: the
+    server's default)."""
+    if adapt_steps is not None:
+        server_job.check_adapt(params.get("scale"))
+    adapted = ""
     if target == "folder":
         names = folder_files(source, destination)
         batch = Batch(op, scale, params, target)
         batch.total = len(names)
+        if adapt_steps is not None:
+            frames, compressed = folder_samples(source, names, scale)
+            batch.params, adapted = adapt(frames, compressed, params, adapt_steps)
         tasks = load(batch, source, destination, names)
     else:
         batch = Batch(op, scale, params, target)
@@ -314,14 +322,65 @@ def run(op, scale, params, target, image, source, destination):
         if not batch.total:
             raise Refusal("There is no layer SharpFu can work on: %s." % listing(
                 [failure for task in tasks for failure in task.failures] + batch.notes))
+        if adapt_steps is not None:
+            chosen = spread([(task, change) for task in tasks for change in task.changes])
+            frames = [change.read() for _, change in chosen]
+            compressed = any(server_job.came_compressed(task.image, frame.format)
+                             for (task, _), frame in zip(chosen, frames))
+            batch.params, adapted = adapt(frames, compressed, params, adapt_steps)
     try:
         batch.run(tasks)
     except Stopped as stopped:
         raise Failed("%s AI Batch stopped there; %s" % (stopped.message, batch.summary()))
-    Gimp.progress_set_text("%s: %s" % (TITLE, batch.summary()))
+    Gimp.progress_set_text("%s: %s%s" % (TITLE, batch.summary(), adapted))
     if batch.failures:
         raise Failed(batch.summary())
     return batch
+
+
+def spread(items):
+    """Up to ADAPT_IMAGES of `items`, evenly over them, as the CLI picks."""
+    step = max(1.0, len(items) / float(server_job.ADAPT_IMAGES))
+    return [items[int(k * step)] for k in range(min(server_job.ADAPT_IMAGES, len(items)))]
+
+
+def adapt(frames, compressed, params, steps):
+    """One adaptation for the whole batch: the params every job then uses,
+    and a word on it for the status bar."""
+    if not frames:
+        raise Refusal("None of the batch's images could be read for adapting.")
+    found, note = server_job.adapt(frames, params, TITLE, steps, compressed)
+    return found, " (%s)" % note
+
+
+def folder_samples(source, names, scale):
+    """Pixels of the first usable layer of up to ADAPT_IMAGES of the folder's
+    files, and whether any of them came from a lossy file."""
+    frames, compressed = [], False
+    for name in spread(names):
+        try:
+            image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, source.get_child(name))
+        except GLib.Error:
+            image = None
+        if image is None:
+            continue        # the batch itself reports it
+        try:
+            for layer, locked in walk(image.get_layers()):
+                if locked or any(getattr(layer, method, None) and getattr(layer, method)()
+                                 for method, _ in GENERATED):
+                    continue
+                try:
+                    gimp_pixels.check_layer(image, layer, changes_layer=True)
+                    frame = in_place.LayerChange(image, layer, scale).read()
+                except Refusal:
+                    continue
+                frames.append(frame)
+                compressed = compressed or (frame.format == "u8" and os.path.splitext(name)[
+                    1].lower() in server_job.LOSSY_EXTENSIONS)
+                break
+        finally:
+            image.delete()
+    return frames, compressed
 
 
 def open_images(target, image):

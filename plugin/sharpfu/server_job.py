@@ -14,7 +14,9 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp  # noqa: E402
 
+from gimp_pixels import Refusal  # noqa: E402
 from sharpfu_client import Client  # noqa: E402
+from sharpfu_client.adapt import adapt as adapt_model, sample_tiles  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -70,3 +72,66 @@ def run(op, frame, params, title):
         return client.wait(job, progress)
     finally:
         client.close()
+
+
+# -- adapting the upscaler to the user's pixels first (docs/PROTOCOL.md 7.1) --
+
+ADAPT_IMAGES = 8       # images of a batch that adaptation samples, as `sharpfu upscale --adapt`
+LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".heic", ".heif", ".avif")
+
+
+def check_adapt(scale):
+    """Adaptation fits the upscaler, so it needs a scale that uses one."""
+    if not scale or scale < 2:
+        raise Refusal("Adapting works on the upscaler: choose 2\u00d7 or 4\u00d7, or leave "
+                      "'Adapt' off.")
+
+
+def came_compressed(image, sample):
+    """Whether the image went through lossy compression: an 8-bit image from
+    a JPEG (or WebP, ...) file. 16- and 32-bit images, and 8-bit ones from
+    PNG, TIFF or nowhere, get training pairs without JPEG, as the CLI's."""
+    if sample != "u8":
+        return False
+    for getter in ("get_imported_file", "get_file", "get_exported_file"):
+        found = getattr(image, getter, None)
+        found = found() if found else None
+        name = found.get_basename() if found is not None else None
+        if name:
+            return os.path.splitext(name)[1].lower() in LOSSY_EXTENSIONS
+    return False
+
+
+def adapt(frames, params, title, steps=0, compressed=True):
+    """Adapt the upscaler on tiles of `frames` (the pixels the jobs will
+    send); returns (params for the jobs, a note for the status bar). The
+    method becomes the adapted network, or stays the shipped one when the
+    server's safeguard rejected the adaptation, which is no error."""
+    samples = sample_tiles(frames)
+    client = connect(title)
+    try:
+        shown = [None]
+
+        def progress(fraction, stage):
+            Gimp.progress_update(fraction)
+            text = stage if stage and stage.startswith("adapting") else STAGES.get(stage, stage)
+            if text and text != shown[0]:
+                shown[0] = text
+                Gimp.progress_set_text("%s: %s" % (title, text))
+
+        Gimp.progress_set_text("%s: adapting the upscaler to %d tile(s) of this %s" % (
+            title, len(samples), "image" if len(frames) == 1 else "batch"))
+        adaptation = adapt_model(client, samples, scale=params["scale"],
+                                 steps=max(10, steps) if steps else None,
+                                 method=params.get("method"), progress=progress,
+                                 compressed=compressed)
+    finally:
+        client.close()
+    found = dict(params, method=adaptation.model)
+    if adaptation.accepted:
+        note = "adapted model used (%+.2f dB on held-out pairs)" % (
+            adaptation.after - adaptation.before)
+    else:
+        note = "adaptation not kept (%s), shipped model used" % (
+            adaptation.report.get("reason") or "no gain").rstrip(".")
+    return found, note

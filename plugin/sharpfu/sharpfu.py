@@ -98,7 +98,9 @@ def run_batch(procedure, config, data):
                             server_job.job_params(scale, config.get_property("method")),
                             config.get_property("target"), config.get_property("image"),
                             config.get_property("input-folder"),
-                            config.get_property("output-folder"))
+                            config.get_property("output-folder"),
+                            adapt_steps=config.get_property("adapt-steps")
+                            if config.get_property("adapt") else None)
         if outcome.notes and run_mode == Gimp.RunMode.INTERACTIVE:
             # Failures come back as the error, which GIMP shows; notes alone need a word.
             Gimp.message("%s: %s" % (batch.TITLE, outcome.summary()))
@@ -174,7 +176,8 @@ def batch_dialog(procedure, config):
         values = Gimp.ValueArray.new(1)
         values.append(GObject.Value(GObject.TYPE_STRING, value))
         window.set_sensitive_if_in(name, None, chooser, values, when_in)
-    window.fill(["op", "scale", "method", "target", "input-folder", "output-folder"])
+    window.fill(["op", "scale", "method", "adapt", "adapt-steps", "target", "input-folder",
+                 "output-folder"])
     accepted = window.run()
     window.destroy()
     return accepted
@@ -212,10 +215,22 @@ def process(op, image, drawables, config, show):
 
     if not new_image:
         in_place.check_size(image, scale)
+    adapting = bool(op.scales) and config.get_property("adapt")
+    if adapting:
+        server_job.check_adapt(scale)
     change = in_place.LayerChange(image, layer, scale, whole=new_image)
-    result = server_job.run(op.name, change.read(), params, op.title)
+    frame = change.read()
+    note = ""
+    if adapting:
+        # On the very pixels the job sends; a Cancel here leaves the image as it was.
+        params, note = server_job.adapt(
+            [frame], params, op.title, config.get_property("adapt-steps"),
+            server_job.came_compressed(image, frame.format))
+        note = "; " + note
+    result = server_job.run(op.name, frame, params, op.title)
     change.take(result.frame("image"))
-    Gimp.progress_set_text("%s: done by %s" % (op.title, result.method.get("title", "?")))
+    Gimp.progress_set_text("%s: done by %s%s" % (op.title, result.method.get("title", "?"),
+                                                 note))
 
     # Everything so far only read the image. From here it changes, as one undo step.
     if new_image:
@@ -293,6 +308,8 @@ class SharpFu(Gimp.PlugIn):
                     ("new-image", "Open as a new image", "Leave this image as it is")),
                 "in-place", flags)
         add_method_argument(procedure)
+        if op.scales:
+            add_adapt_arguments(procedure, "this image", "tiles of the layer")
         procedure.add_image_return_value("result-image", "Result image", "The image holding "
                                          "the result: this one, or the new one", False, flags)
         procedure.add_string_return_value("method-used", "Method used", "The name of the "
@@ -328,6 +345,7 @@ class SharpFu(Gimp.PlugIn):
             "4; AI Sharpen: 1, 2 or 4; AI Deblur: not used)", scale_choice(("1", "2", "4")), "2",
             flags)
         add_method_argument(procedure)
+        add_adapt_arguments(procedure, "this batch", "tiles of up to 8 of its layers or files")
         procedure.add_choice_argument(
             "target", "_Work on", "What the filter runs on", choice(
                 ("layers", "Every layer of this image", "Each layer changes in place, in one "
@@ -392,6 +410,16 @@ def add_method_argument(procedure):
     procedure.add_string_argument("method", "_Method", "The model or method to use, by the "
                                   "name 'sharpfu status' lists; empty: the best installed", "",
                                   GObject.ParamFlags.READWRITE)
+
+
+def add_adapt_arguments(procedure, what, where):
+    flags = GObject.ParamFlags.READWRITE
+    procedure.add_boolean_argument(
+        "adapt", "_Adapt to %s first" % what, "First fit the upscaler to %s (on %s, no "
+        "reference needed; a minute or so), then use it. When the fit brings no gain the shipped "
+        "model is used, and the status bar says so. 2x and 4x only" % (what, where), False, flags)
+    procedure.add_int_argument("adapt-steps", "Adaptation ste_ps", "Training steps of the "
+                               "adaptation (0: the server's default, 300)", 0, 5000, 0, flags)
 
 
 Gimp.main(SharpFu.__gtype__, sys.argv)

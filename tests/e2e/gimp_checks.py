@@ -59,7 +59,7 @@ def run(procedure, image, drawables, run_mode=Gimp.RunMode.NONINTERACTIVE, **arg
     config.set_property("image", image)
     config.set_core_object_array("drawables", drawables)
     for name, value in arguments.items():
-        config.set_property(name, value)
+        config.set_property(name.replace("_", "-"), value)
     started = time.time()
     values = proc.run(config)
     status = values.index(0)
@@ -314,6 +314,48 @@ def refusals():
                                              method="no-such-model")),
                                    unchanged=describe(image) == before)
     record("refusals", **found)
+
+
+@check("headless")
+def adapt():
+    # Adaptation needs room for its training pairs (32 px at half size), so a
+    # 96x96 layer; 10 steps keep it quick on a shared CPU.
+    found = {}
+    image, layer = noise_image(96)
+    result = run("sharpfu-ai-upscale", image, [layer], adapt=True, adapt_steps=10)
+    found["upscale"] = dict(plain(result), size=[image.get_width(), image.get_height()],
+                            layer=place(layer))
+    for case, procedure, arguments in (
+            ("unknown method", "sharpfu-ai-upscale", {"method": "no-such-model"}),
+            ("sharpen 1x", "sharpfu-ai-sharpen", {"scale": "1"})):
+        image, layer = noise_image(96)
+        before = describe(image)
+        found[case] = dict(plain(run(procedure, image, [layer], adapt=True, adapt_steps=10,
+                                     **arguments)), unchanged=describe(image) == before)
+    record("adapt", **found)
+
+
+@check("headless")
+def batch_adapt():
+    # Two layers, one adaptation on samples of both, then both upscaled with it.
+    image, _ = noise_image(96)
+    add_layer(image, "rgba8.png", None, (4, 2))
+    found = {"layers": dict(batch(image, op="upscale", scale="2", adapt=True, adapt_steps=10),
+                            size=[image.get_width(), image.get_height()])}
+    found["deblur"] = batch(load("rgb8.png"), op="deblur", adapt=True)
+    # A folder: a PNG and a JPEG, sampled from the files before the batch starts.
+    os.mkdir(path("adapt_in"))
+    for name in ("noise.png", "noise.jpg"):
+        image, _ = noise_image(96)
+        image.flatten()             # JPEG has no alpha
+        export(image, os.path.join("adapt_in", name))
+    for leftover in Gimp.get_images():
+        leftover.delete()
+    found["folder"] = dict(batch(op="upscale", scale="2", target="folder", input_folder="adapt_in",
+                                 output_folder="adapt_out", adapt=True, adapt_steps=10),
+                           written=sorted(os.listdir(path("adapt_out"))),
+                           images_left=len(Gimp.get_images()))
+    record("batch_adapt", **found)
 
 
 # -- headless: AI Refine Matte --------------------------------------------------------------------
@@ -595,6 +637,12 @@ def undo_upscale():
 
 
 @check("gui")
+def undo_upscale_adapt():
+    image, layer = noise_image(96)
+    undo_check("undo_upscale_adapt", image, "sharpfu-ai-upscale", adapt=True, adapt_steps=10)
+
+
+@check("gui")
 def undo_deblur_selection():
     image = load("rgba8.png")
     image.undo_disable()              # the selection is set-up, not part of what is undone
@@ -735,6 +783,15 @@ def cancel():
     image, layer = noise_image(2400)
     cancel_check("cancel", image, lambda: plain(run("sharpfu-ai-upscale", image, [layer])),
                  "upscale 2400x2400")
+
+
+@check("gui")
+def cancel_adapt():
+    # Cancel while the server adapts (5000 steps: far longer than the click takes).
+    image, layer = noise_image(128)
+    cancel_check("cancel_adapt", image,
+                 lambda: plain(run("sharpfu-ai-upscale", image, [layer], adapt=True,
+                                   adapt_steps=5000)), "adapt 128x128")
 
 
 @check("gui")

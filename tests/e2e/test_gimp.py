@@ -199,14 +199,15 @@ def test_procedures_are_registered_under_filters_enhance(headless):
         assert found[name]["menu"] == ["<Image>/Filters/Enhance"]
         assert found[name]["returns"] == ["result-image", "method-used"]
     common = ["run-mode", "image", "drawables"]
-    assert found["sharpfu-ai-upscale"]["arguments"] == common + ["scale", "output", "method"]
-    assert found["sharpfu-ai-sharpen"]["arguments"] == common + ["scale", "output", "method"]
+    scaled = common + ["scale", "output", "method", "adapt", "adapt-steps"]
+    assert found["sharpfu-ai-upscale"]["arguments"] == scaled
+    assert found["sharpfu-ai-sharpen"]["arguments"] == scaled
     assert found["sharpfu-ai-deblur"]["arguments"] == common + ["method"]
     batch = found["sharpfu-batch"]
     assert batch is not None, "sharpfu-batch is not registered"
     assert batch["label"] == "AI _Batch\u2026" and batch["menu"] == ["<Image>/Filters/Enhance"]
-    assert batch["arguments"] == ["run-mode", "image", "op", "scale", "method", "target",
-                                  "input-folder", "output-folder"]
+    assert batch["arguments"] == ["run-mode", "image", "op", "scale", "method", "adapt",
+                                  "adapt-steps", "target", "input-folder", "output-folder"]
     assert batch["returns"] == ["done", "notes"]
 
 
@@ -487,6 +488,63 @@ def test_batch_refuses_what_it_cannot_do_before_doing_anything(headless):
     assert found["same folder"]["unchanged"]
 
 
+def _adapt_jobs(gimp):
+    return re.findall(r"job (\w+): adapt (\d+x\d+) ", gimp.server.log())
+
+
+def test_adapt_to_this_image_adapts_on_its_pixels_then_upscales(headless, gimp):
+    found = headless["adapt"]
+    result = found["upscale"]
+    assert result["status"] == "success", result
+    assert result["size"] == [192, 192] and result["layer"] == [0, 0, 192, 192]
+    # the adapted network, or the shipped one when the safeguard said no
+    shipped = headless["upscale_default"]["method"]
+    assert result["method"] == shipped or re.fullmatch(
+        re.escape(shipped) + r"-adapted-[0-9a-f]{12}", result["method"]), (result, shipped)
+    assert "96x96" in [size for _, size in _adapt_jobs(gimp)], "no adapt job on the layer"
+    # a failed adaptation is an error and changes nothing; 1x has no upscaler to adapt
+    failed = found["unknown method"]
+    assert failed["status"] == "execution-error" and failed["unchanged"], failed
+    assert "no-such-model" in failed["message"], failed
+    refused = found["sharpen 1x"]
+    assert refused["status"] == "execution-error" and refused["unchanged"], refused
+    assert "choose 2\u00d7 or 4\u00d7" in refused["message"], refused
+
+
+def test_adapt_to_this_batch_adapts_once_then_upscales_every_layer(headless, gimp):
+    found = headless["batch_adapt"]
+    result = found["layers"]
+    assert result["status"] == "success" and result["done"] == 2, result
+    assert result["size"] == [192, 192]
+    # the adaptation's first sample is the top layer's (48x40): the batch's own
+    sizes = [size for _, size in _adapt_jobs(gimp)]
+    assert "48x40" in sizes, sizes
+    folder = found["folder"]
+    assert folder["status"] == "success" and folder["done"] == 2, folder
+    assert folder["written"] == ["noise.jpg", "noise.png"] and folder["images_left"] == 0
+    assert exported(headless, "adapt_out/noise.png").shape == (192, 192, 3)
+    deblur = found["deblur"]
+    assert deblur["status"] == "execution-error", deblur
+    assert "choose 2\u00d7 or 4\u00d7" in deblur["message"], deblur
+
+
+def test_cancel_during_adaptation_leaves_the_image_untouched(gui):
+    record = gui["cancel_adapt"]
+    assert record["status"] == "cancel", record
+    assert record["unchanged"]
+    during = gui.gimp.server.log_path.read_bytes()[record["log_from"]:record["log_to"]].decode()
+    queued = re.findall(r"job (\w+): adapt 128x128 \S+ x4 \S+ queued for client (\w+)", during)
+    assert queued, "the adaptation never reached the server: " + record["helper"]
+    job, client = queued[-1]
+    gone = "client %s went away; dropping its 1 job" % client
+    deadline = time.monotonic() + 10
+    while gone not in gui.server_log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gone in gui.server_log(), gui.server_log()[-3000:]
+    assert not re.search(r"job \w+: upscale 128x128 \S+ x4 \S+ queued for client %s" % client,
+                         gui.server_log()), "the upscale ran after the cancelled adaptation"
+
+
 # -- no server ------------------------------------------------------------------------------------
 
 def test_a_stopped_server_is_an_error_and_the_image_stays_as_it_was(stopped):
@@ -505,7 +563,7 @@ def test_a_stopped_server_is_an_error_and_the_image_stays_as_it_was(stopped):
 # -- GUI ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("check", ["undo_upscale", "undo_deblur_selection", "undo_batch",
-                                   "undo_refine_matte"])
+                                   "undo_refine_matte", "undo_upscale_adapt"])
 def test_one_ctrl_z_restores_the_image(gui, check):
     record = gui[check]
     assert record["status"] == "success"
