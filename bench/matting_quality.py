@@ -8,7 +8,7 @@ at full resolution (--size, default 1600 x 2400: 3.8 MP, so the ~1 MP working
 resolution is about half the side), each with its exact alpha and a coarse
 mask made the ways users make them.
 
-    .venv/bin/python bench/matte_quality.py [--count 8] [--record]
+    .venv/bin/python bench/matting_quality.py [--count 8] [--record]
 
 Rows:
   coarse mask          the user's mask itself
@@ -16,12 +16,16 @@ Rows:
   ours, bilinear       the refiner at the working resolution, bilinear upsampling
   ours, guided         the refiner, then the guided upsampler: the `matte` op
   ours, full res       the refiner run on the full-resolution image
+  closed-form, KNN     pymatting's estimate_alpha_cf and estimate_alpha_knn (Levin et
+                       al. 2008; Chen et al. 2013), given a trimap made from the same
+                       coarse mask: unknown within +-10 px of its edge (--no-peers: left out)
 Measures (Composition-1k definitions: SAD and gradient error in thousands,
 MSE x 1000, connectivity in thousands; gradient with Gaussian derivatives of
 sigma 1.4, connectivity at thresholds 0.1 apart with theta 0.15), over the
 whole image and over the uncertain band (pixels within 10 px of any soft
 alpha or of the coarse mask's error), averaged over the composites. Also:
-mean SAD per refinement pass (at the working resolution, against the truth
+seconds per megapixel of each method
+as this script runs it (float frames, no engine), mean SAD per refinement pass (at the working resolution, against the truth
 shrunk to it), and seconds per megapixel of the whole `matte` op through the
 engine (u8 frames), on the composites and on a 24 MP image.
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -57,6 +62,10 @@ from server.settings import Settings  # noqa: E402
 
 SEED = matte_data.VALIDATION_SEED + 1
 BAND = 10
+CLOSED_FORM = "closed-form (pymatting, trimap ±%d px)" % BAND
+KNN = "KNN (pymatting, trimap ±%d px)" % BAND
+OURS = "ours, guided"
+GOAL = 0.30  # issue 6: whole-image SAD and gradient error this far below closed-form's
 
 
 # -- metrics --------------------------------------------------------------------
@@ -106,6 +115,18 @@ def metrics(pred: np.ndarray, truth: np.ndarray, regions: dict) -> dict:
             for name, r in regions.items()}
 
 
+def trimap(mask: np.ndarray, radius: int = BAND) -> np.ndarray:
+    """The coarse mask as a trimap: 1 and 0 where the mask stays the same
+    within `radius` px, 0.5 (unknown) in the band around its edge."""
+    fg = torch.from_numpy((mask > 0.5).astype(np.float32))[None, None]
+    near_fg = F.max_pool2d(fg, 2 * radius + 1, 1, radius)[0, 0].numpy() > 0
+    near_bg = F.max_pool2d(1 - fg, 2 * radius + 1, 1, radius)[0, 0].numpy() > 0
+    out = np.full(mask.shape, 0.5)
+    out[~near_bg] = 1.0
+    out[~near_fg] = 0.0
+    return out
+
+
 def band(truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
     soft = ((truth > 0.01) & (truth < 0.99)) | ((mask > 0.5) != (truth > 0.5))
     t = torch.from_numpy(soft.astype(np.float32))[None, None]
@@ -120,17 +141,27 @@ class Methods:
         self.refiner = self.engine.catalog.pick("matte", "mask-refiner")
         self.engine.catalog.ensure_loaded(self.refiner, torch.device("cpu"))
 
-    def all(self, image: np.ndarray, mask: np.ndarray, full_res: bool) -> dict:
+    def all(self, image: np.ndarray, mask: np.ndarray, full_res: bool,
+            peers: bool) -> tuple[dict, dict]:
+        """Each method's alpha, and the seconds each took (ours, guided: the
+        refiner at the working resolution plus the upsampler)."""
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
         m = torch.from_numpy(mask)[None, None].float()
         h, w = mask.shape
+        seconds = {"coarse mask": 0.0}
+        started = time.perf_counter()
         out = {"coarse mask": mask,
                "colour-line": colour_line_matte(x, m)[0, 0].numpy()}
+        seconds["colour-line"] = time.perf_counter() - started
+        started = time.perf_counter()
         small = working_size(h, w)
         x_lo, m_lo = shrink_bands([x], small), shrink_bands([m], small)
         alpha_lo = self.refiner.refine(x_lo, m_lo)
         up = F.interpolate(alpha_lo, size=(h, w), mode="bilinear", align_corners=False)
         out["ours, bilinear"] = up[0, 0].clamp(0, 1).numpy()
+        seconds["ours, bilinear"] = time.perf_counter() - started
+        refined = seconds["ours, bilinear"]
+        started = time.perf_counter()
         # the same working-resolution alpha, brought up by the guided upsampler
         # exactly as the server does it (tiles and all)
         guided = torch.zeros(1, 1, h, w)
@@ -144,9 +175,19 @@ class Methods:
             guided[..., top:bottom, left:right] = alpha
         upsample(self.refiner.upsampler, read, (h, w), alpha_lo, x_lo, write, UPSAMPLE_TILE)
         out["ours, guided"] = guided[0, 0].numpy()
+        seconds["ours, guided"] = refined + time.perf_counter() - started
         if full_res:
+            started = time.perf_counter()
             out["ours, full res"] = self.refiner.refine(x, m)[0, 0].numpy()
-        return out
+            seconds["ours, full res"] = time.perf_counter() - started
+        if peers:
+            from pymatting import estimate_alpha_cf, estimate_alpha_knn
+            rgb, tri = image.astype(np.float64), trimap(mask)
+            for name, solve in ((CLOSED_FORM, estimate_alpha_cf), (KNN, estimate_alpha_knn)):
+                started = time.perf_counter()
+                out[name] = np.clip(solve(rgb, tri), 0, 1).astype(np.float32)
+                seconds[name] = time.perf_counter() - started
+        return out, seconds
 
     def passes(self, image: np.ndarray, mask: np.ndarray, truth: np.ndarray,
                iterations: int) -> list[float]:
@@ -173,16 +214,34 @@ class Methods:
 
 # -- report ---------------------------------------------------------------------
 
-def table(results: dict, names: list[str], where: str) -> str:
-    lines = ["| method | SAD | MSE | Grad | Conn |", "|---|---:|---:|---:|---:|"]
+def table(results: dict, names: list[str], where: str, timing: dict | None = None) -> str:
+    lines = ["| method | SAD | MSE | Grad | Conn |" + (" s / MP |" if timing else ""),
+             "|---|---:|---:|---:|---:|" + ("---:|" if timing else "")]
     for name in names:
         rows = results[name][where]
         if not rows:
             continue
         mean = {k: np.mean([r[k] for r in rows]) for k in rows[0]}
         lines.append("| %s | %.2f | %.2f | %.2f | %.2f |" % (
-            name, mean["SAD"], mean["MSE"], mean["Grad"], mean["Conn"]))
+            name, mean["SAD"], mean["MSE"], mean["Grad"], mean["Conn"])
+            + (" %.2f |" % np.mean(timing[name]) if timing else ""))
     return "\n".join(lines)
+
+
+def goal_line(results: dict) -> str:
+    """Issue 6's goal, ours (guided, what the `matte` op returns) against
+    closed-form on the whole image, met or not."""
+    parts = []
+    for key, label in (("SAD", "SAD"), ("Grad", "gradient error")):
+        ours = np.mean([r[key] for r in results[OURS]["whole"]])
+        peer = np.mean([r[key] for r in results[CLOSED_FORM]["whole"]])
+        below = 1 - ours / peer
+        parts.append("%s %.2f vs %.2f, %.0f%% %s (%s)" % (
+            label, ours, peer, abs(100 * below), "below" if below >= 0 else "above",
+            "met" if below >= GOAL else "NOT met"))
+    return ("**Goal** (issue 6: whole-image SAD and gradient error at least %d%% below "
+            "closed-form's), ours guided against closed-form: %s.\n\n" % (100 * GOAL,
+                                                                          "; ".join(parts)))
 
 
 def crops_figure(samples, outputs, path: Path, side: int = 160, zoom: int = 2) -> None:
@@ -226,6 +285,10 @@ def main() -> None:
                         help="composites on which to also run the refiner at full resolution "
                              "(default: all)")
     parser.add_argument("--iterations", type=int, default=5, help="passes in the per-pass table")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="leave out pymatting's closed-form and KNN rows")
+    parser.add_argument("--no-crops", action="store_true",
+                        help="with --record, leave docs/images/matte_crops.png as it is")
     parser.add_argument("--note", default="")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
@@ -238,10 +301,15 @@ def main() -> None:
                                                         time.perf_counter() - started), flush=True)
     methods = Methods()
     names = ["coarse mask", "colour-line", "ours, bilinear", "ours, guided", "ours, full res"]
+    if not args.no_peers:
+        names += [CLOSED_FORM, KNN]
     results = {n: {"whole": [], "band": []} for n in names}
+    timing = {n: [] for n in names}
     outputs, pass_sad, settled = [], [], []
     for i, s in enumerate(samples):
-        out = methods.all(s.image, s.mask, i < args.full_res)
+        out, seconds = methods.all(s.image, s.mask, i < args.full_res, not args.no_peers)
+        for name, t in seconds.items():
+            timing[name].append(t / (h * w / 1e6))
         region = band(s.alpha, s.mask)
         regions = {"whole": np.ones_like(region), "band": region}
         for name, alpha in out.items():
@@ -265,10 +333,13 @@ def main() -> None:
                "colour-line": methods.seconds_per_mp(big_u8, big_mask_u8, "colour-line")}
 
     n_full = min(args.full_res, len(samples))
-    text = ("**Whole image**, mean of %d composites (ours, full res: of the first %d)\n\n%s\n\n"
+    text = ("**Whole image**, mean of %d composites (ours, full res: of the first %d; s / MP: "
+            "each method as this script calls it, float frames)\n\n%s\n\n"
             "**Uncertain band** (within %d px of soft alpha or of the mask's errors)\n\n%s\n\n"
-            % (len(samples), n_full, table(results, names, "whole"), BAND,
-               table(results, names, "band")))
+            "%s"
+            % (len(samples), n_full, table(results, names, "whole", timing), BAND,
+               table(results, names, "band"),
+               "" if args.no_peers else goal_line(results)))
     mean_sad = np.mean(pass_sad, 0)
     mean_settled = np.mean(settled, 0)
     text += ("**Per refinement pass**, at the working resolution (SAD against the truth shrunk to "
@@ -289,13 +360,16 @@ def main() -> None:
     print("\n" + header + "\n\n" + text)
     if args.record:
         image_path = ROOT / "docs" / "images" / "matte_crops.png"
-        crops_figure(samples, outputs, image_path)
-        section = ("\n## Matting quality, %s (bench/matte_quality.py)\n\nMachine: %s; torch "
-                   "threads: %s. `bench/matte_quality.py --count %d`. %s%s\n\n%s\n"
-                   "Hair crops, pixels doubled (image, coarse mask, colour-line, ours bilinear, "
-                   "ours guided, truth): ![crops](images/matte_crops.png)\n" % (
-                       datetime.date.today().isoformat(), machine(), _threads(), args.count,
-                       header, (" " + args.note) if args.note else "", text))
+        if not args.no_crops:
+            crops_figure(samples, outputs, image_path)
+        section = ("\n## Matting quality, %s (bench/matting_quality.py)\n\nMachine: %s; torch "
+                   "threads: %s. `bench/matting_quality.py %s`. %s%s\n\n%s" % (
+                       datetime.date.today().isoformat(), machine(), _threads(),
+                       shlex.join(sys.argv[1:]), header, (" " + args.note) if args.note else "",
+                       text))
+        if not args.no_crops:
+            section += ("\nHair crops, pixels doubled (image, coarse mask, colour-line, ours "
+                        "bilinear, ours guided, truth): ![crops](images/matte_crops.png)\n")
         with open(ROOT / "docs" / "BENCHMARKS.md", "a") as handle:
             handle.write(section)
         print("recorded in docs/BENCHMARKS.md; crops in %s" % image_path.relative_to(ROOT))
