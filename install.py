@@ -509,29 +509,9 @@ class GimpPlugins:
                 return []
         except (OSError, ValueError, KeyError):
             pass
-        pip = [str(self.installer.python if self.installer.python.exists() else sys.executable),
-               "-m", "pip", "download", "--only-binary=:all:", "--no-deps",
-               "--python-version", version] + [
-            part for tag in platforms for part in ("--platform", tag)]
-        if self.args.dry_run:
-            self.say("$ %s --dest TEMP %s" % (" ".join(pip), PYZMQ))
-            return ["pyzmq for Python %s" % version]
-        with tempfile.TemporaryDirectory() as download:
-            wheels = list(Path(download).glob("pyzmq-*.whl")) if self.installer.run(
-                pip + ["--dest", download, PYZMQ], check=False) else []
-            if not wheels:
-                self.say("%s: could not download pyzmq for its Python %s (offline?). The "
-                         "plug-in is installed but will say that pyzmq is missing; run "
-                         "install.py again when online." % (gimp.name, version))
-                return []
-            wheel = wheels[0]
-            if vendor.exists():
-                shutil.rmtree(vendor)
-            with zipfile.ZipFile(wheel) as archive:
-                archive.extractall(vendor)
-            record["wheel"] = wheel.name
-            (vendor / VENDOR_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        return ["%s for Python %s" % (wheel.name, version)]
+        return self.unpack_wheel(gimp, vendor, record, PYZMQ, version, [
+            "--python-version", version] + [
+            part for tag in platforms for part in ("--platform", tag)])
 
     def vendor_pyzmq_27(self, gimp: Gimp) -> list[str]:
         """pyzmq 19.0.2 for GIMP 2.10's CPython 2.7, unpacked into _vendor/."""
@@ -550,20 +530,28 @@ class GimpPlugins:
                 return []
         except (OSError, ValueError):
             pass
+        return self.unpack_wheel(gimp, vendor, record, PYZMQ_27, "2.7", [
+            "--python-version", "2.7", "--implementation", "cp", "--abi", abi] + [
+            part for tag in platforms for part in ("--platform", tag)])
+
+    def unpack_wheel(self, gimp: Gimp, vendor: Path, record: dict, requirement: str,
+                     version: str, target: list[str]) -> list[str]:
+        """Download the wheel of `requirement` for GIMP's Python (`target`:
+        pip's --python-version/--platform options) and unpack it into
+        `vendor`, with `record` beside it so that a second run can tell it is
+        already there."""
         pip = [str(self.installer.python if self.installer.python.exists() else sys.executable),
-               "-m", "pip", "download", "--only-binary=:all:", "--no-deps", "--python-version",
-               "2.7", "--implementation", "cp", "--abi", abi] + [
-            part for tag in platforms for part in ("--platform", tag)]
+               "-m", "pip", "download", "--only-binary=:all:", "--no-deps"] + target
         if self.args.dry_run:
-            self.say("$ %s --dest TEMP %s" % (" ".join(pip), PYZMQ_27))
-            return ["%s for Python 2.7" % PYZMQ_27]
+            self.say("$ %s --dest TEMP %s" % (" ".join(pip), requirement))
+            return ["%s for Python %s" % (requirement, version)]
         with tempfile.TemporaryDirectory() as download:
             wheels = list(Path(download).glob("pyzmq-*.whl")) if self.installer.run(
-                pip + ["--dest", download, PYZMQ_27], check=False) else []
+                pip + ["--dest", download, requirement], check=False) else []
             if not wheels:
-                self.say("%s: could not download %s for Python 2.7 (offline?). The plug-in is "
+                self.say("%s: could not download %s for Python %s (offline?). The plug-in is "
                          "installed but will say that pyzmq is missing; run install.py again "
-                         "when online." % (gimp.name, PYZMQ_27))
+                         "when online." % (gimp.name, requirement, version))
                 return []
             wheel = wheels[0]
             if vendor.exists():
@@ -572,7 +560,7 @@ class GimpPlugins:
                 archive.extractall(vendor)
             record["wheel"] = wheel.name
             (vendor / VENDOR_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        return ["%s for Python 2.7" % wheel.name]
+        return ["%s for Python %s" % (wheel.name, version)]
 
     def check_system_python(self, gimp: Gimp) -> None:
         """A GIMP of the distribution runs Python plug-ins with the system's

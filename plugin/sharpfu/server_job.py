@@ -16,21 +16,10 @@ from gi.repository import Gimp  # noqa: E402
 
 from gimp_pixels import Refusal  # noqa: E402
 from sharpfu_client import Client  # noqa: E402
+from sharpfu_client.plugin_jobs import STAGES, job_params, stage_text  # noqa: E402,F401
 from sharpfu_client.adapt import adapt as adapt_model, sample_tiles  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-STAGES = {"queued": "waiting for other jobs to finish", "started": "starting", "done": "done"}
-
-
-def job_params(scale, method):
-    """A job's parameters: the scale where the op has one (None where it has
-    not), and the method when one is named."""
-    found = {} if scale is None else {"scale": scale}
-    method = (method or "").strip()
-    if method:
-        found["method"] = method
-    return found
 
 
 def connect(title):
@@ -46,13 +35,6 @@ def connect(title):
         client.close()
         raise
     return client
-
-
-def stage_text(job):
-    """The server's stage of a job, in words for the progress bar."""
-    if job.stage == "queued" and job.queue_position:
-        return "waiting for other jobs to finish (place %d in the queue)" % job.queue_position
-    return STAGES.get(job.stage, job.stage)
 
 
 def run(op, frame, params, title):

@@ -10,20 +10,9 @@ from gimpfu import gimp, pdb
 
 from gimp2_layers import native
 from sharpfu_client import Client
+from sharpfu_client.plugin_jobs import job_params, stage_text  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-STAGES = {"queued": "waiting for other jobs to finish", "started": "starting", "done": "done"}
-
-
-def job_params(scale, method):
-    """A job's parameters: the scale where the op has one (None where it has
-    not), and the method when one is named."""
-    found = {} if scale is None else {"scale": scale}
-    method = (method or "").strip()
-    if method:
-        found["method"] = method
-    return found
 
 
 def say(text):
@@ -44,12 +33,6 @@ def connect(title):
         client.close()
         raise
     return client
-
-
-def stage_text(job):
-    if job.stage == "queued" and job.queue_position:
-        return "waiting for other jobs to finish (place %d in the queue)" % job.queue_position
-    return STAGES.get(job.stage, job.stage)
 
 
 def wait(client, job, title, done=0.0, share=1.0):
