@@ -47,7 +47,8 @@ class Settings:
     steps: int = 300
     learning_rate: float = 2e-3
     batch: int = 8
-    patch: int = 32              # low-resolution side of a pair; high: patch * scale
+    patch: int = 32              # input side of a pair (for an upscaler, the target's
+                                 # is patch * scale)
     layers: str = "all"          # "all", or "tail": the last block and what follows it
     # The three regularisers below are off by default: on the benchmark's
     # text and screenshots each one cut the gain (docs/MODELS.md has the
@@ -61,6 +62,14 @@ class Settings:
     min_gain: float = 0.05       # dB on the held-out pairs, or the adaptation is rejected
     checks: int = 5              # evaluations on the held-out pairs during the run
     seed: int = 0
+
+
+# A deblurrer (MIMO-UNet, a million weights or more) moves further per step
+# than SPAN: a lower rate, fewer steps, and the consistency term on, which
+# cut its losses on photos like its training ones; larger pairs, as its
+# coarsest scale works at a quarter of the input (docs/MODELS.md, "The
+# deblurrer").
+DEBLUR = Settings(steps=150, learning_rate=5e-4, patch=48, consistency=1.0)
 
 
 @dataclass
@@ -151,18 +160,21 @@ def evaluate(model: nn.Module, pairs: tuple[torch.Tensor, torch.Tensor]) -> floa
     return y_psnr(model(low), high)
 
 
-def adapt(model: nn.Module, images: list[np.ndarray], scale: int, recipe: dict,
+def adapt(model: nn.Module, images: list[np.ndarray], degradation,
           settings: Settings = Settings(),
           progress: Callable[[float, str], None] | None = None,
           cancelled: Callable[[], bool] | None = None) -> Outcome:
     """Adapt a copy of `model` (left untouched) to `images` (uint8 RGB
-    arrays). Raises server.tiling.Cancelled when `cancelled()` turns true."""
+    arrays), with pairs made by `degradation` (server/internal_pairs.py:
+    Downscale for an upscaler, Reblur for a deblurrer). Raises
+    server.tiling.Cancelled when `cancelled()` turns true."""
     start = time.monotonic()
     report = progress or (lambda fraction, stage: None)
     stop = cancelled or (lambda: False)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    pairs = Pairs(images, scale, settings.patch, recipe, settings.seed)
+    scale = degradation.scale
+    pairs = Pairs(images, degradation, settings.patch, settings.seed)
     device = next(model.parameters()).device
     check = tuple(t.to(device) for t in pairs.check)
 

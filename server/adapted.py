@@ -1,4 +1,5 @@
-"""The `adapt` op and the networks it makes (docs/PROTOCOL.md, "Adaptation").
+"""The `adapt` op and the networks it makes (docs/PROTOCOL.md, "Adaptation"):
+an upscaler adapted for one scale, or a deblurrer.
 
 An adapted network is a catalog method of its own, named after the shipped
 method and a hash of everything that made it (the shipped weights, the
@@ -27,9 +28,10 @@ from safetensors.torch import save_file
 from models import registry
 from models.loading import load_state_dict
 
-from . import adaptation, internal_pairs
+from . import adaptation, blur_kernels, internal_pairs
 from .jobs import Job, JobError
 from .methods import ImageMethod
+from .methods.mimo_unet import MimoUNetMethod
 from .methods.network import NetworkMethod
 
 log = logging.getLogger("sharpfu.adapt")
@@ -40,20 +42,18 @@ FOLDER = "adapted"
 
 
 class AdaptedMethod(ImageMethod):
-    """A shipped network's weights for one scale, adapted to someone's images."""
+    """A shipped network's weights (an upscaler's for one scale, or a
+    deblurrer's), adapted to someone's images."""
 
     kind = "network"
     rgb_only = True
-    # Below the shipped networks (1) and above classical methods (0): an
-    # adapted network is used when it is named, never as a default.
-    preference = 0.5
 
-    def __init__(self, name: str, base: NetworkMethod, scale: int, record: dict,
+    def __init__(self, name: str, base: NetworkMethod | MimoUNetMethod, scale: int, record: dict,
                  state: dict | None = None, path: Path | None = None):
         super().__init__()
         self.name, self.base, self.record = name, base, record
         self.scales = (scale,)
-        self.ops = tuple(op for op in base.ops if op in ("upscale", "sharpen"))
+        self.ops = tuple(base.ops)
         self.margin, self.bytes_per_pixel = base.margin, base.bytes_per_pixel
         self.alignment = getattr(base, "alignment", 1)
         outcome = record["adaptation"]
@@ -64,6 +64,12 @@ class AdaptedMethod(ImageMethod):
         self.state, self.path = state, path
         self.model = None
         self.dtype, self.device = torch.float32, torch.device("cpu")
+
+    def rank(self) -> float:
+        # Below its shipped network, and so below whatever would be the
+        # default without it (a shipped deblurrer that did not validate
+        # ranks under the unsharp mask): used when named, never by default.
+        return self.base.rank() - 0.5
 
     def info(self) -> dict:
         info = super().info()
@@ -103,19 +109,25 @@ class Adapter:
 
     # -- checks before queueing -----------------------------------------------
 
-    def base_method(self, job: Job) -> NetworkMethod:
-        scale = job.params["scale"]
-        method = self.catalog.pick("upscale", job.params["method"], scale)
+    def base_method(self, job: Job) -> NetworkMethod | MimoUNetMethod:
+        task = _task(job)
+        if task == "deblur":
+            method = self.catalog.pick("deblur", job.params["method"])
+        else:
+            method = self.catalog.pick("upscale", job.params["method"], job.params["scale"])
         if isinstance(method, AdaptedMethod):
             raise JobError("bad_params", "%r is already an adapted network; adapt the shipped "
                            "one (%s) instead." % (method.name, method.base.name))
-        if not isinstance(method, NetworkMethod):
+        if not isinstance(method, (NetworkMethod, MimoUNetMethod)) or task not in method.ops:
             raise JobError("bad_params", "%s is a classical method: only a trained network can "
                            "adapt." % method.title)
         return method
 
     def check(self, job: Job) -> None:
         self.base_method(job)
+        if 0 < job.params["steps"] < 10:
+            raise JobError("bad_params", "Option 'steps' of adapt must be 0 (the network's "
+                           "default) or at least 10, not %d." % job.params["steps"])
         if job.params["save"] and self.folder is None:
             raise JobError("bad_params", "save needs a models folder; this server has none "
                            "(set models_dir).")
@@ -125,17 +137,25 @@ class Adapter:
     def run(self, job: Job, report) -> dict:
         """Adapt, or answer from the cache; returns the result's `adaptation`."""
         base = self.base_method(job)
-        scale = job.params["scale"]
-        settings = adaptation.Settings(steps=job.params["steps"],
-                                       transport=job.params["transport"])
+        task = _task(job)
         samples = [_rgb8(array, desc["format"]) for desc, array in job.inputs.values()]
-        weights = base.weights[scale]
-        recipe = internal_pairs.recipe_of(weights.record)
+        if task == "deblur":
+            scale, path, record = 1, base.path, base.record
+            recipe = dataclasses.asdict(internal_pairs.blur_recipe_of(record))
+            settings = adaptation.DEBLUR
+        else:
+            scale = job.params["scale"]
+            weights = base.weights[scale]
+            path, record = weights.path, weights.record
+            recipe = internal_pairs.recipe_of(record)
+            settings = adaptation.Settings()
+        settings = dataclasses.replace(settings, steps=job.params["steps"] or settings.steps,
+                                       transport=job.params["transport"])
         if not job.params["compressed"]:
             # Pairs that teach removing JPEG the images never had make the
             # network remove real faint detail instead (docs/MODELS.md).
             recipe = dict(recipe, jpeg=0.0)
-        name = "%s-adapted-%s" % (base.name, _content_hash(weights.path, scale, settings, recipe,
+        name = "%s-adapted-%s" % (base.name, _content_hash(path, scale, settings, recipe,
                                                            samples))
         known = self.outcomes.get(name)
         if known is not None and (not known["accepted"] or name in self.catalog.methods):
@@ -143,20 +163,25 @@ class Adapter:
             return dict(known, cached=True)
 
         self.catalog.ensure_loaded(base, self.device)
-        model = base.models[scale]
+        if task == "deblur":
+            model = base.model
+            degradation = internal_pairs.Reblur(blur_kernels.Recipe(**recipe))
+        else:
+            model = base.models[scale]
+            degradation = internal_pairs.Downscale(scale, recipe)
         try:
-            outcome = adaptation.adapt(model, samples, scale, recipe, settings,
+            outcome = adaptation.adapt(model, samples, degradation, settings,
                                        progress=lambda f, s: report(0.98 * f, s),
                                        cancelled=job.cancel.is_set)
         except ValueError as error:   # no sample large enough
             raise JobError("bad_frame", "Cannot adapt: %s." % error)
         result = outcome.report()
         result.update(model=name if outcome.accepted else base.name, base=base.name,
-                      scale=scale, samples=len(samples), compressed=job.params["compressed"],
-                      cached=False, saved=None)
+                      task=task, scale=scale, samples=len(samples),
+                      compressed=job.params["compressed"], cached=False, saved=None)
         if outcome.accepted:
-            record = {"name": name, "base": base.name, "base_weights": weights.name,
-                      "scale": scale, "samples": len(samples),
+            record = {"name": name, "base": base.name, "base_weights": Path(path).stem,
+                      "task": task, "scale": scale, "samples": len(samples),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "settings": dataclasses.asdict(settings), "recipe": recipe,
                       "adaptation": result}
@@ -207,7 +232,8 @@ class Adapter:
             try:
                 record = json.loads(path.with_suffix(".json").read_text())
                 base = self.catalog.methods.get(record["base"])
-                if not isinstance(base, NetworkMethod) or record["scale"] not in base.scales:
+                if not isinstance(base, (NetworkMethod, MimoUNetMethod)) \
+                        or record["scale"] not in base.scales:
                     raise ValueError("its shipped network %r (%sx) is not installed"
                                      % (record.get("base"), record.get("scale")))
                 method = AdaptedMethod(record["name"], base, record["scale"], record, path=path)
@@ -216,6 +242,10 @@ class Adapter:
                 continue
             self.catalog.add(method)
             self.outcomes[method.name] = dict(record["adaptation"], saved=str(path))
+
+
+def _task(job: Job) -> str:
+    return job.params.get("task") or "upscale"
 
 
 def _rgb8(array: np.ndarray, fmt: str) -> np.ndarray:

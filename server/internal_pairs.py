@@ -2,31 +2,42 @@
 idea: Shocher et al., "Zero-Shot Super-Resolution using Deep Internal
 Learning", CVPR 2018).
 
-The user's image plays the high-resolution part; a copy reduced by the
-network's scale, with the same random degradations the shipped network was
-trained on, plays the low-resolution part. Using the training recipe (read
-from the weights' own record) matters: the network then keeps its notion of
-what a thumbnail suffers from, and what it learns from the pairs is the
-content (the strokes of text, the edges of a screenshot) rather than a new
-degradation.
+The user's image plays the clean part of a pair; a copy degraded the way
+the shipped network's training photos were plays the input:
+
+* for an upscaler (`Downscale`), reduced by the network's scale with the
+  random degradations of its training recipe (scripts/degradations.py);
+* for a deblurrer (`Reblur`), reduced to half size (the user's image may be
+  blurry itself; reduced, it is sharper), then blurred once more with a
+  random kernel from its training recipe (server/blur_kernels.py), then
+  noise, 8-bit rounding and JPEG, as scripts/blur_kernels.degrade does.
+
+Using the training recipe (read from the weights' own record) matters: the
+network then keeps its notion of what a thumbnail or a shaken camera does,
+and what it learns from the pairs is the content (the strokes of text, the
+edges of a screenshot) rather than a new degradation.
 
 A strip of every image large enough is held out: the pairs cut from it are
 fixed once (crop and degradation) and never trained on, so that the
 safeguard in server/adaptation.py judges the adapted network on pixels it
 has not seen.
 
-The degradation pipeline mirrors scripts/degradations.py (which the server
+The downscaling pipeline mirrors scripts/degradations.py (which the server
 cannot import: scripts/ is not installed with it); tests/test_adapt.py
 checks that the two recipes have the same fields.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageFilter
+
+from . import blur_kernels
 
 KERNELS = {"area": Image.Resampling.BOX, "bicubic": Image.Resampling.BICUBIC,
            "lanczos": Image.Resampling.LANCZOS}
@@ -90,6 +101,89 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+class Downscale:
+    """Pairs for an upscaler: the crop is the target, a random 1/scale copy
+    of it the input."""
+
+    reach = 0              # pixels of picture read beyond the target, on each side
+
+    def __init__(self, scale: int, recipe: dict):
+        self.scale, self.recipe = scale, recipe
+
+    def sources(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The pictures the pairs are cut from: the user's images as they are."""
+        return images
+
+    def make(self, crop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        low = degrade(Image.fromarray(np.ascontiguousarray(crop)), self.scale, rng, self.recipe)
+        return np.asarray(low), crop
+
+
+def blur_recipe_of(record: dict | None) -> blur_kernels.Recipe:
+    """The blur recipe a deblurrer was trained with (its record's), else the
+    training script's default: a user's checkpoint has no record."""
+    data = ((record or {}).get("training") or {}).get("data") or {}
+    recipe = data.get("recipe") if isinstance(data.get("recipe"), dict) else {}
+    fields = {f.name for f in dataclasses.fields(blur_kernels.Recipe)}
+    return blur_kernels.Recipe(**{key: tuple(value) if isinstance(value, list) else value
+                                  for key, value in recipe.items() if key in fields})
+
+
+class Reblur:
+    """Pairs for a deblurrer: the crop's centre is the target; the input is
+    the crop blurred by a random kernel of the recipe (read from the picture
+    around the centre, not from padding, as in training), with noise, 8-bit
+    rounding and sometimes JPEG.
+
+    The crops come from the user's images reduced by `reduce`: a blur shrinks
+    with the picture, so a reduced copy of a blurry photo is a sharper photo
+    of the same kind of content (the recurrence of patches across scales
+    that Michaeli and Irani's blind deblurring rests on, ECCV 2014). Cut at
+    full size, the targets would be as blurry as the photo, and the network
+    would learn to leave that much blur in: on text and screenshots, pairs
+    at full size lost 0.41 dB against the truth, pairs at half size moved it
+    by -0.05 to +0.04 dB, and on line art they gained 0.7 to 1.2 dB
+    (docs/MODELS.md, "The deblurrer")."""
+
+    scale = 1
+    reduce = 2
+
+    def __init__(self, recipe: blur_kernels.Recipe):
+        self.recipe = recipe
+        self.reach = blur_kernels.largest_radius(recipe)
+
+    def sources(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(
+                    (max(1, round(image.shape[1] / self.reduce)),
+                     max(1, round(image.shape[0] / self.reduce))), Image.Resampling.LANCZOS))
+                for image in images]
+
+    def make(self, crop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        kernel, _ = blur_kernels.random_kernel(rng, self.recipe)
+        while kernel.shape[0] // 2 > self.reach:     # a rare curled-up shake path
+            kernel, _ = blur_kernels.random_kernel(rng, self.recipe)
+        side = crop.shape[0] - 2 * self.reach
+        radius = kernel.shape[0] // 2
+        scene = crop[self.reach - radius:self.reach + radius + side,
+                     self.reach - radius:self.reach + radius + side]
+        # A true convolution (the kernel flipped), over the valid part only.
+        pixels = torch.from_numpy(np.ascontiguousarray(scene)).permute(2, 0, 1)[:, None].double()
+        weights = torch.from_numpy(kernel[::-1, ::-1].copy())[None, None]
+        blurred = F.conv2d(pixels, weights)[:, 0].permute(1, 2, 0).numpy()
+        recipe = self.recipe
+        if rng.random() < recipe.noise:
+            grey = rng.random() < recipe.grey_noise
+            shape = blurred.shape[:2] + ((1,) if grey else (3,))
+            blurred = blurred + rng.normal(0.0, rng.uniform(*recipe.noise_sigma), shape)
+        low = np.clip(np.round(blurred), 0, 255).astype(np.uint8)
+        if rng.random() < recipe.jpeg:
+            low = np.asarray(_jpeg(Image.fromarray(low),
+                                   rng.integers(recipe.jpeg_quality[0],
+                                                recipe.jpeg_quality[1] + 1)))
+        high = crop[self.reach:self.reach + side, self.reach:self.reach + side]
+        return low, high
+
+
 @dataclass
 class Region:
     image: int
@@ -100,26 +194,31 @@ class Region:
 
 
 class Pairs:
-    """Low/high-resolution pairs cut from `images` (uint8 RGB arrays).
+    """Input/target pairs cut from `images` (uint8 RGB arrays) and made by
+    `degradation` (Downscale or Reblur).
 
-    `patch` is the side of a low-resolution patch; its high-resolution side
-    is patch * scale and must fit in every image used."""
+    `patch` is the side of an input patch; the crop it is made from, patch *
+    scale plus the degradation's reach on each side, must fit in every image
+    used."""
 
     HOLD_OUT = 0.25        # share of an image's longer side held out for checking
 
-    def __init__(self, images: list[np.ndarray], scale: int, patch: int, recipe: dict,
-                 seed: int, check_patches: int = 24):
-        self.scale, self.patch, self.recipe = scale, patch, recipe
+    def __init__(self, images: list[np.ndarray], degradation, patch: int, seed: int,
+                 check_patches: int = 24):
+        self.degradation, self.patch = degradation, patch
+        self.scale = degradation.scale
         self.rng = np.random.default_rng(seed)
-        side = patch * scale
-        self.images = [np.ascontiguousarray(a) for a in images if min(a.shape[:2]) >= side]
+        side = self.side = patch * self.scale + 2 * degradation.reach
+        self.images = [np.ascontiguousarray(a) for a in degradation.sources(images)
+                       if min(a.shape[:2]) >= side]
         if not self.images:
-            raise ValueError("no image is at least %d pixels on its shorter side" % side)
+            raise ValueError("no image is at least %d pixels on its shorter side" % (
+                side * getattr(degradation, "reduce", 1)))
         self.train: list[Region] = []
         held: list[Region] = []
         for index, image in enumerate(self.images):
             height, width = image.shape[:2]
-            # A strip along the longer side, when what is left still holds a patch.
+            # A strip along the longer side, when what is left still holds a crop.
             if width >= height:
                 strip = max(side, int(width * self.HOLD_OUT))
                 if width - strip >= side:
@@ -147,29 +246,24 @@ class Pairs:
         left = region.left + rng.integers(0, region.width - side + 1)
         return self.images[region.image][top:top + side, left:left + side]
 
-    def _pair(self, high: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        low = degrade(Image.fromarray(np.ascontiguousarray(high)), self.scale, rng, self.recipe)
-        return np.asarray(low), high
-
     def _fixed(self, regions: list[Region], count: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng(self.rng.integers(1 << 31))
-        side = self.patch * self.scale
         lows, highs = [], []
         for k in range(count):
-            low, high = self._pair(self._crop(regions[k % len(regions)], side, rng), rng)
+            low, high = self.degradation.make(self._crop(regions[k % len(regions)], self.side,
+                                                         rng), rng)
             lows.append(low)
             highs.append(high)
         return to_tensor(np.stack(lows)), to_tensor(np.stack(highs))
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        side = self.patch * self.scale
         lows, highs = [], []
         for index in self.rng.choice(len(self.train), size, p=self.weights):
-            high = self._crop(self.train[index], side, self.rng)
+            crop = self._crop(self.train[index], self.side, self.rng)
             if self.rng.random() < 0.5:
-                high = high[:, ::-1]
-            high = np.ascontiguousarray(np.rot90(high, self.rng.integers(4)))
-            low, high = self._pair(high, self.rng)
+                crop = crop[:, ::-1]
+            crop = np.ascontiguousarray(np.rot90(crop, self.rng.integers(4)))
+            low, high = self.degradation.make(crop, self.rng)
             lows.append(low)
             highs.append(high)
         return to_tensor(np.stack(lows)), to_tensor(np.stack(highs))

@@ -107,9 +107,13 @@ OPS = {spec.name: spec for spec in (
            "Diagnostic: returns its frames unchanged, through the same queue as every job.",
            common=()),
     OpSpec("adapt", ("sample",),
-           {"scale": Param(int, 2, choices=(2, 4), help="the upscaler's scale to adapt"),
-            "steps": Param(int, 300, minimum=10, maximum=5000,
-                           help="training steps (more: slower, usually a little better)"),
+           {"task": Param(str, "upscale", choices=("upscale", "deblur"),
+                          help="which network adapts: an upscaler, or a deblurrer"),
+            "scale": Param(int, 2, choices=(2, 4),
+                           help="the upscaler's scale to adapt (a deblurrer ignores it)"),
+            "steps": Param(int, 0, minimum=0, maximum=5000,
+                           help="training steps, 10 or more; 0: the network's default (300 for "
+                                "an upscaler, 150 for a deblurrer)"),
             "save": Param(bool, False, help="also write the adapted weights to the models "
                                             "folder, to be offered again after a restart"),
             "compressed": Param(bool, True, help="the images were saved as JPEG (or another "
@@ -118,7 +122,7 @@ OPS = {spec.name: spec for spec in (
             "transport": Param(float, 0.0, minimum=0.0, maximum=1.0,
                                help="weight of the POUF-style feature alignment (0: off; "
                                     "docs/MODELS.md)")},
-           "Adapt an upscaler to samples of the user's own images (no ground truth needed); "
-           "the result names the model to use as the method of later jobs.",
+           "Adapt an upscaler or a deblurrer to samples of the user's own images (no ground "
+           "truth needed); the result names the model to use as the method of later jobs.",
            common=("method",), max_frames=32),
 )}

@@ -13,18 +13,24 @@ from PIL import Image, ImageDraw, ImageFont
 from enginekit import make_job
 from models import registry
 from scripts import degradations
-from server import adaptation, internal_pairs, tiling
+from server import adaptation, blur_kernels, internal_pairs, tiling
 from server.adapted import AdaptedMethod
 from server.engine import Engine
 from server.jobs import JobError
 from server.settings import Settings
 
 FAST = dict(steps=40, checks=4)
+DOWNSCALE_X2 = internal_pairs.Downscale(2, internal_pairs.DEFAULT_RECIPE)
 
 
 def shipped_x2():
     weights = next(w for w in registry.shipped() if w.method == "span" and w.scale == 2)
     return weights, weights.load()
+
+
+def shipped_pairs(weights) -> internal_pairs.Downscale:
+    """The pairs the shipped x2 upscaler adapts on: its own training recipe."""
+    return internal_pairs.Downscale(2, internal_pairs.recipe_of(weights.record))
 
 
 def text_image(seed: int = 0, size: int = 160) -> np.ndarray:
@@ -56,7 +62,7 @@ def test_recipe_mirrors_the_training_script():
 def test_pairs_hold_out_a_strip_never_trained_on():
     image = np.zeros((100, 300, 3), np.uint8)
     image[:, 200:] = 255            # the held-out strip is the right quarter or more
-    pairs = internal_pairs.Pairs([image], 2, 16, internal_pairs.DEFAULT_RECIPE, seed=1)
+    pairs = internal_pairs.Pairs([image], DOWNSCALE_X2, 16, seed=1)
     assert pairs.held_out
     (region,) = pairs.train
     assert region.left + region.width <= 300 - 75
@@ -66,20 +72,18 @@ def test_pairs_hold_out_a_strip_never_trained_on():
     assert check_high.shape[1:] == (3, 32, 32)
     assert float(check_high.min()) > 0.99     # only white: cut from the strip
     # Too small for a strip: everything trains, and the check says so.
-    small = internal_pairs.Pairs([np.zeros((40, 40, 3), np.uint8)], 2, 16,
-                                 internal_pairs.DEFAULT_RECIPE, seed=1)
+    small = internal_pairs.Pairs([np.zeros((40, 40, 3), np.uint8)], DOWNSCALE_X2, 16,
+                                 seed=1)
     assert not small.held_out
     with pytest.raises(ValueError):
-        internal_pairs.Pairs([np.zeros((20, 20, 3), np.uint8)], 2, 16,
-                             internal_pairs.DEFAULT_RECIPE, seed=1)
+        internal_pairs.Pairs([np.zeros((20, 20, 3), np.uint8)], DOWNSCALE_X2, 16, seed=1)
 
 
 @pytest.mark.slow
 def test_adaptation_improves_the_internal_pairs_of_a_synthetic_image():
     weights, model = shipped_x2()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    outcome = adaptation.adapt(model, [text_image(1), text_image(2)], 2,
-                               internal_pairs.recipe_of(weights.record),
+    outcome = adaptation.adapt(model, [text_image(1), text_image(2)], shipped_pairs(weights),
                                adaptation.Settings(**FAST))
     assert outcome.accepted, outcome.reason
     assert outcome.after > outcome.before + 0.05
@@ -90,8 +94,8 @@ def test_adaptation_improves_the_internal_pairs_of_a_synthetic_image():
         assert torch.equal(value, before[key]), key
     # and the kept weights do score what the outcome says on the check pairs
     adapted, _, _ = registry.build(outcome.state)
-    pairs = internal_pairs.Pairs([text_image(1), text_image(2)], 2, 32,
-                                 internal_pairs.recipe_of(weights.record), seed=0)
+    pairs = internal_pairs.Pairs([text_image(1), text_image(2)], shipped_pairs(weights), 32,
+                                 seed=0)
     assert adaptation.evaluate(adapted, pairs.check) == pytest.approx(outcome.after, abs=1e-3)
 
 
@@ -99,7 +103,7 @@ def test_the_safeguard_rejects_a_harmful_adaptation():
     weights, model = shipped_x2()
     # A learning rate a thousand times too high wrecks the network at once;
     # the held-out check must notice and keep the shipped one.
-    outcome = adaptation.adapt(model, [text_image(3)], 2, internal_pairs.recipe_of(weights.record),
+    outcome = adaptation.adapt(model, [text_image(3)], shipped_pairs(weights),
                                adaptation.Settings(steps=12, checks=3, learning_rate=1.0,
                                                    l2sp=0.0))
     assert not outcome.accepted
@@ -117,7 +121,7 @@ def test_adaptation_stops_when_cancelled():
         return len(calls) > 3
 
     with pytest.raises(tiling.Cancelled):
-        adaptation.adapt(model, [text_image(4)], 2, internal_pairs.recipe_of(weights.record),
+        adaptation.adapt(model, [text_image(4)], shipped_pairs(weights),
                          adaptation.Settings(steps=200), cancelled=cancelled)
     assert len(calls) == 4
 
@@ -187,8 +191,8 @@ def test_adapt_op_makes_a_model_that_upscale_and_sharpen_use(engine):
 def test_clean_images_get_pairs_without_jpeg(engine, monkeypatch):
     seen = []
 
-    def fake_adapt(model, samples, scale, recipe, settings, progress, cancelled):
-        seen.append(recipe)
+    def fake_adapt(model, samples, degradation, settings, progress, cancelled):
+        seen.append(degradation.recipe)
         raise tiling.Cancelled()   # the recipe is all this test needs
 
     monkeypatch.setattr(adaptation, "adapt", fake_adapt)
@@ -225,3 +229,103 @@ def test_adapt_cancelled_through_the_engine(engine):
     with pytest.raises(tiling.Cancelled):
         engine.run(job, report)
     assert set(engine.catalog.methods) == methods     # nothing left behind
+
+
+# -- the deblurrer ----------------------------------------------------------------
+
+def shipped_deblurrer():
+    weights = next(w for w in registry.shipped() if w.architecture.name == "mimo-unet")
+    return weights, weights.load()
+
+
+def high_frequency(pixels: torch.Tensor) -> float:
+    """Mean absolute difference between neighbouring pixels: what blur takes."""
+    return float((pixels[..., 1:, :] - pixels[..., :-1, :]).abs().mean()
+                 + (pixels[..., :, 1:] - pixels[..., :, :-1]).abs().mean())
+
+
+def test_blur_recipe_is_the_deblurrers_own():
+    weights, _ = shipped_deblurrer()
+    trained = weights.record["training"]["data"]["recipe"]
+    recipe = internal_pairs.blur_recipe_of(weights.record)
+    assert recipe.shake == trained["shake"] and recipe.motion_length == tuple(
+        trained["motion_length"])
+    assert internal_pairs.blur_recipe_of(None) == blur_kernels.Recipe()
+    # scripts/blur_kernels.py trains with the very same kernels
+    from scripts import blur_kernels as training_kernels
+    assert training_kernels.random_kernel is blur_kernels.random_kernel
+
+
+def test_largest_radius_bounds_every_kernel_drawn():
+    recipe = blur_kernels.Recipe()
+    reach = blur_kernels.largest_radius(recipe)
+    rng = np.random.default_rng(3)
+    sides = [blur_kernels.random_kernel(rng, recipe)[0].shape[0] for _ in range(300)]
+    assert max(sides) // 2 <= reach
+    assert max(sides) // 2 >= reach - 6       # and it is not wildly loose
+
+
+def test_reblur_pairs_are_blurred_copies_of_the_half_size_image():
+    degradation = internal_pairs.Reblur(blur_kernels.Recipe(sharp=0.0, noise=0.0, jpeg=0.0))
+    image = text_image(11, 320)
+    pairs = internal_pairs.Pairs([image], degradation, 24, seed=2)
+    # cut from the image reduced to 160 px: a strip of it held out
+    assert pairs.images[0].shape == (160, 160, 3) and pairs.held_out
+    low, high = pairs.batch(8)
+    assert low.shape == high.shape == (8, 3, 24, 24)
+    assert high_frequency(low) < 0.8 * high_frequency(high)
+    # same colours on average: the kernels sum to one and are centred
+    assert float((low.mean((2, 3)) - high.mean((2, 3))).abs().max()) < 0.03
+    # an identity kernel gives the target back exactly
+    identity = internal_pairs.Reblur(blur_kernels.Recipe(
+        shake=0, linear=0, defocus=0, gaussian=0, sharp=1, noise=0, jpeg=0))
+    low, high = internal_pairs.Pairs([image], identity, 24, seed=2).batch(4)
+    assert torch.equal(low, high)
+    with pytest.raises(ValueError, match="at least"):
+        internal_pairs.Pairs([image[:100, :100]], degradation, 24, seed=2)
+
+
+@pytest.mark.slow
+def test_adapting_the_deblurrer_makes_a_model_deblur_and_sharpen_use(engine):
+    image = text_image(12, 400)
+    outcome, method, _ = adapt_job(engine, {"task": "deblur", "steps": 20, "compressed": False},
+                                   image)
+    assert outcome["task"] == "deblur" and outcome["base"] == "mimo-unet-small"
+    assert outcome["scale"] == 1 and outcome["held_out"]
+    # seeded: twenty steps do beat the shipped weights on this page's pairs
+    assert outcome["accepted"], outcome["reason"]
+    name = outcome["model"]
+    assert name.startswith("mimo-unet-small-adapted-") and method["name"] == name
+    adapted = engine.catalog.methods[name]
+    assert set(adapted.ops) == {"deblur", "sharpen"} and adapted.scales == (1,)
+    assert engine.catalog.defaults()["deblur"]["1"] == "mimo-unet-small"   # never a default
+    blurry = image[:70, :90]
+    result, info = engine.run(make_job("deblur", {"method": name}, image=blurry),
+                              lambda f, s: None)
+    assert info["name"] == name and result[0][1].shape == blurry.shape
+    _, info = engine.run(make_job("sharpen", {"scale": 2, "method": name}, image=blurry),
+                         lambda f, s: None)
+    assert [stage["name"] for stage in info["stages"]] == [name, "span"]
+
+
+def test_deblur_adaptation_refuses_a_classical_deblurrer(engine):
+    with pytest.raises(JobError) as error:
+        engine.check(make_job("adapt", {"task": "deblur", "method": "unsharp"},
+                              sample0=text_image(13, 256)))
+    assert error.value.code == "bad_params" and "classical" in error.value.message
+    with pytest.raises(JobError) as error:
+        engine.check(make_job("adapt", {"task": "deblur", "method": "span"},
+                              sample0=text_image(13, 256)))
+    assert error.value.code == "bad_params"
+
+
+def test_an_adapted_deblurrer_is_never_the_default(engine, monkeypatch):
+    # Even when the shipped deblurrer ranks under the unsharp mask (weights
+    # that did not validate), its adapted copy must not become the default.
+    base = engine.catalog.methods["mimo-unet-small"]
+    monkeypatch.setattr(base, "preference", -1.0)
+    record = {"adaptation": {"gain": 0.1, "reason": "test"}, "samples": 1}
+    adapted = AdaptedMethod("mimo-unet-small-adapted-test", base, 1, record, state={})
+    monkeypatch.setitem(engine.catalog.methods, adapted.name, adapted)
+    assert engine.catalog.defaults()["deblur"]["1"] == "unsharp"
+    assert adapted.rank() < base.rank()

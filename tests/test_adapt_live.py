@@ -131,3 +131,26 @@ def test_cli_upscale_adapt_end_to_end(server, tmp_path):
     again = ok(run_cli("upscale", folder, "-o", out, "--adapt", "--resume", "--adapt-steps", "40",
                        "--config", server.config_path, "--no-autostart", timeout=600))
     assert "adapting" not in again.stderr
+
+
+@pytest.mark.slow
+def test_cli_deblur_adapt_end_to_end(server, tmp_path):
+    # Pages of 400 px: the deblurrer's pairs are cut at half size, and one
+    # 512 px tile per page takes the whole page.
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for k in range(2):
+        imageio.write(str(folder / ("page%d.png" % k)), Picture(text_image(20 + k, 400)))
+    done = ok(run_cli("deblur", folder, "-o", out, "--adapt", "--adapt-steps", "10",
+                      "--config", server.config_path, "--no-autostart", timeout=600))
+    said = done.stderr
+    assert "adapting the deblurrer to 2 tile(s) of 2 image(s)" in said, said
+    assert re.search(r"adaptation (accepted|rejected): internal-pair PSNR", said), said
+    assert sorted(p.name for p in out.iterdir()) == ["page0.png", "page1.png"]
+    assert Image.open(out / "page0.png").size == (400, 400)
+    # sharpen at 1x has no upscaler: it adapts the deblurrer too (and its
+    # adaptation is the same request, answered from the server's cache)
+    again = ok(run_cli("sharpen", folder, "-o", tmp_path / "sharp", "--scale", "1", "--adapt",
+                       "--adapt-steps", "10", "--config", server.config_path, "--no-autostart",
+                       timeout=600))
+    assert "adapting the deblurrer" in again.stderr and "from the server's cache" in again.stderr

@@ -34,6 +34,7 @@ import in_place  # noqa: E402
 import server_job  # noqa: E402
 from gimp_pixels import Refusal  # noqa: E402
 from sharpfu_client import SharpFuError  # noqa: E402
+from sharpfu_client.adapt import task_for  # noqa: E402
 
 TITLE = "AI Batch"
 IN_FLIGHT = 2     # jobs at the server: the one it works on and the next
@@ -299,10 +300,10 @@ def run(op, scale, params, target, image, source, destination, adapt_steps=None)
     """Run the batch; returns the Batch, which tells how it went. Raises
     Refusal when it cannot start, and Failed, with the summary, when any
     layer or file failed or the batch could not go on. adapt_steps: None,
-    or adapt the upscaler to the batch first, with that many steps (0: the
-    server's default)."""
-    if adapt_steps is not None:
-        server_job.check_adapt(params.get("scale"))
+    or adapt the model to the batch first (the upscaler, or the deblurrer for
+    AI Deblur and AI Sharpen at 1x), with that many steps (0: the server's
+    default)."""
+    network = task_for(op, scale)     # which one adapts
     adapted = ""
     if target == "folder":
         names = folder_files(source, destination)
@@ -310,7 +311,7 @@ def run(op, scale, params, target, image, source, destination, adapt_steps=None)
         batch.total = len(names)
         if adapt_steps is not None:
             frames, compressed = folder_samples(source, names, scale)
-            batch.params, adapted = adapt(frames, compressed, params, adapt_steps)
+            batch.params, adapted = adapt(frames, compressed, params, adapt_steps, network)
         tasks = load(batch, source, destination, names)
     else:
         batch = Batch(op, scale, params, target)
@@ -327,7 +328,7 @@ def run(op, scale, params, target, image, source, destination, adapt_steps=None)
             frames = [change.read() for _, change in chosen]
             compressed = any(server_job.came_compressed(task.image, frame.format)
                              for (task, _), frame in zip(chosen, frames))
-            batch.params, adapted = adapt(frames, compressed, params, adapt_steps)
+            batch.params, adapted = adapt(frames, compressed, params, adapt_steps, network)
     try:
         batch.run(tasks)
     except Stopped as stopped:
@@ -344,12 +345,12 @@ def spread(items):
     return [items[int(k * step)] for k in range(min(server_job.ADAPT_IMAGES, len(items)))]
 
 
-def adapt(frames, compressed, params, steps):
+def adapt(frames, compressed, params, steps, network):
     """One adaptation for the whole batch: the params every job then uses,
     and a word on it for the status bar."""
     if not frames:
         raise Refusal("None of the batch's images could be read for adapting.")
-    found, note = server_job.adapt(frames, params, TITLE, steps, compressed)
+    found, note = server_job.adapt(frames, params, TITLE, steps, compressed, network)
     return found, " (%s)" % note
 
 

@@ -17,7 +17,7 @@ from gi.repository import Gimp  # noqa: E402
 from gimp_pixels import Refusal  # noqa: E402
 from sharpfu_client import Client  # noqa: E402
 from sharpfu_client.plugin_jobs import STAGES, job_params, stage_text  # noqa: E402,F401
-from sharpfu_client.adapt import adapt as adapt_model, sample_tiles  # noqa: E402
+from sharpfu_client.adapt import TILE_SIDE, adapt as adapt_model, sample_tiles  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -56,17 +56,10 @@ def run(op, frame, params, title):
         client.close()
 
 
-# -- adapting the upscaler to the user's pixels first (docs/PROTOCOL.md 7.1) --
+# -- adapting a model to the user's pixels first (docs/PROTOCOL.md 7.1) -------
 
 ADAPT_IMAGES = 8       # images of a batch that adaptation samples, as `sharpfu upscale --adapt`
 LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".heic", ".heif", ".avif")
-
-
-def check_adapt(scale):
-    """Adaptation fits the upscaler, so it needs a scale that uses one."""
-    if not scale or scale < 2:
-        raise Refusal("Adapting works on the upscaler: choose 2\u00d7 or 4\u00d7, or leave "
-                      "'Adapt' off.")
 
 
 def came_compressed(image, sample):
@@ -84,12 +77,13 @@ def came_compressed(image, sample):
     return False
 
 
-def adapt(frames, params, title, steps=0, compressed=True):
-    """Adapt the upscaler on tiles of `frames` (the pixels the jobs will
-    send); returns (params for the jobs, a note for the status bar). The
-    method becomes the adapted network, or stays the shipped one when the
-    server's safeguard rejected the adaptation, which is no error."""
-    samples = sample_tiles(frames)
+def adapt(frames, params, title, steps=0, compressed=True, task="upscale"):
+    """Adapt the upscaler (task "upscale") or the deblurrer ("deblur") on
+    tiles of `frames` (the pixels the jobs will send); returns (params for
+    the jobs, a note for the status bar). The method becomes the adapted
+    network, or stays the shipped one when the server's safeguard rejected
+    the adaptation, which is no error."""
+    samples = sample_tiles(frames, side=TILE_SIDE[task])
     client = connect(title)
     try:
         shown = [None]
@@ -101,12 +95,13 @@ def adapt(frames, params, title, steps=0, compressed=True):
                 shown[0] = text
                 Gimp.progress_set_text("%s: %s" % (title, text))
 
-        Gimp.progress_set_text("%s: adapting the upscaler to %d tile(s) of this %s" % (
-            title, len(samples), "image" if len(frames) == 1 else "batch"))
-        adaptation = adapt_model(client, samples, scale=params["scale"],
+        Gimp.progress_set_text("%s: adapting the %s to %d tile(s) of this %s" % (
+            title, "deblurrer" if task == "deblur" else "upscaler", len(samples),
+            "image" if len(frames) == 1 else "batch"))
+        adaptation = adapt_model(client, samples, scale=params.get("scale", 2),
                                  steps=max(10, steps) if steps else None,
                                  method=params.get("method"), progress=progress,
-                                 compressed=compressed)
+                                 compressed=compressed, task=task)
     finally:
         client.close()
     found = dict(params, method=adaptation.model)

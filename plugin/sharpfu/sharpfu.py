@@ -37,6 +37,7 @@ try:
     import server_job
     from gimp_pixels import Refusal
     from sharpfu_client import SharpFuError
+    from sharpfu_client.adapt import task_for
     from sharpfu_client.config import ConfigError
     MISSING = None
 except ImportError as error:
@@ -215,9 +216,7 @@ def process(op, image, drawables, config, show):
 
     if not new_image:
         in_place.check_size(image, scale)
-    adapting = bool(op.scales) and config.get_property("adapt")
-    if adapting:
-        server_job.check_adapt(scale)
+    adapting = config.get_property("adapt")
     change = in_place.LayerChange(image, layer, scale, whole=new_image)
     frame = change.read()
     note = ""
@@ -225,7 +224,8 @@ def process(op, image, drawables, config, show):
         # On the very pixels the job sends; a Cancel here leaves the image as it was.
         params, note = server_job.adapt(
             [frame], params, op.title, config.get_property("adapt-steps"),
-            server_job.came_compressed(image, frame.format))
+            server_job.came_compressed(image, frame.format),
+            task_for(op.name, scale))
         note = "; " + note
     result = server_job.run(op.name, frame, params, op.title)
     change.take(result.frame("image"))
@@ -308,8 +308,7 @@ class SharpFu(Gimp.PlugIn):
                     ("new-image", "Open as a new image", "Leave this image as it is")),
                 "in-place", flags)
         add_method_argument(procedure)
-        if op.scales:
-            add_adapt_arguments(procedure, "this image", "tiles of the layer")
+        add_adapt_arguments(procedure, "this image", "tiles of the layer")
         procedure.add_image_return_value("result-image", "Result image", "The image holding "
                                          "the result: this one, or the new one", False, flags)
         procedure.add_string_return_value("method-used", "Method used", "The name of the "
@@ -415,11 +414,13 @@ def add_method_argument(procedure):
 def add_adapt_arguments(procedure, what, where):
     flags = GObject.ParamFlags.READWRITE
     procedure.add_boolean_argument(
-        "adapt", "_Adapt to %s first" % what, "First fit the upscaler to %s (on %s, no "
-        "reference needed; a minute or so), then use it. When the fit brings no gain the shipped "
-        "model is used, and the status bar says so. 2x and 4x only" % (what, where), False, flags)
+        "adapt", "_Adapt to %s first" % what, "First fit the model to %s (on %s, no "
+        "reference needed; a minute or so), then use it: the upscaler at 2x and 4x, the "
+        "deblurrer for AI Deblur and at 1x. When the fit brings no gain the shipped model is "
+        "used, and the status bar says so" % (what, where), False, flags)
     procedure.add_int_argument("adapt-steps", "Adaptation ste_ps", "Training steps of the "
-                               "adaptation (0: the server's default, 300)", 0, 5000, 0, flags)
+                               "adaptation (0: the server's default, 300 for the upscaler, "
+                               "150 for the deblurrer)", 0, 5000, 0, flags)
 
 
 Gimp.main(SharpFu.__gtype__, sys.argv)

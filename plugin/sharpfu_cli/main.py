@@ -25,7 +25,7 @@ from tqdm import tqdm
 from sharpfu_client import Cancelled, Client, Frame, SharpFuError
 from sharpfu_client import config as config_module
 from sharpfu_client import launcher
-from sharpfu_client.adapt import adapt, sample_tiles
+from sharpfu_client.adapt import TILE_SIDE, adapt, sample_tiles, task_for
 from sharpfu_client.cluster import Cluster, server_settings
 
 from . import imageio
@@ -94,17 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--resume", action="store_true",
                              help="skip inputs whose output already exists (outputs are "
                                   "written whole or not at all, so an existing one is finished)")
-        if scales and max(scales) > 1:
-            group = command.add_argument_group("adaptation")
-            group.add_argument("--adapt", action="store_true",
-                               help="first adapt the upscaler to these images (tiles of up to "
-                                    "%d of them; no ground truth needed), then use the adapted "
-                                    "model; the server keeps it only if it restores held-out "
-                                    "tiles better" % ADAPT_IMAGES)
-            group.add_argument("--adapt-steps", metavar="N", type=_positive_int,
-                               help="training steps of the adaptation (server default: 300)")
-            group.add_argument("--adapt-save", action="store_true",
-                               help="also save the adapted model in the server's models folder")
+        adapts = {"upscale": "the upscaler", "deblur": "the deblurrer",
+                  "sharpen": "the upscaler (at --scale 1: the deblurrer)"}[name]
+        group = command.add_argument_group("adaptation")
+        group.add_argument("--adapt", action="store_true",
+                           help="first adapt %s to these images (tiles of up to %d of them; "
+                                "no ground truth needed), then use the adapted model; the "
+                                "server keeps it only if it restores held-out tiles better"
+                                % (adapts, ADAPT_IMAGES))
+        group.add_argument("--adapt-steps", metavar="N", type=_positive_int,
+                           help="training steps of the adaptation (default: the server's, 300 for "
+                                "the upscaler, 150 for the deblurrer)")
+        group.add_argument("--adapt-save", action="store_true",
+                           help="also save the adapted model in the server's models folder")
         command.set_defaults(run=run_images, op=name, parser=command)
 
     image_command("upscale", "Enlarge images 2x or 4x.", (2, 4), 2)
@@ -236,8 +238,6 @@ def run_images(args, client, interrupt: Interrupt) -> int:
     params = job_params(args)
     adaptation = None
     if getattr(args, "adapt", False):
-        if params.get("scale", 1) == 1:
-            args.parser.error("--adapt adapts the upscaler: use it with --scale 2 or 4")
         # Sampled from every input, finished or not, so that a resumed batch
         # asks for the same adaptation and the server answers from its cache.
         adaptation = run_adaptation(args, client, interrupt, everything, params)
@@ -253,8 +253,10 @@ def run_images(args, client, interrupt: Interrupt) -> int:
 
 
 def run_adaptation(args, client, interrupt: Interrupt, sources: list[str], params: dict):
-    """Adapt the upscaler on tiles of up to ADAPT_IMAGES of `sources`,
-    spread evenly over them; returns the Adaptation."""
+    """Adapt the upscaler (the deblurrer, for deblur and for sharpen at
+    scale 1) on tiles of up to ADAPT_IMAGES of `sources`, spread evenly over
+    them; returns the Adaptation."""
+    task = task_for(args.op, params.get("scale"))
     step = max(1, len(sources) / ADAPT_IMAGES)
     chosen = [sources[int(k * step)] for k in range(min(ADAPT_IMAGES, len(sources)))]
     frames = []
@@ -265,13 +267,14 @@ def run_adaptation(args, client, interrupt: Interrupt, sources: list[str], param
             say("adaptation skips %s: %s" % (failure.path, failure.reason))
     if not frames:
         raise SharpFuError("None of the images could be read for adaptation.", "bad_frame")
-    samples = sample_tiles(frames, ADAPT_TILES)
+    samples = sample_tiles(frames, ADAPT_TILES, TILE_SIDE[task])
     # JPEG and WebP files have been through lossy compression; PNG and TIFF
     # files usually have not, and the training pairs then get none either.
     compressed = any(os.path.splitext(path)[1].lower() in LOSSY_EXTENSIONS for path in chosen)
     if not args.quiet:
-        say("adapting the upscaler to %d tile(s) of %d image(s)%s" % (
-            len(samples), len(frames), "" if compressed else " (no lossy files among them)"))
+        say("adapting the %s to %d tile(s) of %d image(s)%s" % (
+            "deblurrer" if task == "deblur" else "upscaler", len(samples), len(frames),
+            "" if compressed else " (no lossy files among them)"))
     with tqdm(total=1, disable=True if args.quiet else None, file=sys.stderr, desc="adapting",
               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]") as bar:
         def progress(fraction, stage):
@@ -279,10 +282,11 @@ def run_adaptation(args, client, interrupt: Interrupt, sources: list[str], param
 
         interrupt.waiting = True
         try:
-            adaptation = adapt(client, samples, scale=params["scale"], steps=args.adapt_steps,
-                               save=args.adapt_save, method=params.get("method"),
-                               progress=progress, cancelled=lambda: interrupt.requested,
-                               compressed=compressed)
+            adaptation = adapt(client, samples, scale=params.get("scale", 2),
+                               steps=args.adapt_steps, save=args.adapt_save,
+                               method=params.get("method"), progress=progress,
+                               cancelled=lambda: interrupt.requested, compressed=compressed,
+                               task=task)
         except Cancelled:
             raise KeyboardInterrupt from None
         finally:

@@ -1,9 +1,14 @@
-"""Adapting an upscaler to the user's own images (the server's `adapt` op,
-docs/PROTOCOL.md "Adaptation"), for the plug-ins and the command line.
+"""Adapting an upscaler or a deblurrer to the user's own images (the
+server's `adapt` op, docs/PROTOCOL.md "Adaptation"), for the plug-ins and
+the command line.
 
     samples = sample_tiles(frames)            # tiles of the user's images
     adaptation = adapt(client, samples, scale=2)
     client.run("upscale", [frame], {"scale": 2, "method": adaptation.model})
+
+    samples = sample_tiles(frames, side=TILE_SIDE["deblur"])
+    adaptation = adapt(client, samples, task="deblur")
+    client.run("deblur", [frame], {"method": adaptation.model})
 
 `adaptation.model` names the adapted network when the server kept it, or
 the shipped network when its safeguard rejected the adaptation, so it can
@@ -18,6 +23,17 @@ SAMPLE_FORMAT_BYTES = {"u8": 1, "u16": 2, "f32": 4}
 MAX_SAMPLES = 32          # the server's limit on frames per adapt job
 DEFAULT_TILE = 256        # pixels: enough context for a few hundred pairs
 DEFAULT_TILES = 16
+# The server cuts a deblurrer's pairs from the samples reduced to half size
+# (where the photo's own blur is half as wide), with room around each for
+# the blur: twice the side keeps as many pairs.
+TILE_SIDE = {"upscale": DEFAULT_TILE, "deblur": 2 * DEFAULT_TILE}
+
+
+def task_for(op, scale):
+    """Which network adapting before an op fits: the deblurrer for deblur
+    and for sharpen at 1x (no upscaler runs there), else the upscaler, which
+    does most of the work at 2x and 4x."""
+    return "deblur" if op == "deblur" or (scale or 1) < 2 else "upscale"
 
 
 class Adaptation(object):
@@ -89,14 +105,20 @@ def sample_tiles(frames, tiles=DEFAULT_TILES, side=DEFAULT_TILE):
 
 
 def adapt(client, samples, scale=2, steps=None, save=False, method=None, progress=None,
-          cancelled=None, compressed=True):
+          cancelled=None, compressed=True, task="upscale"):
     """Run an adapt job on `client` (a Client, or a Cluster: then on every
     one of its servers, since an adapted network lives where it was made);
     returns an Adaptation. Raises SharpFuError as any job does.
 
-    compressed: whether the images were ever saved as JPEG (or WebP, ...);
-    say False for clean ones (PNG screenshots, renders, raw frames)."""
-    params = {"scale": scale, "save": bool(save), "compressed": bool(compressed)}
+    task: "upscale" adapts the upscaler for `scale`; "deblur" the deblurrer
+    (`scale` is then ignored). compressed: whether the images were ever
+    saved as JPEG (or WebP, ...); say False for clean ones (PNG screenshots,
+    renders, raw frames)."""
+    params = {"save": bool(save), "compressed": bool(compressed)}
+    if task == "upscale":
+        params["scale"] = scale
+    else:
+        params["task"] = task   # servers before deblur adaptation know only upscalers
     if steps is not None:
         params["steps"] = steps
     if method is not None:

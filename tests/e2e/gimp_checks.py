@@ -325,9 +325,14 @@ def adapt():
     result = run("sharpfu-ai-upscale", image, [layer], adapt=True, adapt_steps=10)
     found["upscale"] = dict(plain(result), size=[image.get_width(), image.get_height()],
                             layer=place(layer))
+    # AI Deblur adapts the deblurrer, whose pairs are cut at half size with
+    # room for the blur: 168 px at least.
+    image, layer = noise_image(192)
+    found["deblur"] = dict(plain(run("sharpfu-ai-deblur", image, [layer], adapt=True,
+                                     adapt_steps=10)), size=[image.get_width(), image.get_height()])
     for case, procedure, arguments in (
             ("unknown method", "sharpfu-ai-upscale", {"method": "no-such-model"}),
-            ("sharpen 1x", "sharpfu-ai-sharpen", {"scale": "1"})):
+            ("sharpen 1x, too small", "sharpfu-ai-sharpen", {"scale": "1"})):
         image, layer = noise_image(96)
         before = describe(image)
         found[case] = dict(plain(run(procedure, image, [layer], adapt=True, adapt_steps=10,
@@ -342,7 +347,8 @@ def batch_adapt():
     add_layer(image, "rgba8.png", None, (4, 2))
     found = {"layers": dict(batch(image, op="upscale", scale="2", adapt=True, adapt_steps=10),
                             size=[image.get_width(), image.get_height()])}
-    found["deblur"] = batch(load("rgb8.png"), op="deblur", adapt=True)
+    image, _ = noise_image(192)
+    found["deblur"] = batch(image, op="deblur", adapt=True, adapt_steps=10)
     # A folder: a PNG and a JPEG, sampled from the files before the batch starts.
     os.mkdir(path("adapt_in"))
     for name in ("noise.png", "noise.jpg"):

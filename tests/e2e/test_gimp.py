@@ -202,7 +202,7 @@ def test_procedures_are_registered_under_filters_enhance(headless):
     scaled = common + ["scale", "output", "method", "adapt", "adapt-steps"]
     assert found["sharpfu-ai-upscale"]["arguments"] == scaled
     assert found["sharpfu-ai-sharpen"]["arguments"] == scaled
-    assert found["sharpfu-ai-deblur"]["arguments"] == common + ["method"]
+    assert found["sharpfu-ai-deblur"]["arguments"] == common + ["method", "adapt", "adapt-steps"]
     batch = found["sharpfu-batch"]
     assert batch is not None, "sharpfu-batch is not registered"
     assert batch["label"] == "AI _Batch\u2026" and batch["menu"] == ["<Image>/Filters/Enhance"]
@@ -502,13 +502,18 @@ def test_adapt_to_this_image_adapts_on_its_pixels_then_upscales(headless, gimp):
     assert result["method"] == shipped or re.fullmatch(
         re.escape(shipped) + r"-adapted-[0-9a-f]{12}", result["method"]), (result, shipped)
     assert "96x96" in [size for _, size in _adapt_jobs(gimp)], "no adapt job on the layer"
-    # a failed adaptation is an error and changes nothing; 1x has no upscaler to adapt
+    # AI Deblur adapts the deblurrer (the whole 192 px layer is its one tile)
+    deblur = found["deblur"]
+    assert deblur["status"] == "success" and deblur["size"] == [192, 192], deblur
+    assert re.fullmatch(r"mimo-unet-small(-adapted-[0-9a-f]{12})?", deblur["method"]), deblur
+    assert "192x192" in [size for _, size in _adapt_jobs(gimp)], "no adapt job on that layer"
+    # a failed adaptation is an error and changes nothing
     failed = found["unknown method"]
     assert failed["status"] == "execution-error" and failed["unchanged"], failed
     assert "no-such-model" in failed["message"], failed
-    refused = found["sharpen 1x"]
-    assert refused["status"] == "execution-error" and refused["unchanged"], refused
-    assert "choose 2\u00d7 or 4\u00d7" in refused["message"], refused
+    small = found["sharpen 1x, too small"]      # 1x: the deblurrer, which needs 168 px
+    assert small["status"] == "execution-error" and small["unchanged"], small
+    assert "at least 168 pixels" in small["message"], small
 
 
 def test_adapt_to_this_batch_adapts_once_then_upscales_every_layer(headless, gimp):
@@ -523,9 +528,8 @@ def test_adapt_to_this_batch_adapts_once_then_upscales_every_layer(headless, gim
     assert folder["status"] == "success" and folder["done"] == 2, folder
     assert folder["written"] == ["noise.jpg", "noise.png"] and folder["images_left"] == 0
     assert exported(headless, "adapt_out/noise.png").shape == (192, 192, 3)
-    deblur = found["deblur"]
-    assert deblur["status"] == "execution-error", deblur
-    assert "choose 2\u00d7 or 4\u00d7" in deblur["message"], deblur
+    deblur = found["deblur"]          # AI Deblur's batch adapts the deblurrer
+    assert deblur["status"] == "success" and deblur["done"] == 1, deblur
 
 
 def test_cancel_during_adaptation_leaves_the_image_untouched(gui):
