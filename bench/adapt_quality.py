@@ -115,14 +115,15 @@ def run(engine: Engine, op: str, params: dict, image: Image.Image) -> tuple[Imag
     return Image.fromarray(results[0][1]), time.perf_counter() - start
 
 
-def adapt(engine: Engine, task, lows: list[Image.Image], steps: int | None) -> dict:
+def adapt(engine: Engine, task, lows: list[Image.Image], steps: int | None,
+          trainable: str) -> dict:
     frames = [Frame(np.ascontiguousarray(np.array(low)), low.width, low.height, 3, "u8")
               for low in lows]
     samples = sample_tiles(frames, DEFAULT_TILES, TILE_SIDE[task.task])
     arrays = {"sample%d" % k: np.frombuffer(s.data, np.uint8).reshape(s.height, s.width, 3)
               for k, s in enumerate(samples)}
     params = {"scale": SCALE, "task": task.task, "compressed": task.compressed,
-              **({"steps": steps} if steps else {})}
+              "trainable": trainable, **({"steps": steps} if steps else {})}
     job = make_job("adapt", params, **arrays)
     engine.check(job)
     last = [0.0]
@@ -138,11 +139,12 @@ def adapt(engine: Engine, task, lows: list[Image.Image], steps: int | None) -> d
     return outcome
 
 
-def run_domain(engine: Engine, task, name: str, items, steps: int | None) -> dict:
+def run_domain(engine: Engine, task, name: str, items, steps: int | None,
+               trainable: str = "all") -> dict:
     truths = [task.truth(image) for _, image in items]
     lows = [task.degrade(truth) for truth in truths]
     print("%s: adapting on %d inputs" % (name, len(lows)), flush=True)
-    outcome = adapt(engine, task, lows, steps)
+    outcome = adapt(engine, task, lows, steps, trainable)
     rows, upscale_seconds = [], []
     for (label, _), truth, low in zip(items, truths, lows):
         shipped, _ = task.restore(engine, low, None)
@@ -221,6 +223,8 @@ def main() -> None:
     parser.add_argument("--blur", choices=sorted(blur_kernels.FIXED), default="motion-15",
                         help="deblur: the blur of the inputs (default motion-15)")
     parser.add_argument("--steps", type=int, help="adaptation steps (default: the server's)")
+    parser.add_argument("--trainable", choices=("all", "low-rank"), default="all",
+                        help="what trains: all weights (default) or low-rank adapters")
     parser.add_argument("--domains", help="comma-separated subset (default: all, then in domain)")
     parser.add_argument("--photos", nargs="*", type=Path, default=DEFAULT_PHOTOS,
                         help="folders with the held-out in-domain photos")
@@ -249,18 +253,21 @@ def main() -> None:
     chosen = args.domains.split(",") if args.domains else list(domains)
     engine = Engine(Settings(device="cpu", threads=args.threads))
     task.restore(engine, Image.new("RGB", (32, 32)), None)   # weights load outside the timing
-    results = [run_domain(engine, task, name, domains[name], args.steps) for name in chosen]
+    results = [run_domain(engine, task, name, domains[name], args.steps, args.trainable)
+               for name in chosen]
     text = table(results, task.measure) + "\n\n" + goals(results)
     print(text)
     if args.record:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-        command = "bench/adapt_quality.py %s%s%s" % (
+        command = "bench/adapt_quality.py %s%s%s%s" % (
             options, " --steps %d" % args.steps if args.steps else "",
+            " --trainable %s" % args.trainable if args.trainable != "all" else "",
             " --domains '%s'" % args.domains if args.domains else "")
-        section = ("\n## Adaptation to the user's images%s, %s (bench/adapt_quality.py)\n\n"
+        section = ("\n## Adaptation to the user's images%s%s, %s (bench/adapt_quality.py)\n\n"
                    "Machine: %s; torch threads: %d. `%s`. %s. %s\n\n%s\n\n%s\n" % (
-                       ": the deblurrer" if args.task == "deblur" else "", stamp, machine(),
-                       args.threads, command, what, args.note, table(results, task.measure),
+                       ": the deblurrer" if args.task == "deblur" else "",
+                       ", low-rank adapters" if args.trainable == "low-rank" else "", stamp,
+                       machine(), args.threads, command, what, args.note, table(results, task.measure),
                        goals(results)))
         with open(ROOT / "docs" / "BENCHMARKS.md", "a") as handle:
             handle.write(section)

@@ -151,6 +151,10 @@ class Adapter:
             settings = adaptation.Settings()
         settings = dataclasses.replace(settings, steps=job.params["steps"] or settings.steps,
                                        transport=job.params["transport"])
+        if job.params["trainable"] == "low-rank":
+            settings = dataclasses.replace(
+                settings, layers="low-rank",
+                learning_rate=settings.learning_rate * adaptation.LOW_RANK_RATE_FACTOR)
         if not job.params["compressed"]:
             # Pairs that teach removing JPEG the images never had make the
             # network remove real faint detail instead (docs/MODELS.md).

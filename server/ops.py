@@ -119,6 +119,10 @@ OPS = {spec.name: spec for spec in (
             "compressed": Param(bool, True, help="the images were saved as JPEG (or another "
                                                  "lossy format) at some point; false: the "
                                                  "training pairs get no JPEG either"),
+            "trainable": Param(str, "all", choices=("all", "low-rank"),
+                               help="what trains: all of the network's weights, or low-rank "
+                                    "adapters on its convolutions (about 15% as many; "
+                                    "docs/MODELS.md)"),
             "transport": Param(float, 0.0, minimum=0.0, maximum=1.0,
                                help="weight of the POUF-style feature alignment (0: off; "
                                     "docs/MODELS.md)")},

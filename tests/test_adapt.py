@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from enginekit import make_job
+from sharpfu_client.wire import WireError
 from models import registry
 from scripts import degradations
 from server import adaptation, blur_kernels, internal_pairs, tiling
@@ -329,3 +330,60 @@ def test_an_adapted_deblurrer_is_never_the_default(engine, monkeypatch):
     monkeypatch.setitem(engine.catalog.methods, adapted.name, adapted)
     assert engine.catalog.defaults()["deblur"]["1"] == "unsharp"
     assert adapted.rank() < base.rank()
+
+
+# -- low-rank adapters ------------------------------------------------------------
+
+def test_low_rank_adapters_start_at_the_shipped_network_and_merge_exactly():
+    from server import low_rank
+    _, model = shipped_x2()
+    x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(x)
+    adapted = adaptation._copy(model)
+    params = low_rank.attach(adapted, 4)
+    assert sum(p.numel() for p in params) < 0.2 * sum(p.numel() for p in model.parameters())
+    assert all(not p.requires_grad for n, p in adapted.named_parameters()
+               if n.endswith(".conv.weight"))
+    with torch.no_grad():
+        assert torch.equal(adapted(x), before)         # U starts at zero
+        for param in params:
+            param.add_(0.01 * torch.randn_like(param))
+        changed = adapted(x)
+    assert (changed - before).abs().max() > 1e-3
+    state = low_rank.merged_state(adapted)
+    assert set(state) == set(model.state_dict())       # the network's own names
+    plain, _, _ = registry.build(state)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), changed, atol=1e-5)
+
+
+def test_low_rank_adaptation_keeps_a_plain_network():
+    weights, model = shipped_x2()
+    outcome = adaptation.adapt(model, [text_image(1), text_image(2)], shipped_pairs(weights),
+                               adaptation.Settings(layers="low-rank", learning_rate=5e-3,
+                                                   **FAST))
+    assert outcome.accepted, outcome.reason         # seeded: forty steps gain here
+    assert set(outcome.state) == set(model.state_dict())
+    adapted, _, _ = registry.build(outcome.state)
+    pairs = internal_pairs.Pairs([text_image(1), text_image(2)], shipped_pairs(weights), 32,
+                                 seed=0)
+    assert adaptation.evaluate(adapted, pairs.check) == pytest.approx(outcome.after, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_adapt_op_trains_low_rank_adapters_when_asked(engine):
+    images = (text_image(1), text_image(2))
+    outcome, method, _ = adapt_job(engine, {"trainable": "low-rank"}, *images)
+    assert outcome["accepted"], outcome["reason"]
+    full, _, _ = adapt_job(engine, {}, *images)
+    assert outcome["model"] != full["model"]          # a different request, a different name
+    adapted = engine.catalog.methods[outcome["model"]]
+    assert adapted.record["settings"]["layers"] == "low-rank"
+    assert adapted.record["settings"]["learning_rate"] == pytest.approx(
+        adaptation.Settings().learning_rate * adaptation.LOW_RANK_RATE_FACTOR)
+    result, info = engine.run(make_job("upscale", {"scale": 2, "method": outcome["model"]},
+                                       image=images[0][:40, :40]), lambda f, s: None)
+    assert info["name"] == outcome["model"] and result[0][1].shape == (80, 80, 3)
+    with pytest.raises(WireError, match="must be one of all, low-rank"):
+        make_job("adapt", {"trainable": "some"}, sample0=images[0])

@@ -154,3 +154,9 @@ def test_cli_deblur_adapt_end_to_end(server, tmp_path):
                        "--adapt-steps", "10", "--config", server.config_path, "--no-autostart",
                        timeout=600))
     assert "adapting the deblurrer" in again.stderr and "from the server's cache" in again.stderr
+    # low-rank adapters are another request: not the cached one
+    low_rank = ok(run_cli("deblur", folder, "-o", tmp_path / "low", "--adapt", "--adapt-low-rank",
+                          "--adapt-steps", "10", "--config", server.config_path, "--no-autostart",
+                          timeout=600))
+    assert "adapting the deblurrer" in low_rank.stderr
+    assert "from the server's cache" not in low_rank.stderr, low_rank.stderr

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "the upscaler, 150 for the deblurrer)")
         group.add_argument("--adapt-save", action="store_true",
                            help="also save the adapted model in the server's models folder")
+        group.add_argument("--adapt-low-rank", action="store_true",
+                           help="train low-rank adapters instead of all the network's weights: "
+                                "fewer parameters, smaller gains (docs/MODELS.md)")
         command.set_defaults(run=run_images, op=name, parser=command)
 
     image_command("upscale", "Enlarge images 2x or 4x.", (2, 4), 2)
@@ -286,7 +289,8 @@ def run_adaptation(args, client, interrupt: Interrupt, sources: list[str], param
                                steps=args.adapt_steps, save=args.adapt_save,
                                method=params.get("method"), progress=progress,
                                cancelled=lambda: interrupt.requested, compressed=compressed,
-                               task=task)
+                               task=task,
+                               trainable="low-rank" if args.adapt_low_rank else "all")
         except Cancelled:
             raise KeyboardInterrupt from None
         finally:

@@ -105,7 +105,7 @@ def sample_tiles(frames, tiles=DEFAULT_TILES, side=DEFAULT_TILE):
 
 
 def adapt(client, samples, scale=2, steps=None, save=False, method=None, progress=None,
-          cancelled=None, compressed=True, task="upscale"):
+          cancelled=None, compressed=True, task="upscale", trainable="all"):
     """Run an adapt job on `client` (a Client, or a Cluster: then on every
     one of its servers, since an adapted network lives where it was made);
     returns an Adaptation. Raises SharpFuError as any job does.
@@ -113,12 +113,15 @@ def adapt(client, samples, scale=2, steps=None, save=False, method=None, progres
     task: "upscale" adapts the upscaler for `scale`; "deblur" the deblurrer
     (`scale` is then ignored). compressed: whether the images were ever
     saved as JPEG (or WebP, ...); say False for clean ones (PNG screenshots,
-    renders, raw frames)."""
+    renders, raw frames). trainable: "all" the network's weights, or
+    "low-rank" adapters (about 15% as many weights; smaller gains)."""
     params = {"save": bool(save), "compressed": bool(compressed)}
     if task == "upscale":
         params["scale"] = scale
     else:
         params["task"] = task   # servers before deblur adaptation know only upscalers
+    if trainable != "all":
+        params["trainable"] = trainable
     if steps is not None:
         params["steps"] = steps
     if method is not None:
