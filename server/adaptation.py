@@ -67,11 +67,10 @@ class Settings:
     seed: int = 0
 
 
-# A deblurrer (MIMO-UNet, a million weights or more) moves further per step
-# than SPAN: a lower rate, fewer steps, and the consistency term on, which
-# cut its losses on photos like its training ones; larger pairs, as its
-# coarsest scale works at a quarter of the input (docs/MODELS.md, "The
-# deblurrer").
+# A deblurrer (MIMO-UNet): a lower rate than SPAN's, fewer steps and the
+# consistency term on, the only setting measured that did not lose on photos
+# like its training ones (docs/MODELS.md, "The deblurrer"); larger pairs, as
+# its coarsest scale works at a quarter of the input.
 DEBLUR = Settings(steps=150, learning_rate=5e-4, patch=48, consistency=1.0)
 
 # Low-rank adapters start from zero and span little: they take a higher
