@@ -53,9 +53,10 @@ sys.path.insert(0, str(ROOT))
 from models import mimo_unet, mimo_unet_weights, registry  # noqa: E402
 from scripts import blur_kernels  # noqa: E402
 from server.methods.unsharp import UnsharpMask  # noqa: E402
-from scripts.train_sr import (DEFAULT_PHOTOS, EMA, VALIDATION, describe_device,  # noqa: E402
-                              find_photos, git_commit, learning_rate, read_rgb, to_tensor,
-                              validation_set)
+from scripts.batch_workers import batches  # noqa: E402
+from scripts.train_sr import (DEFAULT_PHOTOS, EMA, VALIDATION, add_gpu_options,  # noqa: E402
+                              autocast, describe_device, find_photos, git_commit,
+                              learning_rate, read_rgb, to_tensor, validation_set)
 
 FFT_WEIGHT = 0.1
 
@@ -116,8 +117,8 @@ def paper_loss(outputs: list[torch.Tensor], sharp: torch.Tensor) -> tuple[torch.
 
 @torch.inference_mode()
 def restore(model: torch.nn.Module, blurry: np.ndarray) -> np.ndarray:
-    out = model.restore(to_tensor(blurry))
-    return out[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+    out = model.restore(to_tensor(blurry).to(next(model.parameters()).device))
+    return out[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 @torch.inference_mode()
@@ -173,6 +174,10 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
     parser.add_argument("--device", default="cpu")
+    add_gpu_options(parser)
+    parser.add_argument("--init", type=Path,
+                        help="start from these weights (e.g. the shipped mimo-unet-small "
+                             "safetensors); --channels and --blocks then come from them")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-nice", action="store_true",
                         help="keep this process's priority (by default it lowers itself to "
@@ -226,6 +231,7 @@ def export(args, state: dict, val: dict, curve: list[dict]) -> None:
             "data": meta["data"],
             "git": meta["git"],
             "device": meta["device"],
+            "init": meta.get("init"),
             "torch": torch.__version__,
             "started": meta["started"],
             "training_seconds": round(state["elapsed"], 1),
@@ -275,6 +281,11 @@ def main(argv=None) -> None:
             print("note: resuming a %(channels)d channels x %(blocks)d blocks run; "
                   "--channels and --blocks are ignored" % hyper, flush=True)
         args.channels, args.blocks = hyper["channels"], hyper["blocks"]
+    elif args.init:
+        # Detected and loaded strictly, as users' checkpoints are; Restorer
+        # is MIMOUNet with another forward, so the names are the same.
+        start, found = mimo_unet_weights.load(args.init)
+        args.channels, args.blocks = found["channels"], found["blocks"]
     model = mimo_unet.MIMOUNet(args.channels, args.blocks).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     if checkpoint_path.exists():
@@ -288,14 +299,18 @@ def main(argv=None) -> None:
     else:
         if args.export_only:
             raise SystemExit("%s has no checkpoint to export" % args.run)
-        # The three residual outputs start at zero: an untrained network
-        # returns its input instead of noise, and training starts from "no
-        # harm done" (the paper's initialisation is PyTorch's default).
-        for layer in (model.feat_extract[5], *model.ConvsOut):
-            torch.nn.init.zeros_(layer.main[0].weight)
-            torch.nn.init.zeros_(layer.main[0].bias)
+        if args.init:
+            model.load_state_dict(start.state_dict())
+        else:
+            # The three residual outputs start at zero: an untrained network
+            # returns its input instead of noise, and training starts from "no
+            # harm done" (the paper's initialisation is PyTorch's default).
+            for layer in (model.feat_extract[5], *model.ConvsOut):
+                torch.nn.init.zeros_(layer.main[0].weight)
+                torch.nn.init.zeros_(layer.main[0].bias)
         ema = EMA(model, args.ema)
         state = {"step": 0, "elapsed": 0.0, "meta": {
+            "init": str(args.init) if args.init else None,
             "commands": [command],
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "git": git_commit(),
@@ -312,8 +327,9 @@ def main(argv=None) -> None:
     curve = [c for c in curve if c is not None]
 
     def evaluate() -> tuple[dict, dict]:
-        shadow = mimo_unet.MIMOUNet(args.channels, args.blocks)
-        shadow.load_state_dict({k: v.cpu() for k, v in ema.shadow.items()})
+        # float32 on the training device: validating on the CPU would hold a GPU up
+        shadow = mimo_unet.MIMOUNet(args.channels, args.blocks).to(device)
+        shadow.load_state_dict(ema.shadow)
         val = validate(shadow, val_photos)
         return {"step": state["step"], "seconds": round(state["elapsed"], 1),
                 **{name: {key: round(v[key], 3) for key in ("network", "blurry_input", "unsharp")}
@@ -330,7 +346,10 @@ def main(argv=None) -> None:
         export(args, state, val, curve)
         return
 
-    patches = Patches(training, args.patch, args.seed + state["step"], recipe)
+    seed = args.seed + state["step"]
+    patches = batches(Patches(training, args.patch, seed, recipe),
+                      lambda sampler: sampler.batch(args.batch), seed, args.workers,
+                      pin_memory=device.type == "cuda")
     budget = args.minutes * 60.0
     print("training %s on %d photos (%d held out), %d parameters, %s" % (
         args.name, len(training), len(VALIDATION),
@@ -346,12 +365,14 @@ def main(argv=None) -> None:
     while state["elapsed"] < budget:
         started = time.perf_counter()
         model.train()
-        blurry, sharp = patches.batch(args.batch)
-        blurry, sharp = blurry.to(device), sharp.to(device)
+        blurry, sharp = next(patches)
+        blurry, sharp = blurry.to(device, non_blocking=True), sharp.to(device, non_blocking=True)
         lr = learning_rate(args.lr, state["elapsed"] / budget)
         for group in optimiser.param_groups:
             group["lr"] = lr
-        loss, part = paper_loss(model(blurry), sharp)
+        with autocast(device, args.bf16):
+            outputs = model(blurry)
+        loss, part = paper_loss([o.float() for o in outputs], sharp)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         # a deep residual net with no normalisation: an odd batch (a sharp

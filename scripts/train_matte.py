@@ -44,9 +44,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models import guided_upsampler, matte_refiner, registry  # noqa: E402
+from models.loading import load_state_dict  # noqa: E402
 from scripts import matte_data  # noqa: E402
-from scripts.train_sr import (DEFAULT_PHOTOS, EMA, VALIDATION, describe_device,  # noqa: E402
-                              git_commit, learning_rate)
+from scripts.batch_workers import batches  # noqa: E402
+from scripts.train_sr import (DEFAULT_PHOTOS, EMA, VALIDATION, add_gpu_options,  # noqa: E402
+                              autocast, describe_device, git_commit, learning_rate)
 
 METHOD = "mask-refiner"
 # The confidence's cross-entropy against the matte losses: at 0.1 (the first
@@ -73,11 +75,14 @@ def parse_args(argv=None):
     parser.add_argument("--minutes", type=float, default=40.0)
     parser.add_argument("--validate-every", type=float, default=300.0, help="seconds")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    add_gpu_options(parser)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", type=Path, help="start from this run's checkpoint.pt: "
-                        "tensors of the same shape are taken, layers that gained input "
-                        "channels keep their old weights for the old inputs (new ones start "
-                        "at zero)")
+    parser.add_argument("--init", type=Path, help="start from a run's checkpoint.pt, or from "
+                        "a weights folder holding matte-refiner.safetensors and "
+                        "matte-upsampler.safetensors (e.g. models/weights): tensors of the "
+                        "same shape are taken, layers that gained input channels keep their "
+                        "old weights for the old inputs (new ones start at zero)")
     parser.add_argument("--export-only", action="store_true")
     args = parser.parse_args(argv)
     args.photos = args.photos or DEFAULT_PHOTOS
@@ -274,7 +279,15 @@ def settling(refiner, samples: list[matte_data.Sample], iterations: int) -> dict
 def earlier_runs(meta: dict) -> list[dict]:
     """The runs these weights grew from (--init), oldest last."""
     runs = []
-    while meta.get("init") and Path(meta["init"]["checkpoint"]).is_file():
+    if meta.get("init") and "weights" in meta["init"]:
+        # Shipped weights: their record already holds the runs behind them.
+        record = json.loads((Path(meta["init"]["weights"]) / "matte-refiner.json").read_text())
+        training = record["training"]
+        return [{"weights": meta["init"]["weights"], "steps": training["steps"],
+                 "training_seconds": training["training_seconds"],
+                 "commands": training["commands"], "git": training["git"],
+                 "device": training["device"]}] + training.get("earlier_runs", [])
+    while meta.get("init") and Path(meta["init"].get("checkpoint", "")).is_file():
         path = meta["init"]["checkpoint"]
         source = torch.load(path, map_location="cpu", weights_only=True)
         meta = source["meta"]
@@ -314,7 +327,7 @@ def export(args, state: dict, val: dict, curve: list, samples: list) -> None:
              {"patch": args.up_patch, "scales": [2, 3, 4, 5],
               "loss": "band-weighted L1 + gradient L1"})):
         name = "matte-" + role
-        tensors = {k: v.detach().float().contiguous() for k, v in state[key].items()}
+        tensors = {k: v.detach().float().contiguous().cpu() for k, v in state[key].items()}
         path = args.weights_dir / (name + ".safetensors")
         save_file(tensors, str(path), metadata={"trained_by": "SharpFu scripts/train_matte.py"})
         _, architecture, params = registry.load(path)
@@ -363,8 +376,9 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     args.run.mkdir(parents=True, exist_ok=True)
     checkpoint_path, log_path = args.run / "checkpoint.pt", args.run / "log.jsonl"
-    refiner = matte_refiner.MatteRefiner(args.channels, args.iterations)
-    upsampler = guided_upsampler.GuidedUpsampler()
+    device = torch.device(args.device)
+    refiner = matte_refiner.MatteRefiner(args.channels, args.iterations).to(device)
+    upsampler = guided_upsampler.GuidedUpsampler().to(device)
     optimiser = torch.optim.Adam([{"params": refiner.parameters()},
                                   {"params": upsampler.parameters()}], lr=args.lr)
     command = shlex.join([Path(sys.executable).name] + sys.argv)
@@ -381,18 +395,24 @@ def main(argv=None) -> None:
         training = matte_data.training_photos(args.photos)
         init = None
         if args.init:
-            # Our own checkpoint: tensors and plain containers only, read safely.
-            source = torch.load(args.init, map_location="cpu", weights_only=True)
-            init = {"checkpoint": str(args.init), "steps": source["step"],
-                    "seconds": round(source["elapsed"], 1),
-                    "refiner": take_weights(refiner, source["ema_refiner"]),
-                    "upsampler": take_weights(upsampler, source["ema_upsampler"])}
+            if args.init.is_dir():
+                source = {"ema_" + role: load_state_dict(args.init / ("matte-%s.safetensors"
+                                                                      % role))
+                          for role in ("refiner", "upsampler")}
+                init = {"weights": str(args.init)}
+            else:
+                # Our own checkpoint: tensors and plain containers only, read safely.
+                source = torch.load(args.init, map_location="cpu", weights_only=True)
+                init = {"checkpoint": str(args.init), "steps": source["step"],
+                        "seconds": round(source["elapsed"], 1)}
+            init.update({"refiner": take_weights(refiner, source["ema_refiner"]),
+                         "upsampler": take_weights(upsampler, source["ema_upsampler"])})
             print("started from %s: %s" % (args.init, init), flush=True)
         state = {"step": 0, "elapsed": 0.0, "meta": {
             "init": init,
             "commands": [command],
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "git": git_commit(), "device": describe_device(torch.device("cpu"), args.threads),
+            "git": git_commit(), "device": describe_device(device, args.threads),
             "data": {"folders": [str(p) for p in args.photos],
                      "training_photos": sorted(p.name for p in training),
                      "validation_photos": list(VALIDATION),
@@ -404,7 +424,8 @@ def main(argv=None) -> None:
                                "from public packages (see their ATTRIBUTION.md)"}}}
     ema_refiner, ema_upsampler = EMA(refiner, args.ema), EMA(upsampler, args.ema)
     if "ema_refiner" in state:
-        ema_refiner.shadow, ema_upsampler.shadow = state["ema_refiner"], state["ema_upsampler"]
+        ema_refiner.shadow = {k: v.to(device) for k, v in with_settle(state["ema_refiner"]).items()}
+        ema_upsampler.shadow = {k: v.to(device) for k, v in state["ema_upsampler"].items()}
     val_samples = matte_data.validation_set(args.photos, 8, 320, 320)
 
     def evaluate() -> dict:
@@ -433,7 +454,12 @@ def main(argv=None) -> None:
     pool = [matte_data.make_matte(rng, args.matte_size, args.matte_size) for _ in range(args.pool)]
     print("drew %d mattes in %.0f s" % (len(pool), time.perf_counter() - started), flush=True)
     photos = matte_data.Photos(matte_data.training_photos(args.photos))
-    batches = Batches(photos, pool, args.seed + state["step"])
+    seed = args.seed + state["step"]
+
+    def draw(sampler: Batches) -> tuple[dict, dict]:
+        return sampler.refiner(args.batch, args.patch), sampler.upsampler(args.batch, args.up_patch)
+    stream = batches(Batches(photos, pool, seed), draw, seed, args.workers,
+                     pin_memory=device.type == "cuda")
     budget = args.minutes * 60.0
     print("training %d + %d parameters, %s" % (
         matte_refiner.parameters(refiner), guided_upsampler.parameters(upsampler),
@@ -453,13 +479,18 @@ def main(argv=None) -> None:
         lr = learning_rate(args.lr, state["elapsed"] / budget)
         for group in optimiser.param_groups:
             group["lr"] = lr
-        b = batches.refiner(args.batch, args.patch)
-        loss_r = refiner_loss(refiner(b["image"], b["mask"]), b["alpha"], b["mask"])
-        u = batches.upsampler(args.batch, args.up_patch)
+        b, u = next(stream)
+        b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+        u = {k: v.to(device, non_blocking=True) for k, v in u.items()}
         r = upsampler.RADIUS
-        guided = upsampler(F.pad(u["image"], (r, r, r, r), mode="replicate"), u["alpha_lo"],
-                           upsampler.low_guide(u["image_lo"]))
-        loss_u = matte_loss(guided, u["alpha"], band_weight(u["alpha"]))
+        with autocast(device, args.bf16):
+            passes = refiner(b["image"], b["mask"])
+            guided = upsampler(F.pad(u["image"], (r, r, r, r), mode="replicate"), u["alpha_lo"],
+                               upsampler.low_guide(u["image_lo"]))
+        passes = [{k: v.float() if v.is_floating_point() else v for k, v in p.items()}
+                  for p in passes]
+        loss_r = refiner_loss(passes, b["alpha"], b["mask"])
+        loss_u = matte_loss(guided.float(), u["alpha"], band_weight(u["alpha"]))
         optimiser.zero_grad(set_to_none=True)
         (loss_r + loss_u).backward()
         torch.nn.utils.clip_grad_norm_(list(refiner.parameters()) + list(upsampler.parameters()), 1.0)

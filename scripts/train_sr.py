@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from models import registry, span  # noqa: E402
 from models.loading import load_state_dict  # noqa: E402
 from scripts import degradations  # noqa: E402
+from scripts.batch_workers import batches  # noqa: E402
 
 DEFAULT_PHOTOS = [ROOT.parent / "shared" / "data" / "photos",
                   ROOT.parent / "shared" / "data" / "photos-by-sa"]
@@ -125,13 +126,13 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
 
 
 def to_image(tensor: torch.Tensor) -> Image.Image:
-    pixels = tensor[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+    pixels = tensor[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(pixels)
 
 
 @torch.inference_mode()
 def upscale(model: torch.nn.Module, low: Image.Image) -> Image.Image:
-    return to_image(model(to_tensor(np.array(low))))
+    return to_image(model(to_tensor(np.array(low)).to(next(model.parameters()).device)))
 
 
 @torch.inference_mode()
@@ -199,6 +200,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast for the forward pass (--bf16), for a GPU's tensor
+    cores. Losses are taken in float32 outside it: the deblurrer's FFT has
+    no bfloat16, and CUDA's autocast refuses the matte's cross-entropy.
+    Weights, optimiser and EMA stay float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def add_gpu_options(parser: argparse.ArgumentParser) -> None:
+    """--workers and --bf16, shared by the three training scripts."""
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that make batches ahead (0: the training process "
+                             "makes them itself, as on the 2-core CPU; a GPU needs several)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run the forward pass in bfloat16 autocast (for a GPU)")
+
+
 def describe_device(device: torch.device, threads: int) -> str:
     if device.type == "cuda":
         return "GPU: %s" % torch.cuda.get_device_name(device)
@@ -234,6 +252,7 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all)")
     parser.add_argument("--device", default="cpu")
+    add_gpu_options(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipe", action="append", default=[], metavar="FIELD=VALUE",
                         help="change one field of scripts/degradations.py's Recipe, e.g. "
@@ -365,8 +384,9 @@ def main(argv=None) -> None:
     curve = [c for c in curve if c is not None]
 
     def evaluate() -> dict:
-        shadow = span.SPAN(args.scale, args.channels, args.blocks)
-        shadow.load_state_dict({k: v.cpu() for k, v in ema.shadow.items()})
+        # float32 on the training device: validating on the CPU would hold a GPU up
+        shadow = span.SPAN(args.scale, args.channels, args.blocks).to(device)
+        shadow.load_state_dict(ema.shadow)
         val = validate(shadow, val_photos, args.scale)
         return {"step": state["step"], "seconds": round(state["elapsed"], 1),
                 **{d: {"ours": round(v["ours"], 3), "bicubic": round(v["bicubic"], 3)}
@@ -390,7 +410,10 @@ def main(argv=None) -> None:
               % state["step"], flush=True)
         data.setdefault("recipe_changes", []).append(
             {"from_step": state["step"], "recipe": args.recipe.describe()})
-    patches = Patches(training, args.scale, args.patch, args.seed + state["step"], args.recipe)
+    seed = args.seed + state["step"]
+    patches = batches(Patches(training, args.scale, args.patch, seed, args.recipe),
+                      lambda sampler: sampler.batch(args.batch), seed, args.workers,
+                      pin_memory=device.type == "cuda")
     budget = args.minutes * 60.0
     print("training %s x%d on %d photos (%d held out), %d parameters, %s" % (
         args.name, args.scale, len(training), len(VALIDATION),
@@ -406,12 +429,14 @@ def main(argv=None) -> None:
     while state["elapsed"] < budget:
         started = time.perf_counter()
         model.train()
-        low, high = patches.batch(args.batch)
-        low, high = low.to(device), high.to(device)
+        low, high = next(patches)
+        low, high = low.to(device, non_blocking=True), high.to(device, non_blocking=True)
         lr = learning_rate(args.lr, state["elapsed"] / budget)
         for group in optimiser.param_groups:
             group["lr"] = lr
-        loss = (model(low) - high).abs().mean()
+        with autocast(device, args.bf16):
+            out = model(low)
+        loss = (out.float() - high).abs().mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

@@ -1,0 +1,88 @@
+"""The three training scripts run end to end, as scripts/train_on_gpu.sh
+runs them (batches from worker processes, bfloat16 forward passes, starting
+from weights), on a few synthetic photos for a second or so each, and
+export weights that the server's registry loads. A GPU session has minutes
+only: a script that breaks there must have broken here first."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models import registry  # noqa: E402
+from scripts.train_sr import VALIDATION  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """The held-out names (validation needs them) and three to train on:
+    smooth colour fields with hard edges, 200 px."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:200, 0:200] / 200.0
+    for name in list(VALIDATION) + ["a.png", "b.png", "c.png"]:
+        base = rng.uniform(0, 1, 3)
+        wave = np.sin((xx * rng.uniform(2, 9) + yy * rng.uniform(2, 9)) * np.pi)[..., None]
+        image = 0.5 * base + 0.3 * wave * rng.uniform(-1, 1, 3) + 0.2 * (xx > 0.5)[..., None]
+        pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / name, quality=95)
+    return folder
+
+
+def train(script: str, *args) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *map(str, args),
+                           "--workers", "2", "--bf16", "--device", "cpu", "--minutes", "0.02"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def check_exported(path: Path, init: str) -> dict:
+    model, _, _ = registry.load(path)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["training"]["steps"] >= 1
+    assert "--workers 2 --bf16" in record["training"]["commands"][0]
+    assert init in json.dumps(record["training"]["init"])
+    return record
+
+
+def test_super_resolution_from_shipped_weights(photos, tmp_path):
+    shipped = ROOT / "models" / "weights" / "span-x2.safetensors"
+    train("train_sr.py", "--scale", "2", "--name", "span-x2", "--run", tmp_path / "run",
+          "--photos", photos, "--weights-dir", tmp_path, "--init", shipped,
+          "--batch", "4", "--patch", "16", "--threads", "1")
+    record = check_exported(tmp_path / "span-x2.safetensors", str(shipped))
+    assert record["training"]["init"]["layers_fresh"] == []
+    assert sorted(record["training"]["data"]["training_photos"]) == ["a.png", "b.png", "c.png"]
+
+
+def test_deblurring_from_shipped_weights(photos, tmp_path):
+    shipped = ROOT / "models" / "weights" / "mimo-unet-small.safetensors"
+    train("train_deblur.py", "--name", "mimo-unet-small", "--run", tmp_path / "run",
+          "--photos", photos, "--weights-dir", tmp_path, "--init", shipped,
+          "--batch", "2", "--patch", "32", "--threads", "1", "--no-nice")
+    record = check_exported(tmp_path / "mimo-unet-small.safetensors", str(shipped))
+    # --init decides the size, whatever --channels and --blocks say
+    shipped_record = json.loads(shipped.with_suffix(".json").read_text())
+    assert record["hyper_parameters"] == shipped_record["hyper_parameters"]
+
+
+def test_matting_from_shipped_weights(photos, tmp_path):
+    shipped = ROOT / "models" / "weights"
+    train("train_matte.py", "--run", tmp_path / "run", "--photos", photos,
+          "--weights-dir", tmp_path, "--init", shipped, "--batch", "2", "--pool", "3",
+          "--matte-size", "96", "--patch", "64", "--up-patch", "60", "--threads", "1")
+    record = check_exported(tmp_path / "matte-refiner.safetensors", str(shipped))
+    check_exported(tmp_path / "matte-upsampler.safetensors", str(shipped))
+    # the shipped weights' own history stays in the record
+    assert record["training"]["earlier_runs"][0]["weights"] == str(shipped)
+    assert record["training"]["init"]["refiner"]["fresh"] == []
