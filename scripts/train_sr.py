@@ -183,11 +183,20 @@ def learning_rate(base: float, progress: float, warmup: float = 0.02) -> float:
 
 def git_commit() -> dict:
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        except OSError:   # no git at all
+            return ""
+        return done.stdout if done.returncode == 0 else ""
+    commit = git("rev-parse", "HEAD").strip()
+    if not commit:
+        # A copy of the working tree without .git (the GPU machine's): the
+        # commit comes from whoever started the run, or stays unknown.
+        return {"commit": os.environ.get("SHARPFU_COMMIT") or None,
+                "uncommitted_changes_in_models_or_scripts": None}
     changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
     ours = [p for p in changed if p.startswith(("models/", "scripts/"))]
-    return {"commit": git("rev-parse", "HEAD").strip(),
-            "uncommitted_changes_in_models_or_scripts": ours}
+    return {"commit": commit, "uncommitted_changes_in_models_or_scripts": ours}
 
 
 def cpu_name() -> str:
