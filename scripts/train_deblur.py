@@ -56,7 +56,8 @@ from server.methods.unsharp import UnsharpMask  # noqa: E402
 from scripts.batch_workers import batches  # noqa: E402
 from scripts.train_sr import (DEFAULT_PHOTOS, EMA, VALIDATION, add_gpu_options,  # noqa: E402
                               autocast, describe_device, find_photos, git_commit,
-                              learning_rate, read_rgb, to_tensor, validation_set)
+                              learning_rate, read_rgb, to_tensor, training_history,
+                              validation_set)
 
 FFT_WEIGHT = 0.1
 
@@ -310,7 +311,8 @@ def main(argv=None) -> None:
                 torch.nn.init.zeros_(layer.main[0].bias)
         ema = EMA(model, args.ema)
         state = {"step": 0, "elapsed": 0.0, "meta": {
-            "init": str(args.init) if args.init else None,
+            "init": {"weights": str(args.init), "earlier_runs": training_history(args.init)}
+                    if args.init else None,
             "commands": [command],
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "git": git_commit(),

@@ -48,7 +48,8 @@ from models.loading import load_state_dict  # noqa: E402
 from scripts import matte_data  # noqa: E402
 from scripts.batch_workers import batches  # noqa: E402
 from scripts.train_sr import (DEFAULT_PHOTOS, EMA, VALIDATION, add_gpu_options,  # noqa: E402
-                              autocast, describe_device, git_commit, learning_rate)
+                              autocast, describe_device, git_commit, learning_rate,
+                              training_history)
 
 METHOD = "mask-refiner"
 # The confidence's cross-entropy against the matte losses: at 0.1 (the first
@@ -281,12 +282,7 @@ def earlier_runs(meta: dict) -> list[dict]:
     runs = []
     if meta.get("init") and "weights" in meta["init"]:
         # Shipped weights: their record already holds the runs behind them.
-        record = json.loads((Path(meta["init"]["weights"]) / "matte-refiner.json").read_text())
-        training = record["training"]
-        return [{"weights": meta["init"]["weights"], "steps": training["steps"],
-                 "training_seconds": training["training_seconds"],
-                 "commands": training["commands"], "git": training["git"],
-                 "device": training["device"]}] + training.get("earlier_runs", [])
+        return training_history(Path(meta["init"]["weights"]) / "matte-refiner.safetensors")
     while meta.get("init") and Path(meta["init"].get("checkpoint", "")).is_file():
         path = meta["init"]["checkpoint"]
         source = torch.load(path, map_location="cpu", weights_only=True)

@@ -199,6 +199,19 @@ def git_commit() -> dict:
     return {"commit": commit, "uncommitted_changes_in_models_or_scripts": ours}
 
 
+def training_history(weights: Path) -> list[dict]:
+    """The runs behind `weights` (--init), newest first, from the record
+    beside them: GPU runs start from the shipped weights and replace them,
+    and the record is then the only place the earlier runs are named."""
+    record = Path(weights).with_suffix(".json")
+    if not record.is_file():
+        return []
+    training = json.loads(record.read_text()).get("training", {})
+    return [{"weights": str(weights), **{key: training.get(key) for key in (
+        "steps", "training_seconds", "commands", "git", "device")}}] + list(
+        training.get("earlier_runs") or [])
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -375,7 +388,8 @@ def main(argv=None) -> None:
             taken = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
             model.load_state_dict(taken, strict=False)
             init = {"weights": str(args.init), "layers_taken": len(taken),
-                    "layers_fresh": sorted(set(own) - set(taken))}
+                    "layers_fresh": sorted(set(own) - set(taken)),
+                    "earlier_runs": training_history(args.init)}
         ema = EMA(model, args.ema)
         state = {"step": 0, "elapsed": 0.0, "meta": {
             "commands": [command],

@@ -62,6 +62,10 @@ def test_super_resolution_from_shipped_weights(photos, tmp_path):
           "--batch", "4", "--patch", "16", "--threads", "1")
     record = check_exported(tmp_path / "span-x2.safetensors", str(shipped))
     assert record["training"]["init"]["layers_fresh"] == []
+    # the shipped weights' own runs stay named once new weights replace them
+    shipped_record = json.loads(shipped.with_suffix(".json").read_text())
+    assert record["training"]["init"]["earlier_runs"][0]["commands"] == \
+        shipped_record["training"]["commands"]
     assert sorted(record["training"]["data"]["training_photos"]) == ["a.png", "b.png", "c.png"]
 
 
@@ -74,6 +78,8 @@ def test_deblurring_from_shipped_weights(photos, tmp_path):
     # --init decides the size, whatever --channels and --blocks say
     shipped_record = json.loads(shipped.with_suffix(".json").read_text())
     assert record["hyper_parameters"] == shipped_record["hyper_parameters"]
+    assert record["training"]["init"]["earlier_runs"][0]["steps"] == \
+        shipped_record["training"]["steps"]
 
 
 def test_matting_from_shipped_weights(photos, tmp_path):
@@ -84,5 +90,8 @@ def test_matting_from_shipped_weights(photos, tmp_path):
     record = check_exported(tmp_path / "matte-refiner.safetensors", str(shipped))
     check_exported(tmp_path / "matte-upsampler.safetensors", str(shipped))
     # the shipped weights' own history stays in the record
-    assert record["training"]["earlier_runs"][0]["weights"] == str(shipped)
+    assert record["training"]["earlier_runs"][0]["weights"] == \
+        str(shipped / "matte-refiner.safetensors")
+    shipped_record = json.loads((shipped / "matte-refiner.json").read_text())
+    assert record["training"]["earlier_runs"][1:] == shipped_record["training"]["earlier_runs"]
     assert record["training"]["init"]["refiner"]["fresh"] == []
