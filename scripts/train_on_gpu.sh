@@ -27,7 +27,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PHOTOS=.train-photos
+# photos/ and photos-by-sa/ below it (tests point it at synthetic ones)
+PHOTOS=${SHARPFU_TRAIN_PHOTOS:-.train-photos}
 if [ "${1:-}" = "--prepare" ]; then
     mkdir -p "$PHOTOS"
     cp -r ../shared/data/photos ../shared/data/photos-by-sa "$PHOTOS"/

@@ -6,8 +6,10 @@ only: a script that breaks there must have broken here first."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +23,12 @@ from models import registry  # noqa: E402
 from scripts.train_sr import VALIDATION  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
+def make_photos(folder: Path, side: int) -> Path:
     """The held-out names (validation needs them) and three to train on:
-    smooth colour fields with hard edges, 200 px."""
-    folder = tmp_path_factory.mktemp("photos")
+    smooth colour fields with hard edges."""
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:200, 0:200] / 200.0
+    yy, xx = np.mgrid[0:side, 0:side] / side
     for name in list(VALIDATION) + ["a.png", "b.png", "c.png"]:
         base = rng.uniform(0, 1, 3)
         wave = np.sin((xx * rng.uniform(2, 9) + yy * rng.uniform(2, 9)) * np.pi)[..., None]
@@ -35,6 +36,11 @@ def photos(tmp_path_factory) -> Path:
         pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / name, quality=95)
     return folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    return make_photos(tmp_path_factory.mktemp("photos"), 200)
 
 
 def train(script: str, *args) -> str:
@@ -95,3 +101,25 @@ def test_matting_from_shipped_weights(photos, tmp_path):
     shipped_record = json.loads((shipped / "matte-refiner.json").read_text())
     assert record["training"]["earlier_runs"][1:] == shipped_record["training"]["earlier_runs"]
     assert record["training"]["init"]["refiner"]["fresh"] == []
+
+
+def test_the_gpu_script_runs_every_training_on_the_cpu(tmp_path):
+    """scripts/train_on_gpu.sh --check: the GPU run's exact commands, on the
+    CPU for a few seconds each, SharpFu's own install hidden as it is on the
+    GPU machine; every network's weights and record come back in one archive."""
+    make_photos(tmp_path / "photos" / "photos", 272)   # the deblurrer's 192 px patches + border
+    (tmp_path / "photos" / "photos-by-sa").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "train_on_gpu.sh"), "--check"],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT,
+                          env=dict(os.environ, SHARPFU_TRAIN_PHOTOS=str(tmp_path / "photos"),
+                                   OUT=str(out)))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with tarfile.open(out / "weights.tar.gz") as archive:
+        names = sorted(Path(n).name for n in archive.getnames() if Path(n).suffix)
+    assert names == sorted("%s.%s" % (net, ext) for net in (
+        "span-x2", "span-x4", "mimo-unet-small", "matte-refiner", "matte-upsampler")
+        for ext in ("json", "safetensors"))
+    with tarfile.open(out / "logs.tar.gz") as archive:
+        assert len([n for n in archive.getnames() if n.endswith(".jsonl")]) == 4
