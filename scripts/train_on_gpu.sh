@@ -20,8 +20,9 @@
 #                   log and validation curve).
 #
 # MINUTES is each network's training time (the scripts' --minutes: steps
-# only, without validation). Start-up, validation and export add about a
-# minute and a half, so 6 fits a 10-minute command with room to spare.
+# only, without validation). Start-up, validation and export come on top:
+# under 3 minutes for all four together in --check on the 2-core CPU, not
+# yet measured on a GPU; 6 is meant to leave room in a 10-minute command.
 # Each run starts from the shipped weights (--init) and keeps their data
 # recipe; its record names the weights it started from and the GPU.
 set -euo pipefail
@@ -32,7 +33,10 @@ PHOTOS=${SHARPFU_TRAIN_PHOTOS:-.train-photos}
 if [ "${1:-}" = "--prepare" ]; then
     mkdir -p "$PHOTOS"
     cp -r ../shared/data/photos ../shared/data/photos-by-sa "$PHOTOS"/
-    grep -qx "/$PHOTOS/" .git/info/exclude 2>/dev/null || echo "/$PHOTOS/" >> .git/info/exclude
+    case $PHOTOS in
+        /*) ;;   # outside the checkout: nothing for git to ignore
+        *) grep -qx "/$PHOTOS/" .git/info/exclude 2>/dev/null || echo "/$PHOTOS/" >> .git/info/exclude ;;
+    esac
     # The scripts import server/, which imports the client library, which
     # needs pyzmq: the GPU machine's Python 3.12 has none and cannot fetch.
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \

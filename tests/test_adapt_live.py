@@ -108,12 +108,18 @@ def test_client_adapts_then_upscales_with_the_adapted_model(server):
         assert adaptation.model in names
 
 
+def write_pages(tmp_path, count: int, seed: int, side: int):
+    """tmp_path/in holding page0.png... : text pages, side px square."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(count):
+        imageio.write(str(folder / ("page%d.png" % k)), Picture(text_image(seed + k, side)))
+    return folder
+
+
 @pytest.mark.slow
 def test_cli_upscale_adapt_end_to_end(server, tmp_path):
-    folder, out = tmp_path / "in", tmp_path / "out"
-    folder.mkdir()
-    for k in range(3):
-        imageio.write(str(folder / ("page%d.png" % k)), Picture(text_image(10 + k, 160)))
+    folder, out = write_pages(tmp_path, 3, 10, 160), tmp_path / "out"
     done = ok(run_cli("upscale", folder, "-o", out, "--adapt", "--adapt-steps", "40",
                       "--config", server.config_path, "--no-autostart", timeout=600))
     assert sorted(p.name for p in out.iterdir()) == ["page0.png", "page1.png", "page2.png"]
@@ -137,10 +143,7 @@ def test_cli_upscale_adapt_end_to_end(server, tmp_path):
 def test_cli_deblur_adapt_end_to_end(server, tmp_path):
     # Pages of 400 px: the deblurrer's pairs are cut at half size, and one
     # 512 px tile per page takes the whole page.
-    folder, out = tmp_path / "in", tmp_path / "out"
-    folder.mkdir()
-    for k in range(2):
-        imageio.write(str(folder / ("page%d.png" % k)), Picture(text_image(20 + k, 400)))
+    folder, out = write_pages(tmp_path, 2, 20, 400), tmp_path / "out"
     done = ok(run_cli("deblur", folder, "-o", out, "--adapt", "--adapt-steps", "10",
                       "--config", server.config_path, "--no-autostart", timeout=600))
     said = done.stderr
