@@ -15,6 +15,7 @@ It is safe to run again: what is already in place is left as it is.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -128,11 +129,18 @@ class Installer:
 
     def install_project(self) -> None:
         target = ".[test]" if self.args.dev else "."
+        # An editable install lists the project's packages once: a checkout
+        # whose pyproject.toml changed (a new package, a new dependency) is
+        # installed again.
+        stamp = Path(self.args.venv) / "sharpfu-pyproject.sha256"
+        project = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
         if self.installed("sharpfu") and (not self.args.dev or self.installed("pytest")) \
-                and self.editable_here():
+                and self.editable_here() and stamp.is_file() and stamp.read_text() == project:
             self.say("sharpfu: installed from %s" % ROOT)
             return
         self.run([str(self.python), "-m", "pip", "install", "--editable", target])
+        if not self.args.dry_run:
+            stamp.write_text(project)
         self.changed.append("sharpfu")
 
     def editable_here(self) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from . import device as devices
-from .adapted import Adapter
+from .adaptation import Adapter
 from . import pixels, tiling
 from .catalog import Catalog
 from .jobs import Job, JobError
@@ -87,7 +87,7 @@ class Engine:
         colour_channels = channels - has_alpha
         rgb_only = any(m.rgb_only for m, _ in stages)
 
-        def tile_fn(inputs: list[torch.Tensor]) -> torch.Tensor:
+        def tile_fn(inputs: list[torch.Tensor], box) -> torch.Tensor:
             x = inputs[0]
             colour, alpha = (x[:, :colour_channels], x[:, colour_channels:]) if has_alpha else (x, None)
             if rgb_only and colour_channels == 1:
@@ -109,8 +109,9 @@ class Engine:
         align = math.lcm(*(m.alignment for m, _ in stages))
         bytes_per_pixel = max(m.bytes_per_pixel for m, _ in stages) * scale * scale
         title = " + ".join(m.title for m, _ in stages)
+        largest = min((m.largest_tile for m, _ in stages if m.largest_tile), default=None)
         self._tiled(job, [image], [desc["format"]], out, desc["format"], tile_fn, scale, margin,
-                    bytes_per_pixel, title, report, align)
+                    bytes_per_pixel, title, report, align, largest)
         return [(out_desc, out, ref)]
 
     def _matte(self, job: Job, method: MatteMethod, report: Report):
@@ -122,28 +123,31 @@ class Engine:
             image = pixels.fill_transparent(image, desc["format"])
         colour_channels = channels - has_alpha
         self.catalog.ensure_loaded(method, self.device)
+        if job.params["foreground"]:
+            # the last fifth of the progress: the foreground colours
+            matte_report = lambda fraction, stage: report(0.8 * fraction, stage)  # noqa: E731
+        else:
+            matte_report = report
 
-        def tile_fn(inputs: list[torch.Tensor]) -> torch.Tensor:
+        def preparing(fraction: float, stage: str) -> None:
+            if job.cancel.is_set():
+                raise tiling.Cancelled()
+            matte_report(fraction * method.prepared_share, stage)
+        matte = method.prepare(image, desc["format"], colour_channels, mask, mask_desc["format"],
+                               job.params["iterations"] or None, preparing)
+
+        def tile_fn(inputs: list[torch.Tensor], box) -> torch.Tensor:
             colour, coarse = inputs[0][:, :colour_channels], inputs[1]
             if colour_channels == 1:
                 colour = colour.expand(-1, 3, -1, -1)
-            return method.forward(colour, coarse.clamp(0.0, 1.0)).float()
+            return matte(colour, coarse.clamp(0.0, 1.0), box).float()
 
         out_desc = dict(desc, name="alpha", channels=1)
         out, ref = job.allocate(out_desc)
-        if getattr(method, "whole_image", False):
-            # A network that needs the whole picture reads the frames itself.
-            def progress(fraction: float, stage: str) -> None:
-                if job.cancel.is_set():
-                    raise tiling.Cancelled()
-                report(fraction * (0.8 if job.params["foreground"] else 1.0), stage)
-            method.run(image, desc["format"], colour_channels, mask, mask_desc["format"], out,
-                       desc["format"], job.params.get("tile") or 0,
-                       job.params["iterations"] or None, progress)
-        else:
-            self._tiled(job, [image, mask], [desc["format"], mask_desc["format"]], out,
-                        desc["format"], tile_fn, 1, method.margin, method.bytes_per_pixel,
-                        method.title, report, method.alignment)
+        self._tiled(job, [image, mask], [desc["format"], mask_desc["format"]], out,
+                    desc["format"], tile_fn, 1, method.margin, method.bytes_per_pixel,
+                    method.title, matte_report, method.alignment, method.largest_tile,
+                    start=method.prepared_share)
         results = [(out_desc, out, ref)]
         if job.params["foreground"]:
             if job.cancel.is_set():
@@ -172,23 +176,27 @@ class Engine:
 
     # -- tiling and memory ----------------------------------------------------
 
-    def _tile_size(self, job: Job, bytes_per_pixel: float) -> int:
+    def _tile_size(self, job: Job, bytes_per_pixel: float, largest: int | None = None) -> int:
         requested = job.params.get("tile") or self.settings.tile
         if requested:
             return max(MIN_TILE, requested)
         free, _ = devices.memory(self.device)
         budget = free * (0.6 if self.device.type == "cuda" else 0.25)
-        side = int(math.sqrt(budget / bytes_per_pixel)) // 64 * 64
+        side = int(math.sqrt(budget / bytes_per_pixel)) // 64 * 64 if bytes_per_pixel else 4096
         if self.device.type != "cuda":
             side = min(side, CPU_TILE_LIMIT)
-        return max(256, min(side, 4096))
+        return min(max(256, min(side, 4096)), largest or 4096)
 
     def _tiled(self, job: Job, sources, formats, out, out_format, tile_fn, scale, margin,
-               bytes_per_pixel, title, report: Report, align: int = 1) -> None:
-        tile = self._tile_size(job, bytes_per_pixel)
+               bytes_per_pixel, title, report: Report, align: int = 1,
+               largest: int | None = None, start: float = 0.0) -> None:
+        """Run tile_fn over the sources into `out`, retrying with smaller
+        tiles when the device runs out of memory; progress goes from
+        `start` to 1."""
+        tile = self._tile_size(job, bytes_per_pixel, largest)
         # After a retry, progress goes on from where it was: clients count on
         # it never going backwards.
-        floor = [0.0, 0.0]  # fraction at the last retry, last fraction reported
+        floor = [start, start]  # fraction at the last retry, last fraction reported
 
         def progress(done: int, total: int) -> None:
             floor[1] = floor[0] + (1.0 - floor[0]) * done / total

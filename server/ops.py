@@ -122,10 +122,7 @@ OPS = {spec.name: spec for spec in (
             "trainable": Param(str, "all", choices=("all", "low-rank"),
                                help="what trains: all of the network's weights, or low-rank "
                                     "adapters on its convolutions (about 15% as many; "
-                                    "docs/MODELS.md)"),
-            "transport": Param(float, 0.0, minimum=0.0, maximum=1.0,
-                               help="weight of the POUF-style feature alignment (0: off; "
-                                    "docs/MODELS.md)")},
+                                    "docs/models/adaptation.md)")},
            "Adapt an upscaler or a deblurrer to samples of the user's own images (no ground "
            "truth needed); the result names the model to use as the method of later jobs.",
            common=("method",), max_frames=32),

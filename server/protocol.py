@@ -96,9 +96,8 @@ def _check_geometry(op: str, descs: list, params: dict, settings, msg_id: str) -
 
 
 def _check_samples(descs: list, params: dict, msg_id: str) -> None:
-    from .adaptation import Settings
-    from .adapted import MAX_SAMPLE_PIXELS
-    side = Settings.patch * params["scale"]
+    from .adaptation import MAX_SAMPLE_PIXELS, smallest_sample
+    side = smallest_sample(params["scale"])
     total = sum(d["width"] * d["height"] for d in descs)
     if total > MAX_SAMPLE_PIXELS:
         raise WireError("too_large", "The samples have %.1f megapixels together; adapt takes at "

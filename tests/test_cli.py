@@ -13,7 +13,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from serverproc import free_port
+from server.scratch import free_port
 from sharpfu_cli import imageio, main as cli_main
 from sharpfu_cli.imageio import Picture
 

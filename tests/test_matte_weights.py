@@ -100,8 +100,9 @@ def test_shipped_weights_have_records_and_load(role, architecture):
     assert set(record["training"]["data"]["validation_photos"]).isdisjoint(
         record["training"]["data"]["training_photos"])
     assert weights.path.stat().st_size < 4 * 2 ** 20
-    model, found, params = registry.load(weights.path)
-    assert found.name == architecture and params == record["hyper_parameters"]
+    loaded = registry.load(weights.path)
+    assert loaded.architecture.name == architecture
+    assert loaded.params == record["hyper_parameters"]
 
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from serverproc import ROOT, ServerProcess, free_port
+from server.scratch import ROOT, ServerProcess, free_port
 from sharpfu_client import Client, Frame, SharpFuError
 
 

@@ -31,7 +31,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gimp_runner import VERSIONS, has_gui_tools, locate  # noqa: E402
-from serverproc import ServerProcess  # noqa: E402
+from server.scratch import ServerProcess  # noqa: E402
 from sharpfu_cli import imageio  # noqa: E402
 from sharpfu_client import Client, Frame  # noqa: E402
 
