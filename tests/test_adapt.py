@@ -98,6 +98,7 @@ def test_adaptation_improves_the_internal_pairs_of_a_synthetic_image():
     assert fit.evaluate(adapted, pairs.check) == pytest.approx(outcome.after, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_the_safeguard_rejects_a_harmful_adaptation():
     weights, model = shipped_x2()
     # A learning rate a thousand times too high wrecks the network at once;
@@ -110,6 +111,7 @@ def test_the_safeguard_rejects_a_harmful_adaptation():
     assert "shipped network is kept" in outcome.reason
 
 
+@pytest.mark.slow
 def test_adaptation_stops_when_cancelled():
     weights, model = shipped_x2()
     calls = []
@@ -216,6 +218,7 @@ def test_adapt_refuses_what_cannot_adapt(engine):
     assert "models folder" in error.value.message
 
 
+@pytest.mark.slow
 def test_adapt_cancelled_through_the_engine(engine):
     job = make_job("adapt", {"steps": 500}, sample0=text_image(8, 128))
     methods = set(engine.catalog.methods)
@@ -328,6 +331,7 @@ def test_an_adapted_deblurrer_is_never_the_default(engine, monkeypatch):
 
 # -- low-rank adapters ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_low_rank_adapters_start_at_the_shipped_network_and_merge_exactly():
     _, model = shipped_x2()
     x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
@@ -351,6 +355,7 @@ def test_low_rank_adapters_start_at_the_shipped_network_and_merge_exactly():
         assert torch.allclose(plain(x), changed, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_low_rank_adaptation_keeps_a_plain_network():
     weights, model = shipped_x2()
     outcome = fit.adapt(model, [text_image(1), text_image(2)], shipped_pairs(weights),

@@ -231,6 +231,7 @@ def test_batch_on_a_folder_goes_on_past_a_damaged_file(sharpfu, tmp_path):
     assert result.stderr.count("upscale used") == 1
 
 
+@pytest.mark.slow
 def test_several_files_into_an_existing_folder(sharpfu, tmp_path):
     image(tmp_path / "a.png")
     image(tmp_path / "b.webp")
@@ -324,6 +325,7 @@ def test_the_cli_supplies_a_server_command(tmp_path):
     assert client.config["_path"] == str(config)
 
 
+@pytest.mark.slow
 def test_autostart(tmp_path):
     endpoint = "tcp://127.0.0.1:%d" % free_port()
     config = tmp_path / "config.json"

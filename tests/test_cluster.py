@@ -7,6 +7,8 @@ import pytest
 from sharpfu_client import Cancelled, Frame, SharpFuError
 from sharpfu_client.cluster import Cluster
 
+pytestmark = pytest.mark.slow   # several live servers, some killed on purpose
+
 
 def frames(count):
     rng = np.random.default_rng(11)

@@ -181,6 +181,7 @@ def test_upscale_scales_the_image_with_the_model_in_the_active_layer(plugin, ser
     assert image.snapshot() == before
 
 
+@pytest.mark.slow
 def test_result_as_a_new_image_leaves_this_one_alone(plugin, server):
     image, layer = picture(kind=RGB_IMAGE, offsets=(2, 2))
     before, original = image.snapshot(), layer_array(layer).copy()
@@ -317,6 +318,7 @@ def test_a_wrong_scale_is_refused(plugin):
 
 # -- AI Batch ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_batch_on_every_layer_is_one_undo_step_and_skips_text(plugin, server):
     image, layer = picture(kind=RGB_IMAGE)
     text = make_layer(image, "caption", 12, 6, RGBA_IMAGE, pixels(12, 6, 4).tobytes())
@@ -338,6 +340,7 @@ def test_batch_on_every_layer_is_one_undo_step_and_skips_text(plugin, server):
     assert image.snapshot() == before
 
 
+@pytest.mark.slow
 def test_batch_on_every_open_image(plugin):
     first, layer = picture()
     second, _ = picture(kind=GRAY_IMAGE, base=GRAY)

@@ -4,6 +4,7 @@ weights are tested in test_matte_weights.py."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -49,6 +50,7 @@ def test_refiner_gives_every_pass_at_the_input_size():
         assert p["settled"].dtype == torch.bool
 
 
+@pytest.mark.slow
 def test_sparse_passes_equal_the_dense_ones():
     torch.manual_seed(0)
     model = matte_refiner.MatteRefiner().eval()
@@ -88,6 +90,7 @@ def tiled(model, image, alpha_lo, image_lo, tile):
     return out, upsampling.counts
 
 
+@pytest.mark.slow
 def test_upsampler_tiles_show_no_seams():
     upsampler = random_upsampler()
     image, alpha = composite_scene(320, 420, seed=2)

@@ -57,6 +57,7 @@ def test_refiner_improves_a_sloppy_mask(refiner):
     assert (out - alpha).abs().mean() < (mask - alpha).abs().mean() / 2
 
 
+@pytest.mark.slow
 def test_output_follows_the_mask_where_the_image_is_ambiguous(refiner):
     # A flat, noisy grey picture has no edge to snap to: the matte must be the
     # mask's shape wherever the mask puts it.

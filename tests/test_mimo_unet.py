@@ -104,6 +104,7 @@ def test_registry_knows_mimo_unet(tmp_path):
     assert spec.multiple == 1 and spec.alignment == 4   # it pads itself, by reflection
 
 
+@pytest.mark.slow
 def test_official_checkpoint_round_trips_strictly_through_weights_only_load(tmp_path):
     model = small_network(32, 8, seed=1)
     path = save_official(model, tmp_path / "MIMO-UNet.pkl")
@@ -154,6 +155,7 @@ def test_the_three_outputs_are_residuals_at_quarter_half_and_full_size():
     assert torch.equal(quarter, x[..., ::4, ::4])
 
 
+@pytest.mark.slow
 def test_theoretical_reach_matches_the_gradient():
     """theoretical_radius is exact: the gradient of one output pixel reaches
     that far and no further (weights made positive so no ReLU closes)."""
@@ -262,6 +264,7 @@ def test_names_never_collide(tmp_path):
     assert names == ["deblur", "deblur.pth", "unsharp.pkl"]
 
 
+@pytest.mark.slow
 def test_deblur_prefers_mimo_unet_plus_then_mimo_unet_then_ours(tmp_path):
     folder = tmp_path / "models"
     folder.mkdir()
@@ -304,6 +307,7 @@ def test_shipped_weights_rank_above_the_unsharp_mask_only_if_their_record_says_t
     assert rank(None) > rank(record_with(25.0, 24.0, 24.5))
 
 
+@pytest.mark.slow
 def test_the_cli_names_a_user_checkpoint(tmp_path, fresh_server):
     from test_cli import run_cli
     folder = tmp_path / "models"
@@ -349,6 +353,7 @@ def shipped_method() -> NetworkMethod:
     return methods[0]
 
 
+@pytest.mark.slow
 def test_tiled_equals_untiled_with_the_shipped_network():
     """Within 1/255 with the margin the method states, at the smallest tile
     the tiler allows for it, on a photo (not noise: the margin is where a
@@ -368,6 +373,7 @@ def test_tiled_equals_untiled_with_the_shipped_network():
     assert np.abs(tiled.astype(int) - whole).max() <= 1
 
 
+@pytest.mark.slow
 def test_only_shifts_by_multiples_of_4_leave_the_output_unchanged():
     """Why tiles start on multiples of 4: the nearest-neighbour halving takes
     the even pixels, so an input cropped by 1 column sees the other half of
@@ -418,7 +424,7 @@ def test_the_shipped_network_beats_the_blurry_input_on_a_held_out_face(case, min
     """An untrained network returns its input (a gain of 0) and broken or
     mismatched weights do worse; the shipped ones gained 1.84, 0.20 and
     0.20 dB on this face when trained (small on motion blur: CPU training,
-    docs/MODELS.md)."""
+    docs/models/mimo-unet.md)."""
     sharp = np.array(Image.open(FACE).convert("RGB"))
     blurry = BLUR_CASES[case].apply(sharp)
     out = run("deblur", {"method": shipped_method().name}, image=blurry)
@@ -457,6 +463,7 @@ def add_model(tmp_path: Path, path: Path):
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_install_adds_a_recognised_checkpoint_and_refuses_the_rest(tmp_path):
     downloads = tmp_path / "downloads"
     marker = fill_folder(downloads)

@@ -75,7 +75,7 @@ def test_matte_snaps_a_sloppy_mask_to_the_edges():
     coarse = np.zeros((64, 64, 1), np.uint8)
     coarse[13:51, 13:51] = 255               # 3 px too large all round
     # The classical method: on flat graphics like this the trained refiner
-    # leaves a soft ramp inside the edge (docs/MODELS.md), so it is named.
+    # leaves a soft ramp inside the edge (docs/models/matting.md), so it is named.
     alpha = run("matte", {"method": "colour-line"}, image=src, mask=coarse)
     assert alpha.shape == (64, 64, 1) and alpha.dtype == np.uint8
     error_before = np.abs(coarse[..., 0] / 255 - truth).mean()
@@ -123,6 +123,7 @@ def test_out_of_memory_at_the_smallest_tile_is_an_error(monkeypatch):
     assert caught.value.code == "out_of_memory"
 
 
+@pytest.mark.slow
 def test_cancel_stops_between_tiles():
     job = make_job("upscale", {"scale": 2, "tile": 64}, image=gradient(300, 300, 3, np.uint8, 255))
     seen = []

@@ -195,6 +195,7 @@ def test_receptive_radius_is_exact(scale):
 
 @pytest.mark.parametrize("scale, shape, dtype", [
     (2, (260, 300, 3), np.uint8), (4, (230, 250, 4), np.dtype("<u2"))])
+@pytest.mark.slow
 def test_tiled_equals_untiled_with_the_network(scale, shape, dtype):
     """At the smallest tile the tiler allows for the network's margin. (The
     trained network's influence fades fast: one input pixel moves the output

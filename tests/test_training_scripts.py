@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT))
 from models import registry  # noqa: E402
 from training.photos import VALIDATION  # noqa: E402
 
+pytestmark = pytest.mark.slow   # each script runs end to end in a process of its own
+
 
 def make_photos(folder: Path, side: int) -> Path:
     """The held-out names (validation needs them) and three to train on:

@@ -125,7 +125,7 @@ def theoretical_radius(blocks: int) -> int:
 # moves the output by more than the 8-bit rounding, not the full theoretical
 # reach, whose outer part contributes far less.
 # SharpFu's own small networks: measured with bench/deblur_margin.py on the
-# shipped mimo-unet-small (docs/MODELS.md): beyond 15 px from a tile's edge
+# shipped mimo-unet-small (docs/models/mimo-unet.md): beyond 15 px from a tile's edge
 # no output moved by more than 1/255, beyond 20 px none by 0.25/255.
 MEASURED_MARGIN = 32
 # The paper's sizes (the authors' checkpoints users bring): not measured, as

@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also save the adapted model in the server's models folder")
         group.add_argument("--adapt-low-rank", action="store_true",
                            help="train low-rank adapters instead of all the network's weights: "
-                                "fewer parameters, smaller gains (docs/MODELS.md)")
+                                "fewer parameters, smaller gains (docs/models/adaptation.md)")
         command.set_defaults(run=run_images, op=name, parser=command)
 
     image_command("upscale", "Enlarge images 2x or 4x.", (2, 4), 2)

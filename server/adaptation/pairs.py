@@ -68,7 +68,7 @@ class Reblur:
     would learn to leave that much blur in: on text and screenshots, pairs
     at full size lost 0.41 dB against the truth, pairs at half size moved it
     by -0.05 to +0.04 dB, and on line art they gained 0.7 to 1.2 dB
-    (docs/MODELS.md, "The deblurrer")."""
+    (docs/models/adaptation.md)."""
 
     scale = 1
     reduce = 2
