@@ -18,6 +18,8 @@ from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
 from .methods.mimo_unet import shipped as shipped_deblurrers
 from .methods.network import network_methods
+from .methods.store_models import signature as store_signature
+from .methods.store_models import store_methods
 from .methods.unsharp import UnsharpMask
 from .models_folder import scan as scan_models_folder
 
@@ -43,6 +45,32 @@ class Catalog:
         # their files; a name already taken goes to the file's full name.
         for method in scan_models_folder(getattr(settings, "models_dir", ""), set(self.methods)):
             self.add(method)
+        self._store_names: set[str] = set()
+        self._store_signature = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Offer what the model store holds now: a model added with `sharpfu
+        models add` while the server runs appears the next time a client
+        asks for the methods; a removed one goes (unless loaded and busy:
+        loaded methods stay until the server restarts)."""
+        folder = getattr(self.settings, "models_dir", "")
+        found = store_signature(folder)
+        if found == self._store_signature:
+            return
+        with self._lock:
+            self._store_signature = found
+            taken = set(self.methods) - self._store_names
+            current = {m.name: m for m in store_methods(folder, taken)}
+            for name in self._store_names - set(current):
+                if not self.methods[name].loaded:
+                    del self.methods[name]
+            for name, method in current.items():
+                old = self.methods.get(name)
+                if old is None or old.record.get("sha256") != method.record.get("sha256"):
+                    self.methods[name] = method
+            self._store_names = {n for n in self.methods if n in current or
+                                 n in self._store_names}
 
     def add(self, method: Method) -> None:
         self.methods[method.name] = method
@@ -52,11 +80,13 @@ class Catalog:
         classical ones, unless a network's own record ranks it lower; for
         deblurring, a user's MIMO-UNet+ before MIMO-UNet before SharpFu's
         own)."""
+        self.refresh()
         found = [m for m in self.methods.values() if role in m.ops
                  and (role != "upscale" or scale in m.scales)]
         return sorted(found, key=lambda m: -m.rank())
 
     def pick(self, role: str, name: str | None, scale: int = 1) -> Method:
+        self.refresh()
         if name is None:
             found = self.candidates(role, scale)
             if not found:
@@ -81,6 +111,7 @@ class Catalog:
                 method.load(device, devices.half_dtype(device, self.settings.precision))
 
     def info(self) -> list[dict]:
+        self.refresh()
         return [m.info() for m in self.methods.values()]
 
     def chain(self, op: str, scale: int = 1, method: str | None = None) -> list[tuple[Method, int]]:
