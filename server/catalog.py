@@ -13,6 +13,7 @@ import torch
 from . import device as devices
 from .jobs import JobError
 from .methods import Method
+from .methods.auto_upscale import AutoUpscale
 from .methods.colour_matte import ColourLineMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
@@ -71,6 +72,29 @@ class Catalog:
                     self.methods[name] = method
             self._store_names = {n for n in self.methods if n in current or
                                  n in self._store_names}
+            self._offer_auto()
+
+    # the clean-photo upscaler `auto` prefers, by scale, best first; measured
+    # in docs/BENCHMARKS.md
+    AUTO_CLEAN = {2: ("span-official-x2-ch48", "span-official-x2-ch52"),
+                  4: ("span-official-x4-ch48", "span-official-x4-ch52")}
+    AUTO_THUMBNAIL = "span"
+
+    def _offer_auto(self) -> None:
+        """`auto` (server/methods/auto_upscale.py) exists while both its
+        networks are installed: the authors' SPAN for clean inputs and
+        SharpFu's for JPEG thumbnails."""
+        self.methods.pop("auto", None)
+        thumbnail = self.methods.get(self.AUTO_THUMBNAIL)
+        if thumbnail is None:
+            return
+        clean = {}
+        for scale, names in self.AUTO_CLEAN.items():
+            found = [self.methods[n] for n in names if n in self.methods]
+            if found and scale in thumbnail.scales:
+                clean[scale] = found[0]
+        if clean:
+            self.methods["auto"] = AutoUpscale(clean, {s: thumbnail for s in clean})
 
     def add(self, method: Method) -> None:
         self.methods[method.name] = method
