@@ -276,6 +276,8 @@ def main() -> None:
                         help="rows to leave out, e.g. 'Real-ESRGAN x4plus'")
     parser.add_argument("--note", default="", help="a sentence for the recorded section, e.g. "
                         "what else the machine was running")
+    parser.add_argument("--crops", default="sr_crops.png", metavar="NAME",
+                        help="with --record: the crops' file name in docs/images")
     parser.add_argument("--record", action="store_true",
                         help="append to docs/BENCHMARKS.md and write docs/images/sr_crops.png")
     args = parser.parse_args()
@@ -288,9 +290,9 @@ def main() -> None:
                              Pillow("Lanczos", Image.Resampling.LANCZOS),
                              Network("SharpFu SPAN-32", engine, {2: "span", 4: "span"})]
     for name, by_scale in rows.items():
-        method = engine.catalog.methods.get(next(iter(by_scale.values())))
-        scales = {s: m for s, m in by_scale.items() if method is None or s in method.scales}
-        methods.append(Network(name, engine, scales))
+        found = engine.catalog.methods
+        methods.append(Network(name, engine, {s: m for s, m in by_scale.items()
+                                              if m not in found or s in found[m].scales}))
     load = os.getloadavg()
     for method in methods:
         if not method.error:
@@ -300,24 +302,25 @@ def main() -> None:
         if not method.error:
             measure(method, photos, args.scales, results)
     load_after = os.getloadavg()
-    text = tables(results, methods) + "\n\n" + goals(results, "official SPAN ch48")
+    default = "auto" if "auto" in args.models else "official SPAN ch48"
+    text = tables(results, methods) + "\n\n" + goals(results, default)
     header = "Photos (held out of training): %s. Networks: %s." % (
         ", ".join(VALIDATION), "; ".join("%s = %s" % (m.name, m.title) for m in methods
                                          if getattr(m, "title", None)))
     loads = "load average %.1f at the start, %.1f at the end" % (load[0], load_after[0])
     print("\n" + header + "\n" + loads + "\n" + text)
     if args.record:
-        image_path = ROOT / "docs" / "images" / "sr_crops.png"
+        image_path = ROOT / "docs" / "images" / args.crops
         crops_figure(methods, photos, image_path)
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         section = ("\n## Super-resolution quality, %s (bench/sr_quality.py)\n\nMachine: %s; torch "
                    "threads: %s; %s. `bench/sr_quality.py --scales %s`. %s CPU time is process "
                    "time over all threads, wall time is elapsed time, both per megapixel of "
                    "output, model loading excluded.%s\n%s\n\nSide by side, 2x, degradation "
-                   "(b), pixels doubled: ![crops](images/sr_crops.png)\n" % (
+                   "(b), pixels doubled: ![crops](images/%s)\n" % (
                        stamp, machine(), _threads(), loads,
                        " ".join(map(str, args.scales)), header,
-                       (" " + args.note) if args.note else "", text))
+                       (" " + args.note) if args.note else "", text, args.crops))
         with open(ROOT / "docs" / "BENCHMARKS.md", "a") as handle:
             handle.write(section)
         print("recorded in docs/BENCHMARKS.md; crops in %s" % image_path.relative_to(ROOT))
