@@ -107,7 +107,8 @@ def install_from(entry: dict, fetched: Path, store: Store, replace: bool = False
     except (WeightsError, ncnn_convert.ConversionError, ValueError) as error:
         raise StoreError("%s: %s" % (entry["name"], error))
     record = {key: entry[key] for key in ("title", "licence", "notes", "preference",
-                                           "attribution", "description") if key in entry}
+                                           "attribution", "description", "measured")
+              if key in entry}
     record.update(source=source_text(entry), source_sha256=found, catalogue=entry["name"])
     installed = store.install(entry["name"], state, record, replace=replace)
     if entry.get("sha256") and installed["sha256"] != entry["sha256"]:
