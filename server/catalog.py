@@ -13,10 +13,13 @@ import torch
 from . import device as devices
 from .jobs import JobError
 from .methods import Method
+from .methods.auto_upscale import AutoUpscale
 from .methods.colour_matte import ColourLineMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
 from .methods.network import shipped_methods
+from .methods.store_models import signature as store_signature
+from .methods.store_models import store_methods
 from .methods.unsharp import UnsharpMask
 from .models_folder import scan as scan_models_folder
 
@@ -38,6 +41,55 @@ class Catalog:
         # their files; a name already taken goes to the file's full name.
         for method in scan_models_folder(getattr(settings, "models_dir", ""), set(self.methods)):
             self.add(method)
+        self._store_names: set[str] = set()
+        self._store_signature = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Offer what the model store holds now: a model added with `sharpfu
+        models add` while the server runs appears the next time a client
+        asks for the methods; a removed one goes (unless loaded and busy:
+        loaded methods stay until the server restarts)."""
+        folder = getattr(self.settings, "models_dir", "")
+        found = store_signature(folder)
+        if found == self._store_signature:
+            return
+        with self._lock:
+            self._store_signature = found
+            taken = set(self.methods) - self._store_names
+            current = {m.name: m for m in store_methods(folder, taken)}
+            for name in self._store_names - set(current):
+                if not self.methods[name].loaded:
+                    del self.methods[name]
+            for name, method in current.items():
+                old = self.methods.get(name)
+                if old is None or old.record.get("sha256") != method.record.get("sha256"):
+                    self.methods[name] = method
+            self._store_names = {n for n in self.methods if n in current or
+                                 n in self._store_names}
+            self._offer_auto()
+
+    # the clean-photo upscaler `auto` prefers, by scale, best first; measured
+    # in docs/BENCHMARKS.md
+    AUTO_CLEAN = {2: ("span-official-x2-ch48", "span-official-x2-ch52"),
+                  4: ("span-official-x4-ch48", "span-official-x4-ch52")}
+    AUTO_THUMBNAIL = "span"
+
+    def _offer_auto(self) -> None:
+        """`auto` (server/methods/auto_upscale.py) exists while both its
+        networks are installed: the authors' SPAN for clean inputs and
+        SharpFu's for JPEG thumbnails."""
+        self.methods.pop("auto", None)
+        thumbnail = self.methods.get(self.AUTO_THUMBNAIL)
+        if thumbnail is None:
+            return
+        clean = {}
+        for scale, names in self.AUTO_CLEAN.items():
+            found = [self.methods[n] for n in names if n in self.methods]
+            if found and scale in thumbnail.scales:
+                clean[scale] = found[0]
+        if clean:
+            self.methods["auto"] = AutoUpscale(clean, {s: thumbnail for s in clean})
 
     def add(self, method: Method) -> None:
         self.methods[method.name] = method
@@ -50,11 +102,13 @@ class Catalog:
         classical ones, unless a network's own record ranks it lower; for
         deblurring, a user's MIMO-UNet+ before MIMO-UNet before SharpFu's
         own)."""
+        self.refresh()
         found = [m for m in self.methods.values() if role in m.ops
                  and (role != "upscale" or scale in m.scales)]
         return sorted(found, key=lambda m: -m.rank())
 
     def pick(self, role: str, name: str | None, scale: int = 1) -> Method:
+        self.refresh()
         if name is None:
             found = self.candidates(role, scale)
             if not found:
@@ -79,6 +133,7 @@ class Catalog:
                 method.load(device, devices.half_dtype(device, self.settings.precision))
 
     def info(self) -> list[dict]:
+        self.refresh()
         return [m.info() for m in self.methods.values()]
 
     def chain(self, op: str, scale: int = 1, method: str | None = None) -> list[tuple[Method, int]]:

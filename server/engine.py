@@ -50,7 +50,7 @@ class Engine:
         elif job.op == "adapt":
             self.adapter.check(job)
         elif job.op != "echo":
-            self._stages(job)
+            self._stages(job, choose=False)
 
     def run(self, job: Job, report: Report) -> tuple[list[tuple[dict, np.ndarray, dict | None]], dict]:
         """Returns the result frames (descriptor, array, shared-memory ref or
@@ -71,8 +71,14 @@ class Engine:
         stages = self._stages(job)
         return self._image(job, stages, report), _describe(stages)
 
-    def _stages(self, job: Job) -> list[tuple[ImageMethod, int]]:
-        return self.catalog.chain(job.op, job.params.get("scale") or 1, job.params["method"])
+    def _stages(self, job: Job, choose: bool = True) -> list[tuple[ImageMethod, int]]:
+        stages = self.catalog.chain(job.op, job.params.get("scale") or 1, job.params["method"])
+        if not choose:
+            return stages
+        # a method that chooses per image (`auto`) hands over to its choice
+        image = job.inputs["image"][1] if "image" in job.inputs else None
+        return [(m.choose(image, s) if hasattr(m, "choose") and image is not None else m, s)
+                for m, s in stages]
 
     def _image(self, job: Job, stages, report: Report):
         desc, image = job.inputs["image"]

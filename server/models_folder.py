@@ -85,6 +85,8 @@ def scan(folder: str | Path | None, taken: set[str] = frozenset()) -> list[Netwo
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
+        if path.suffix == ".safetensors" and path.with_suffix(".json").is_file():
+            continue     # a model-store model, with its record: server/methods/store_models.py
         if path.suffix.lower() not in WEIGHT_SUFFIXES:
             # a README or a download's leftovers: nothing to warn about
             log.info("models folder: skipping %s: not a weights file (SharpFu reads %s)",

@@ -4,6 +4,7 @@
     sharpfu deblur scans/ -o sharp/
     sharpfu matte photo.png --mask rough.png -o alpha.png --bits 16
     sharpfu status
+    sharpfu models list       # and add, remove, show, pull: see models_cmd.py
 
 It works through the SharpFu server like the GIMP plug-ins do, and starts
 one when none runs. Each file either fails on one line of stderr or is
@@ -28,7 +29,7 @@ from sharpfu_client import launcher
 from sharpfu_client.adapt import TILE_SIDE, adapt, sample_tiles, task_for
 from sharpfu_client.cluster import Cluster, server_settings
 
-from . import imageio
+from . import imageio, models_cmd
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 RUN_WORDS = {"classical": "classical method, not AI", "network": "AI model"}
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="Show the server, its device and its methods.")
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
     status.set_defaults(run=run_status, parser=status)
+    models_cmd.add_parser(commands)
     return parser
 
 
@@ -163,6 +165,13 @@ def _tile(text: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "local", False):
+        # the model store is local files: no server involved
+        try:
+            sys.exit(args.run(args))
+        except config_module.ConfigError as error:
+            say("error: %s" % error)
+            sys.exit(EXIT_FAILED)
     interrupt = Interrupt()
     previous = signal.signal(signal.SIGINT, interrupt.handle)
     client = None

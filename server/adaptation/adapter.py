@@ -103,9 +103,18 @@ class Adapter:
             method = self.catalog.pick("deblur", job.params["method"])
         else:
             method = self.catalog.pick("upscale", job.params["method"], job.params["scale"])
+            if getattr(method, "name", "") == "auto":
+                # adaptation learns the user's own images: start from the
+                # network trained for degraded inputs, the one it can adapt
+                method = method.thumbnail[job.params["scale"]]
         if isinstance(method, AdaptedMethod):
             raise JobError("bad_params", "%r is already an adapted network; adapt the shipped "
                            "one (%s) instead." % (method.name, method.base.name))
+        if method.kind == "network" and not isinstance(method, NetworkMethod):
+            raise JobError("bad_params", "%s cannot be adapted: adaptation trains SharpFu's own "
+                           "networks (%s), not installed models of other architectures." % (
+                               method.title, ", ".join(m.name for m in self.catalog.methods.values()
+                                                       if isinstance(m, NetworkMethod))))
         if not isinstance(method, NetworkMethod) or task not in method.ops:
             raise JobError("bad_params", "%s is a classical method: only a trained network can "
                            "adapt." % method.title)
