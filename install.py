@@ -749,49 +749,23 @@ def has_nvidia_gpu() -> bool:
 
 
 def add_model(args: argparse.Namespace) -> None:
-    """--add-model PATH: copy a model checkpoint into the server's models
-    folder, after the server's own environment has checked that it loads
-    safely (safetensors, or torch.load(weights_only=True)) and that it is an
-    architecture the server can offer. The server scans the folder when it
-    starts."""
+    """--add-model PATH: the same as `sharpfu models add PATH`, run in the
+    server's environment: the file is checked (read only as safetensors or
+    through torch.load(weights_only=True), and recognised as an architecture
+    the server can run) and installed in the models folder with its record.
+    A running server offers it the next time it is asked for its methods."""
     source = Path(args.add_model).expanduser()
-    if not source.is_file():
-        sys.exit("install.py: --add-model: %s is not a file." % source)
     python = Installer(args).python
-    if not python.exists():
+    sharpfu = python.parent / ("sharpfu.exe" if os.name == "nt" else "sharpfu")
+    if not sharpfu.exists():
         sys.exit("install.py: --add-model needs the server's virtual environment (%s), which "
                  "does not exist yet: run install.py first (or name it with --venv)."
                  % python.parent.parent)
-    checked = subprocess.run([str(python), "-m", "server.models_folder", str(source.resolve())],
-                             capture_output=True, text=True, cwd=str(ROOT))
-    if checked.returncode != 0:
-        sys.exit("install.py: %s was not added: %s" % (
-            source, (checked.stderr or checked.stdout).strip().splitlines()[-1]))
-    found = json.loads(checked.stdout)
-    config_path = Path(sharpfu_config.config_dir()) / sharpfu_config.CONFIG_NAME
-    try:
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    except ValueError as error:
-        sys.exit("install.py: %s is not valid JSON: %s" % (config_path, error))
-    folder = Path((config.get("server") or {}).get("models_dir")
-                  or Path(sharpfu_config.config_dir()) / "models").expanduser()
-    target = folder / source.name
-    prefix = "[dry run] " if args.dry_run else ""
-    if target.exists():
-        if target.read_bytes() == source.read_bytes():
-            print("%s%s is already in %s" % (prefix, source.name, folder))
-            return
-        sys.exit("install.py: %s already holds a different %s; remove it, or rename your file "
-                 "(the server names the model after the file)." % (folder, source.name))
-    if not args.dry_run:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name("." + target.name + ".part")   # the server skips dot files
-        shutil.copyfile(source, partial)
-        os.replace(partial, target)
-    print("%sadded %s to %s: %s, %s parameters, for %s. The server offers it as method %r once "
-          "it starts again ('sharpfu status' lists it)." % (
-              prefix, source.name, folder, found["flavour"], format(found["parameters"], ","),
-              " and ".join(found["ops"]), source.stem))
+    command = [str(sharpfu), "models", "add", str(source.resolve())]
+    if args.dry_run:
+        print("[dry run] would run: %s" % " ".join(command))
+        return
+    sys.exit(subprocess.run(command).returncode)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -807,9 +781,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="say what would be done; change "
                                                                 "nothing")
     parser.add_argument("--add-model", metavar="PATH",
-                        help="copy a downloaded model checkpoint (e.g. the authors' "
-                             "MIMO-UNetPlus.pkl) into the server's models folder, after checking "
-                             "that it loads safely and is recognised; nothing else is done")
+                        help="install a downloaded model file (e.g. the authors' "
+                             "MIMO-UNetPlus.pkl, or a community .safetensors) in the server's "
+                             "models folder, after checking that it loads safely and is "
+                             "recognised; the same as `sharpfu models add PATH`; nothing else "
+                             "is done")
     parser.add_argument("--no-models", action="store_true",
                         help="do not download the default models (%s)" % ", ".join(DEFAULT_MODELS))
     gimp = parser.add_argument_group("GIMP plug-in")

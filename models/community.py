@@ -1,10 +1,6 @@
-"""Community model files through spandrel (MIT): ESRGAN and Real-ESRGAN,
-Compact, SPAN, SwinIR, HAT, DAT, NAFNet, SCUNet and the rest of spandrel's
-architectures, recognised from their state dicts.
-
-Weights are read only by models/loading.py (safetensors, or
-torch.load(weights_only=True)); spandrel only recognises and builds the
-network. Never spandrel's own file loading: it would run TorchScript.
+"""Importing spandrel (MIT), whose architectures recognise and build
+community model files (models/architectures/community.py puts them behind
+SharpFu's descriptor interface, so models/registry.py loads them).
 
 spandrel without torchvision
 ----------------------------
@@ -40,17 +36,8 @@ import logging
 import sys
 import threading
 import types
-from dataclasses import dataclass
-from pathlib import Path
-
-import torch
-
-from .loading import WeightsError, load_state_dict
 
 log = logging.getLogger("sharpfu.models")
-
-# Where BasicSR, spandrel's tests and other releases nest a state dict.
-CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g")
 
 _lock = threading.Lock()
 _spandrel = None
@@ -166,61 +153,3 @@ def unavailable() -> dict[str, str]:
     spandrel()
     return {arch: ", ".join("%s (%s)" % (p, _absent.get(p, "absent")) for p in sorted(packages))
             for arch, packages in _needs.items()}
-
-
-@dataclass
-class Described:
-    """What a state dict holds, as spandrel recognised it."""
-    descriptor: object               # spandrel's ImageModelDescriptor
-    architecture: str                # spandrel's architecture id, e.g. "ESRGAN"
-    task: str                        # "upscale" or "restore"
-    scale: int
-    parameters: int
-    input_channels: int
-    output_channels: int
-    tags: list[str]
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.descriptor.model
-
-
-def describe(state: dict[str, torch.Tensor], source: str = "these weights") -> Described:
-    """Recognise and build the network of a state dict (on the CPU, eval
-    mode). WeightsError, saying why, when spandrel does not know it, when it
-    is not an image-to-image model, or when its architecture needs a package
-    that is absent."""
-    module = spandrel()
-    try:
-        descriptor = module.ModelLoader(device="cpu").load_from_state_dict(state)
-    except module.UnsupportedModelError:
-        raise WeightsError("%s match no architecture SharpFu or spandrel knows; first keys: %s."
-                           % (source, ", ".join(list(state)[:5])))
-    except (RuntimeError, KeyError, ValueError, IndexError, TypeError, AttributeError) as error:
-        raise WeightsError("%s look like a known architecture but do not load: %s: %s"
-                           % (source, type(error).__name__, str(error).splitlines()[0]))
-    arch = descriptor.architecture.id
-    missing = needs(arch)
-    if missing:
-        raise WeightsError("%s are a %s model, which needs %s; it is not usable in SharpFu's "
-                           "environment (%s)." % (source, arch, " and ".join(sorted(missing)),
-                                                  unavailable()[arch]))
-    if not isinstance(descriptor, module.ImageModelDescriptor):
-        raise WeightsError("%s are a %s model (%s), not an image-to-image network that SharpFu "
-                           "can run." % (source, arch, type(descriptor).__name__))
-    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
-        raise WeightsError("%s are a %s model with %d input and %d output channels; SharpFu "
-                           "runs RGB-to-RGB networks." % (source, arch, descriptor.input_channels,
-                                                          descriptor.output_channels))
-    descriptor.model.eval()
-    return Described(descriptor=descriptor, architecture=arch,
-                     task="upscale" if descriptor.scale > 1 else "restore",
-                     scale=int(descriptor.scale),
-                     parameters=sum(p.numel() for p in descriptor.model.parameters()),
-                     input_channels=descriptor.input_channels,
-                     output_channels=descriptor.output_channels, tags=list(descriptor.tags))
-
-
-def load(path: str | Path) -> Described:
-    """Recognise and build the network in a weights file, read safely."""
-    return describe(load_state_dict(path, container_keys=CONTAINER_KEYS), source=str(path))

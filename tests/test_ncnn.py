@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import ncnn_writer
-from models import community, ncnn, ncnn_convert
+from models import community, ncnn, ncnn_convert, registry
+from models.span_official import SPANOfficial
 
 
 @pytest.fixture(scope="module")
@@ -34,46 +35,54 @@ def image(size=20, seed=1):
 
 @pytest.mark.parametrize("scale", [2, 4])
 def test_span_round_trip(spandrel, scale):
+    """The authors' SPAN (spandrel's, in their training layout) written as
+    ncnn folds each Conv3XC; the conversion is SharpFu's network of the
+    folded kernels, computing exactly what the graph computes."""
     model = small_span(spandrel, scale)
     param, weights = ncnn_writer.span(model)
     graph = ncnn.read(param, weights)
     assert [layer.stored_as for layer in graph.convolutions] == ["float16"] * 22
     converted = ncnn_convert.convert(graph)
-    assert converted.architecture == "SPAN" and converted.scale == scale
+    assert converted.architecture == "span-official" and converted.scale == scale
     # the folded kernels read back are the float16-rounded ones written
     model.conv_1.update_params()
     assert torch.equal(converted.state_dict["conv_1.eval_conv.weight"],
                        model.conv_1.eval_conv.weight.half().float())
-    # spandrel folds the rebuilt Conv3XC stacks back to exactly those kernels
-    rebuilt = community.describe(converted.state_dict).model
-    rebuilt.block_3.c2_r.update_params()
-    assert torch.equal(rebuilt.block_3.c2_r.eval_conv.weight,
-                       converted.state_dict["block_3.c2_r.eval_conv.weight"])
+    rebuilt = registry.build(converted.state_dict)
+    assert isinstance(rebuilt.model, SPANOfficial)
+    assert rebuilt.params == {"scale": scale, "channels": 8}
+    assert not any(".sk." in key or ".conv." in key for key in converted.state_dict)
     x = image()
     with torch.no_grad():
         from_graph = ncnn.run(graph, x)
-        assert torch.equal(rebuilt(x), from_graph)
+        assert torch.equal(rebuilt.model(x), from_graph)
         # and the graph computes what the original network computes, up to
         # the float16 rounding of its weights
         assert (model(x) - from_graph).abs().max() < 0.05
     assert from_graph.shape == (1, 3, 20 * scale, 20 * scale)
 
 
-def test_converted_span_trains_like_a_plain_network(spandrel):
-    """Training mode runs the re-parameterised stacks; at the converted
-    weights it computes what evaluation computes, and gradients reach the
-    folded kernels."""
+def test_converted_span_trains_as_the_plain_network_it_is(spandrel):
+    """Fine-tuning trains the folded 3x3 kernels directly: training mode
+    computes what evaluation computes, and every kernel gets a gradient."""
     converted = ncnn_convert.convert(ncnn.read(*ncnn_writer.span(small_span(spandrel))))
-    model = community.describe(converted.state_dict).model
+    model = registry.build(converted.state_dict).model
     x = image()
     with torch.no_grad():
         evaluated = model.eval()(x)
     model.train()
     trained = model(x)
-    assert (trained - evaluated).abs().max() < 1e-4
+    assert torch.equal(trained, evaluated)
     trained.square().mean().backward()
-    assert model.block_2.c1_r.conv[1].weight.grad.abs().sum() > 0
-    assert model.block_2.c1_r.sk.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_the_authors_training_layout_is_left_to_spandrel(spandrel):
+    """A SPAN .pth in the authors' training layout (Conv3XC branches beside
+    eval_conv) is spandrel's SPAN, not SharpFu's folded one."""
+    loaded = registry.build(small_span(spandrel).state_dict())
+    assert loaded.architecture.name == "spandrel:SPAN" and loaded.spec.scale == 2
+    assert loaded.spec.exact_tiles and loaded.spec.receptive_radius == 21
 
 
 def test_compact_round_trip(spandrel):
@@ -83,10 +92,12 @@ def test_compact_round_trip(spandrel):
                                              upscale=4)).eval()
     graph = ncnn.read(*ncnn_writer.compact(model))
     converted = ncnn_convert.convert(graph)
-    assert converted.architecture == "Compact" and converted.scale == 4
+    assert converted.architecture == "spandrel:Compact" and converted.scale == 4
     x = image()
     with torch.no_grad():
         assert (model(x) - ncnn.run(graph, x)).abs().max() < 1e-5
+        assert torch.equal(registry.build(converted.state_dict).model(x),
+                           model(x).clamp(0, 1))   # spandrel clamps what it returns
     for key, value in model.state_dict().items():
         assert torch.equal(converted.state_dict[key], value), key
 
@@ -112,13 +123,13 @@ def test_rrdb_round_trip(spandrel):
     conv("conv_last", 3, channels)
     graph = ncnn.read(*ncnn_writer.rrdb(state, blocks))
     converted = ncnn_convert.convert(graph)
-    assert converted.architecture == "ESRGAN" and converted.scale == 4
+    assert converted.architecture == "spandrel:ESRGAN" and converted.scale == 4
     assert set(converted.state_dict) == set(state)
-    model = community.describe(state).model
-    assert isinstance(model, ESRGAN)
+    model = registry.build(state).model
+    assert isinstance(model.net, ESRGAN)
     x = image(12)
     with torch.no_grad():
-        assert (model(x) - ncnn.run(graph, x)).abs().max() < 1e-5
+        assert (model.net(x) - ncnn.run(graph, x)).abs().max() < 1e-5
 
 
 def test_float32_and_table_weights_are_read():

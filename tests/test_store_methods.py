@@ -1,4 +1,4 @@
-"""Installed models as the server's methods (server/methods/store_models.py):
+"""Installed models as the server's methods (server/methods/network.py, NetworkMethod):
 offered under their names, picked up while the server runs, tiled exactly
 where their reach is known, 4x models also serving 2x."""
 from __future__ import annotations
@@ -43,8 +43,10 @@ def test_installed_models_become_methods_while_the_server_runs(spandrel, tmp_pat
     add(store, tmp_path, "tiny-span-x4", span(4))
     methods = {m["name"]: m for m in engine.status()["methods"]}
     assert set(methods) - names == {"tiny-span-x4"}
+    # served as SharpFu's own networks are: named for upscale, and for
+    # sharpen's upscaling stage
     assert methods["tiny-span-x4"]["scales"] == [2, 4] and methods["tiny-span-x4"]["ops"] == \
-        ["upscale"]
+        ["upscale", "sharpen"]
     image = (np.random.default_rng(0).random((40, 36, 3)) * 255).astype(np.uint8)
     for scale in (2, 4):
         job = make_job("upscale", {"scale": scale, "method": "tiny-span-x4"}, image=image)

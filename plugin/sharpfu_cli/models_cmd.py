@@ -161,10 +161,14 @@ def do_add(args, store) -> int:
                 record["licence"], os.path.basename(path)))
         return 0
     record = store.add(path, name=args.name, licence=args.licence)
-    print("added %s: %s, %dx %s, %s parameters; licence: %s. It is offered as method %r ('sharpfu "
-          "status' lists it)." % (record["name"], record["task"], record["scale"],
-                                  record["architecture"], format(record["parameters"], ","),
-                                  record["licence"], record["name"]))
+    if record.get("again"):
+        print("%s is installed already, from the same file" % record["name"])
+        return 0
+    print("added %s to %s: %s (%s, %dx), %s parameters; licence: %s. It is offered as method %r "
+          "('sharpfu status' lists it)." % (
+              record["name"], store.folder, record.get("flavour") or record["architecture"],
+              record["task"], record["scale"], format(record["parameters"], ","),
+              record["licence"], record["name"]))
     return 0
 
 

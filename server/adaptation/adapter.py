@@ -110,14 +110,33 @@ class Adapter:
         if isinstance(method, AdaptedMethod):
             raise JobError("bad_params", "%r is already an adapted network; adapt the shipped "
                            "one (%s) instead." % (method.name, method.base.name))
-        if method.kind == "network" and not isinstance(method, NetworkMethod):
-            raise JobError("bad_params", "%s cannot be adapted: adaptation trains SharpFu's own "
-                           "networks (%s), not installed models of other architectures." % (
-                               method.title, ", ".join(m.name for m in self.catalog.methods.values()
-                                                       if isinstance(m, NetworkMethod))))
         if not isinstance(method, NetworkMethod) or task not in method.ops:
             raise JobError("bad_params", "%s is a classical method: only a trained network can "
                            "adapt." % method.title)
+        if task != "deblur" and job.params["scale"] not in method.weights:
+            raise JobError("bad_params", "%s makes %dx from its %dx weights, which cannot be "
+                           "adapted for %dx; adapt it at %dx." % (
+                               method.name, job.params["scale"],
+                               method.sources[job.params["scale"]], job.params["scale"],
+                               method.sources[job.params["scale"]]))
+        external = {w.architecture.title for w in method.weights.values()
+                    if w.architecture.external}
+        if external:
+            # Adaptation fits the network to pairs made from the user's images
+            # with SharpFu's own degradation recipe and an L1 loss: it would
+            # pull a community model, trained for its own look (most of them
+            # GAN-sharpened) on data SharpFu knows nothing of, toward SharpFu's.
+            raise JobError("bad_params", "%s cannot be adapted: it is a community model (%s), "
+                           "and adaptation fine-tunes SharpFu's own networks, whose training "
+                           "it knows; adapt one of them instead (%s)." % (
+                               method.name, ", ".join(sorted(external)), ", ".join(
+                                   m.name for m in self.catalog.candidates(
+                                       "deblur" if task == "deblur" else "upscale",
+                                       1 if task == "deblur" else job.params["scale"])
+                                   if isinstance(m, NetworkMethod)
+                                   and not isinstance(m, AdaptedMethod)
+                                   and not any(w.architecture.external
+                                               for w in m.weights.values()))))
         return method
 
     def check(self, job: Job) -> None:
@@ -224,7 +243,7 @@ class Adapter:
                 record = json.loads(path.with_suffix(".json").read_text())
                 base = self.catalog.methods.get(record["base"])
                 if not isinstance(base, NetworkMethod) or isinstance(base, AdaptedMethod) \
-                        or record["scale"] not in base.scales:
+                        or record["scale"] not in base.weights:
                     raise ValueError("its shipped network %r (%sx) is not installed"
                                      % (record.get("base"), record.get("scale")))
                 method = AdaptedMethod(record["name"], base, record["scale"], record, path=path)
