@@ -324,6 +324,7 @@ class Broker:
             "device": engine["device"],
             "methods": engine["methods"],
             "defaults": engine["defaults"],
+            "choices": engine["choices"],
             "ops": {name: spec.describe() for name, spec in OPS.items()},
             "limits": {"max_pixels": self.settings.max_pixels,
                        "max_message_bytes": self.settings.max_message_bytes,

@@ -169,6 +169,26 @@ class Catalog:
             return stages
         return [(self.pick(ROLES[op], method, scale), scale)]
 
+    def choices(self) -> dict:
+        """op -> scale -> the names of the methods a job may name for it,
+        best first: the first is what runs when none is named (for sharpen,
+        the deblurrers, whose first is its first stage, then the upscalers
+        it can end with). The list the GIMP dialogs and the CLI offer."""
+        self.refresh()
+        found = {}
+        for op, scales in OP_SCALES.items():
+            found[op] = {}
+            for scale in scales:
+                if op == "sharpen":
+                    names = [m.name for m in self.candidates("deblur")]
+                    if scale > 1:
+                        names += [m.name for m in self.candidates("upscale", scale)
+                                  if "sharpen" in m.ops and m.name not in names]
+                else:
+                    names = [m.name for m in self.candidates(ROLES[op], scale)]
+                found[op][str(scale)] = names
+        return found
+
     def defaults(self) -> dict:
         """op -> scale -> the method (or '+'-joined chain) used when none is named."""
         return {op: {str(s): "+".join(m.name for m, _ in self.chain(op, s)) for s in ss}

@@ -39,7 +39,8 @@ class Engine:
     def status(self) -> dict:
         return {"device": devices.describe(self.device, self.settings.precision),
                 "methods": self.catalog.info(),
-                "defaults": self.catalog.defaults()}
+                "defaults": self.catalog.defaults(),
+                "choices": self.catalog.choices()}
 
     # -- one job --------------------------------------------------------------
 

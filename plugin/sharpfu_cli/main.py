@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from sharpfu_client import Cancelled, Client, Frame, SharpFuError
 from sharpfu_client import config as config_module
-from sharpfu_client import launcher
+from sharpfu_client import choices, launcher
 from sharpfu_client.adapt import TILE_SIDE, adapt, sample_tiles, task_for
 from sharpfu_client.cluster import Cluster, server_settings
 
@@ -611,7 +611,15 @@ def describe_status(status: dict) -> str:
             (device.get("memory_free") or 0) / gib, (device.get("memory_total") or 0) / gib),
         "Jobs: %d running, %d queued" % (jobs.get("running", 0), jobs.get("queued", 0)),
     ]
-    methods = status.get("methods") or []
+    return "\n".join(lines + describe_choices(status))
+
+
+def describe_choices(status: dict) -> list[str]:
+    """Per op: the default, then every method a job may name, best first
+    (sharpfu_client.choices: the order the GIMP dialogs list them in), with
+    the scales each serves. `sharpfu status` and `sharpfu models list` both
+    print this."""
+    lines = []
     ops = status.get("ops") or {}
     all_defaults = status.get("defaults") or {}
     for op in [op for op in ops if op in all_defaults] + [op for op in all_defaults
@@ -623,16 +631,26 @@ def describe_status(status: dict) -> str:
         scales = sorted(defaults.items(), key=lambda item: int(item[0]))
         lines.append("  default: " + ", ".join(
             name if len(scales) == 1 else "%s (%sx)" % (name, scale) for scale, name in scales))
-        for method in methods:
-            if op in (method.get("ops") or []):
-                # where a model comes from (shipped, or a user's checkpoint)
-                # matters to whoever picks one by name
-                source = method.get("source")
-                lines.append("  %-14s %s (%s%s)" % (
-                    method.get("name"), method.get("title", ""),
-                    STATUS_WORDS.get(method.get("kind"), method.get("kind")),
-                    "; " + source if source and source != "built in" else ""))
-    return "\n".join(lines)
+        ranked = choices.by_scale(status, op)
+        served: dict[str, list[int]] = {}
+        order: list[dict] = []
+        for scale, methods in ranked:
+            for method in methods:
+                if method["name"] not in served:
+                    served[method["name"]] = []
+                    order.append(method)
+                served[method["name"]].append(scale)
+        for method in order:
+            # where a model comes from (shipped, installed, a user's
+            # checkpoint) matters to whoever picks one by name
+            source = method.get("source")
+            at = "" if len(ranked) == 1 else " [%s]" % ", ".join(
+                "%dx" % s for s in served[method["name"]])
+            lines.append("  %-14s %s (%s%s)%s" % (
+                method.get("name"), method.get("title", ""),
+                STATUS_WORDS.get(method.get("kind"), method.get("kind")),
+                "; " + source if source and source != "built in" else "", at))
+    return lines
 
 
 if __name__ == "__main__":

@@ -77,25 +77,63 @@ def _size(size) -> str:
 
 def do_list(args, store) -> int:
     from models import catalogue
-    installed = store.records()
-    available = [e for e in catalogue.entries() if e["name"] not in {r["name"] for r in installed}]
+    models = store.models()
+    installed = [model.summary for model in models]
+    available = [e for e in catalogue.entries() if e["name"] not in {m.name for m in models}]
+    status, where = method_status(args)
     if args.json:
         print(json.dumps({"folder": str(store.folder), "installed": installed,
-                          "catalogue": available}, indent=2))
+                          "catalogue": available, "choices": status.get("choices"),
+                          "defaults": status.get("defaults"), "methods_from": where}, indent=2))
         return 0
     print("Installed in %s:" % store.folder)
-    if not installed:
+    if not models:
         print("  none (sharpfu models add FILE, or sharpfu models pull NAME)")
-    for record in installed:
-        print("  %-24s %-8s %dx  %-8s %s" % (record["name"], record["task"], record["scale"],
-                                              record["architecture"], record["licence"]))
+    for model in models:
+        found = model.summary
+        if model.weights is None:
+            print("  %-24s not usable: %s" % (model.name, model.problem))
+            continue
+        print("  %-24s %-8s %dx  %-16s %s" % (model.name, found["task"], found["scale"],
+                                               found["architecture"], found["licence"]))
     if available:
         print("\nIn the catalogue (sharpfu models pull NAME):")
         for entry in available:
-            print("  %-24s %-8s %dx  %-8s %s, %s" % (
+            print("  %-24s %-8s %dx  %-16s %s, %s" % (
                 entry["name"], entry["task"], entry["scale"], entry["architecture"],
                 entry["licence"], _size(entry.get("size"))))
+    print("\nMethods per operation, best first (%s):" % where)
+    from .main import describe_choices
+    print("\n".join(describe_choices(status)[1:]))
     return 0
+
+
+def method_status(args) -> tuple[dict, str]:
+    """The methods and their ranking as the running server has them (the
+    status it answers with), or, with no server running, as one started now
+    would have them (its catalog, built here from the same settings; no
+    weights are loaded)."""
+    from sharpfu_client import Client
+    try:
+        config = config_module.load(args.config)
+        client = Client(config=config, autostart=False, connect_timeout=2.0)
+        try:
+            return client.connect(), "as the server at %s offers them" % client.endpoint
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - no server (or none reachable): build the list here
+        pass
+    from argparse import Namespace
+
+    from server.catalog import Catalog
+    from server.ops import OPS
+    from server.settings import resolve
+    settings = resolve(Namespace(config=args.config, models_dir=args.models_dir))
+    catalog = Catalog(settings)
+    return ({"methods": catalog.info(), "defaults": catalog.defaults(),
+             "choices": catalog.choices(),
+             "ops": {name: spec.describe() for name, spec in OPS.items()}},
+            "as a server started now would offer them; none is running")
 
 
 def do_show(args, store) -> int:

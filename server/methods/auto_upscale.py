@@ -46,7 +46,7 @@ class AutoUpscale(ImageMethod):
     """Delegates each image to `clean` or `thumbnail` (scale -> method)."""
     name = "auto"
     kind = "network"
-    ops = ("upscale",)
+    ops = ("upscale", "sharpen")
 
     def __init__(self, clean: dict, thumbnail: dict, preference: float = 2.0):
         super().__init__()
