@@ -86,13 +86,19 @@ class OpSpec:
                            for name, p in self.all_params().items()}}
 
 
+STRENGTH = Param(float, 1.0, minimum=0.0, maximum=1.0,
+                 help="how much of the method's change to keep: 1 all of it, 0 none (the image "
+                      "plainly resampled with Lanczos-3, or unchanged at 1x), in between a mix")
+
 OPS = {spec.name: spec for spec in (
     OpSpec("upscale", ("image",),
-           {"scale": Param(int, 2, choices=(2, 4), help="output size factor")},
+           {"scale": Param(int, 2, choices=(2, 4), help="output size factor"),
+            "strength": STRENGTH},
            "Enlarge the image 2x or 4x."),
-    OpSpec("deblur", ("image",), {}, "Remove blur at the same size."),
+    OpSpec("deblur", ("image",), {"strength": STRENGTH}, "Remove blur at the same size."),
     OpSpec("sharpen", ("image",),
-           {"scale": Param(int, 1, choices=(1, 2, 4), help="output size factor")},
+           {"scale": Param(int, 1, choices=(1, 2, 4), help="output size factor"),
+            "strength": STRENGTH},
            "Deblur, then upscale: AI Sharpen."),
     OpSpec("matte", ("image", "mask"),
            {"foreground": Param(bool, False, help="also return the foreground colours "

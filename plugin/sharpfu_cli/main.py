@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         if scales:
             command.add_argument("--scale", type=int, choices=scales, default=default,
                                  help="size factor (default %d)" % default)
+        command.add_argument("--strength", metavar="S", type=_strength,
+                             help="how much of the change to keep, 0 to 1 or 0%%%% to 100%%%% "
+                                  "(default 1: all; 0: the image %s)" % (
+                                      "unchanged" if name == "deblur" else
+                                      "plainly resampled with Lanczos-3"))
         command.add_argument("--jobs", metavar="N", type=_positive_int,
                              help="images in flight at once (default: 2 per server), so that "
                                   "reading and writing files never leaves a server idle")
@@ -143,6 +148,14 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _strength(text: str) -> float:
+    """0 to 1, or a percentage (50%)."""
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must lie between 0 and 1 (or 0%% and 100%%)")
     return value
 
 
@@ -436,6 +449,8 @@ def job_params(args) -> dict:
         params["tile"] = args.tile
     if getattr(args, "scale", None):
         params["scale"] = args.scale
+    if getattr(args, "strength", None) is not None and args.strength != 1.0:
+        params["strength"] = args.strength
     return params
 
 
