@@ -14,7 +14,6 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp  # noqa: E402
 
-from gimp_pixels import Refusal  # noqa: E402
 from sharpfu_client import Client  # noqa: E402
 from sharpfu_client.plugin_jobs import STAGES, job_params, stage_text  # noqa: E402,F401
 from sharpfu_client.adapt import TILE_SIDE, adapt as adapt_model, sample_tiles  # noqa: E402
@@ -37,11 +36,11 @@ def connect(title):
     return client
 
 
-def run(op, frame, params, title):
-    """Run `op` on one frame; returns the Result or raises SharpFuError."""
+def run(op, frames, params, title):
+    """Run `op` on frames; returns the Result or raises SharpFuError."""
     client = connect(title)
     try:
-        job = client.submit(op, [frame], params)
+        job = client.submit(op, frames, params)
         shown = [None]
 
         def progress(fraction, stage):

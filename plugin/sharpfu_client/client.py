@@ -185,7 +185,30 @@ def check_limits(server_status, job):
         raise too_large
 
 
-class Client(object):
+class Waiting(object):
+    """wait() and run() for anything with submit, poll, result and cancel
+    (a Client, a cluster.Cluster)."""
+
+    def wait(self, job, progress=None, cancelled=None, copy=True):
+        """Wait for a job to end; returns its Result or raises.
+
+        progress(fraction, stage) is called for every progress message;
+        cancelled() is polled about ten times a second and cancels the job
+        when it returns True."""
+        if progress is not None:
+            job.on_progress = progress
+        while not job.finished:
+            if cancelled is not None and not job.cancel_sent and cancelled():
+                self.cancel(job)
+            self.poll(0.1)
+        return self.result(job, copy)
+
+    def run(self, op, frames, params=None, progress=None, cancelled=None, copy=True):
+        """Submit a job and wait for its result."""
+        return self.wait(self.submit(op, frames, params), progress, cancelled, copy)
+
+
+class Client(Waiting):
     """A connection to one SharpFu server.
 
     endpoint, key and the way to start a server come from the configuration
@@ -419,20 +442,6 @@ class Client(object):
         job.cancel_sent = True
         self._send(wire.make_header("cancel", job=job.id, session=self.session))
 
-    def wait(self, job, progress=None, cancelled=None, copy=True):
-        """Wait for a job to end; returns its Result or raises.
-
-        progress(fraction, stage) is called for every progress message;
-        cancelled() is polled about ten times a second and cancels the job
-        when it returns True."""
-        if progress is not None:
-            job.on_progress = progress
-        while not job.finished:
-            if cancelled is not None and not job.cancel_sent and cancelled():
-                self.cancel(job)
-            self.poll(0.1)
-        return self.result(job, copy)
-
     def poll(self, timeout):
         """Handle replies for up to `timeout` seconds, and fail the jobs whose
         server has been silent for longer than the client's timeout. For
@@ -455,10 +464,6 @@ class Client(object):
             self._release_lease(job)
             raise job.error
         return self._collect(job, copy)
-
-    def run(self, op, frames, params=None, progress=None, cancelled=None, copy=True):
-        """Submit a job and wait for its result."""
-        return self.wait(self.submit(op, frames, params), progress, cancelled, copy)
 
     # -- replies ------------------------------------------------------------
 

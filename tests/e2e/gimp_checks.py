@@ -134,15 +134,36 @@ def dump(name, data):
 
 # -- headless: results compared with the CLI's ----------------------------------------------------
 
+def describe_argument(pspec):
+    """What GIMP registered for an argument: its label, help, default and,
+    for a choice, its nicks and labels, for a number, its range."""
+    found = {"name": pspec.name, "label": pspec.get_nick(), "help": pspec.get_blurb(),
+             "type": pspec.value_type.name, "spec": pspec.__gtype__.name}
+    try:
+        default = pspec.get_default_value()
+        found["default"] = default if isinstance(default, (bool, int, float, str)) else None
+    except Exception:  # noqa: BLE001 - an object argument has no plain default
+        found["default"] = None
+    if pspec.__gtype__.name == "GimpParamChoice":
+        choice = Gimp.param_spec_choice_get_choice(pspec)
+        found["choices"] = [[nick, choice.get_label(nick)] for nick in choice.list_nicks()]
+        found["default"] = Gimp.param_spec_choice_get_default(pspec)
+    if found["type"] in ("gint", "gdouble"):
+        found["range"] = [pspec.minimum, pspec.maximum]
+    return found
+
+
 @check("headless")
 def registration():
     found = {}
     for name in ("sharpfu-ai-sharpen", "sharpfu-ai-upscale", "sharpfu-ai-deblur",
-                 "sharpfu-batch"):
+                 "sharpfu-batch", "sharpfu-refine-matte"):
         proc = PDB.lookup_procedure(name)
         found[name] = None if proc is None else {
             "label": proc.get_menu_label(), "menu": list(proc.get_menu_paths()),
+            "blurb": proc.get_blurb(), "help": proc.get_help(),
             "arguments": [a.name for a in proc.get_arguments()],
+            "details": [describe_argument(a) for a in proc.get_arguments()],
             "returns": [a.name for a in proc.get_return_values()]}
     record("registration", procedures=found)
 

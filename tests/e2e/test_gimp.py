@@ -34,8 +34,9 @@ from gimp_runner import VERSIONS, has_gui_tools, locate  # noqa: E402
 from server.scratch import ServerProcess  # noqa: E402
 from sharpfu_cli import imageio  # noqa: E402
 from sharpfu_client import Client, Frame  # noqa: E402
+from sharpfu_client.operations import PROCEDURES  # noqa: E402
 
-pytestmark = pytest.mark.gimp
+pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -209,6 +210,32 @@ def test_procedures_are_registered_under_filters_enhance(headless):
     assert batch["arguments"] == ["run-mode", "image", "op", "scale", "method", "adapt",
                                   "adapt-steps", "target", "input-folder", "output-folder"]
     assert batch["returns"] == ["done", "notes"]
+
+
+def test_the_procedures_gimp_registered_are_the_table(headless):
+    """Labels, menus, help, and each argument's label, help, default,
+    choices and range: all as sharpfu_client.operations declares them."""
+    found = headless["registration"]["procedures"]
+    for procedure in PROCEDURES.values():
+        got = found[procedure.name]
+        assert got is not None, procedure.name + " is not registered"
+        assert (got["label"], got["menu"], got["blurb"], got["help"]) == (
+            procedure.label, procedure.menus, procedure.blurb, procedure.help), procedure.name
+        assert got["returns"] == [value.name for value in procedure.returns]
+        first = ["run-mode", "image", "drawables"] if procedure.image else ["run-mode"]
+        assert got["arguments"] == first + [a.name for a in procedure.arguments]
+        details = {entry["name"]: entry for entry in got["details"]}
+        for argument in procedure.arguments:
+            entry = details[argument.name]
+            assert (entry["label"], entry["help"]) == (argument.label, argument.help), entry
+            if argument.kind == "choice":
+                assert entry["choices"] == [[c.nick, c.label] for c in argument.choices], entry
+                assert entry["default"] == argument.default, entry
+            elif argument.kind == "int":
+                assert entry["range"] == [argument.minimum, argument.maximum], entry
+                assert entry["default"] == argument.default, entry
+            elif argument.kind in ("bool", "string"):
+                assert entry["default"] == argument.default, entry
 
 
 def test_upscale_with_no_arguments_doubles_the_image_in_place(headless, expected):
