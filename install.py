@@ -219,7 +219,9 @@ CLIENT = "sharpfu_client"
 VENDOR = "_vendor"
 VENDOR_RECORD = "sharpfu-vendor.json"
 PYZMQ = "pyzmq>=25"
-OWN_MARK = b"sharpfu-ai-upscale"   # in sharpfu.py: tells our folder from another plug-in's
+# In sharpfu.py (sharpfu_gimp2.py): tells our folder from another plug-in's.
+# The first is in every version since the table of procedures, the second in earlier ones.
+OWN_MARKS = (b"from sharpfu_client.operations import", b"sharpfu-ai-upscale")
 FLATPAK_ID = "org.gimp.GIMP"
 SANDBOXED = ("flatpak", "snap")
 LINUX_WHEELS = ("manylinux_2_28_%s", "manylinux_2_17_%s", "manylinux2014_%s")
@@ -594,7 +596,7 @@ class GimpPlugins:
             script = gimp.script
             if not script.exists():
                 continue
-            if OWN_MARK not in script.read_bytes():
+            if not any(mark in script.read_bytes() for mark in OWN_MARKS):
                 self.say("%s: %s is not SharpFu's plug-in; left alone" % (gimp.name, gimp.folder))
                 continue
             self.say("%s: removing %s" % (gimp.name, gimp.folder))
