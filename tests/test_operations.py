@@ -158,3 +158,20 @@ def test_the_table_stays_python_2_compatible_in_its_words():
             plain(text).encode("ascii")
     assert plain(u"AI _Upscale\u2026") == "AI _Upscale..."
     assert operations.scale_label(1) == u"1\u00d7 (same size)"
+
+
+def test_the_unreachable_server_message_says_what_to_do(monkeypatch, tmp_path):
+    from sharpfu_client import launcher
+    config = {"server_command": ["/opt/shar pfu/.venv/bin/sharpfu-server"],
+              "_path": str(tmp_path / "sharpfu.json")}
+    monkeypatch.delenv("FLATPAK_ID", raising=False)
+    monkeypatch.delenv("SNAP", raising=False)
+    told = launcher.unreachable(config, "tcp://127.0.0.1:5599")
+    assert told.startswith("No SharpFu server answers. Start it in a terminal with: "
+                           "'/opt/shar pfu/.venv/bin/sharpfu-server' --endpoint "
+                           "tcp://127.0.0.1:5599 --config %s" % (tmp_path / "sharpfu.json"))
+    assert launcher.log_path() in told and "sandbox" not in told
+    monkeypatch.setenv("FLATPAK_ID", "org.gimp.GIMP")
+    told = launcher.unreachable({"server_command": None}, "tcp://127.0.0.1:5599")
+    assert "Flatpak sandbox" in told and "outside the sandbox" in told
+    assert "install.py" in told and "sharpfu-server" in told

@@ -295,8 +295,7 @@ class Client(Waiting):
                 "client's key: they use different configurations. Run install.py again, or give "
                 "both the same 'key'." % self.endpoint, "bad_signature")
         if not self.autostart:
-            raise ServerUnavailable("No SharpFu server answers at %s. Start one with "
-                                    "'sharpfu-server'." % self.endpoint)
+            raise ServerUnavailable(launcher.unreachable(self.config, self.endpoint))
         if not config_module.is_local_endpoint(self.endpoint):
             raise ServerUnavailable("The SharpFu server at %s does not answer. It runs on another "
                                     "machine, so it cannot be started from here." % self.endpoint)
@@ -308,12 +307,12 @@ class Client(Waiting):
         try:
             process, log = launcher.start(self.config, self.endpoint)
         except ValueError:
-            raise ServerUnavailable("No SharpFu server answers at %s, and SharpFu does not know how "
-                                    "to start one. Run install.py again, or start 'sharpfu-server' "
-                                    "yourself." % self.endpoint)
+            raise ServerUnavailable(launcher.unreachable(self.config, self.endpoint))
         except OSError as exc:
-            raise ServerUnavailable("The SharpFu server could not be started (%s). Run install.py "
-                                    "again, or start 'sharpfu-server' yourself." % exc)
+            # The details (errno, paths) are for the log; the user gets what to do.
+            launcher.note_in_log("could not start the server: %s" % exc)
+            raise ServerUnavailable(launcher.unreachable(
+                self.config, self.endpoint, "SharpFu could not start its server."))
         deadline = now() + self.start_timeout
         while now() < deadline:
             try:
@@ -324,10 +323,12 @@ class Client(Waiting):
                 try:  # another client may have started one at the same moment
                     return self.status(timeout=1.0)
                 except (Timeout, ConnectionLost):
-                    raise ServerUnavailable("The SharpFu server stopped right after starting: %s "
-                                            "(log: %s)" % (launcher.log_tail(log) or "no output", log))
-        raise ServerUnavailable("The SharpFu server did not answer within %d s of starting. "
-                                "See its log: %s" % (self.start_timeout, log))
+                    raise ServerUnavailable(launcher.unreachable(
+                        self.config, self.endpoint, "The SharpFu server stopped right after "
+                        "starting."))
+        raise ServerUnavailable(launcher.unreachable(
+            self.config, self.endpoint, "The SharpFu server did not answer within %d s of "
+            "starting." % self.start_timeout))
 
     def close(self):
         for job in list(self._jobs.values()):

@@ -593,6 +593,11 @@ def test_a_stopped_server_is_an_error_and_the_image_stays_as_it_was(stopped):
     assert result["status"] == "execution-error", result
     assert "SharpFu server" in result["message"] and "answers" in result["message"], result
     assert result["written"] == [] and result["images_left"] == 0
+    # what to do, in words: no error numbers or tracebacks; how to start it; where its log is
+    for procedure in ("sharpfu-ai-upscale", "sharpfu-ai-deblur", "sharpfu-batch"):
+        message = found[procedure]["message"]
+        assert "Errno" not in message and "Traceback" not in message, message
+        assert "sharpfu-server" in message and "server.log" in message, message
 
 
 # -- GUI ------------------------------------------------------------------------------------------
