@@ -71,6 +71,7 @@ class Batch(BatchReport):
         self.running = []         # (task, change, number, job), oldest first
         self.refused = deque()    # (task, change, number) the server was too busy for
         self.shown = None
+        self.words = None         # JobWords, once connected
 
     # -- what to do ---------------------------------------------------------
 
@@ -121,6 +122,7 @@ class Batch(BatchReport):
     def run(self, tasks):
         """Do every task of `tasks`, an iterable that may load files as it goes."""
         client = server_job.connect(TITLE)
+        self.words = server_job.JobWords(self.op, client.server_status, self.params)
         try:
             items = self.items(tasks)
             more = True
@@ -240,7 +242,7 @@ class Batch(BatchReport):
         task, change, number, job = self.running[0]
         text = "%s %d/%d: %s: %s" % (TITLE, number, self.total,
                                      self.short_label(task, change.layer),
-                                     server_job.stage_text(job))
+                                     self.words.text(job))
         if text != self.shown:
             self.shown = text
             Gimp.progress_set_text(text)

@@ -7,6 +7,8 @@ new mask added), and optionally a cut-out layer above it holds the subject
 with decontaminated colours (no halo of the old background), all as one undo
 step. Nothing changes until the server's answer is in.
 """
+import time
+
 import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
@@ -97,9 +99,10 @@ def job_params(cutout, iterations, method):
     return params
 
 
-def refine(image, layer, source="auto", cutout=False, iterations=0, method=""):
+def refine(image, layer, source="auto", cutout=False, iterations=0, method="", interactive=False):
     """Refine the layer's coarse mask; returns (the layer mask, the cut-out
     layer or None, the server's description of the method)."""
+    started = time.time()
     gimp_pixels.check_layer(image, layer, changes_layer=False)
     source = pick_source(image, layer, source)
     sample = gimp_pixels.sample_format(image)
@@ -107,13 +110,12 @@ def refine(image, layer, source="auto", cutout=False, iterations=0, method=""):
     colour = gimp_pixels.read(layer, Region(0, 0, width, height), sample)
     coarse = read_coarse(image, layer, source, sample, colour)
     result = server_job.run("matte", [colour, coarse], job_params(cutout, iterations, method),
-                            TITLE)
+                            TITLE, started)
     alpha = result.frame("alpha")
     if (alpha.width, alpha.height, alpha.channels) != (width, height, 1):
         raise Refusal("The SharpFu server answered with a %dx%d matte instead of %dx%d; the "
                       "image is unchanged." % (alpha.width, alpha.height, width, height))
     foreground = result.frame("foreground") if cutout else None
-    Gimp.progress_set_text("%s: done by %s" % (TITLE, result.method.get("title", "?")))
 
     # Everything so far only read the image. From here it changes, as one undo step.
     image.undo_group_start()
@@ -123,6 +125,7 @@ def refine(image, layer, source="auto", cutout=False, iterations=0, method=""):
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
+    server_job.finish(TITLE, result.words.done(result), interactive)
     return mask, cut, result.method
 
 

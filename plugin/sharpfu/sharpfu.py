@@ -19,6 +19,7 @@ Mask) turns a rough mask into the layer's alpha matte.
 """
 import os
 import sys
+import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,6 +51,19 @@ except ImportError as error:
     # Register the menu entries anyway: running one then says what is missing,
     # which is easier to act on than entries that silently never appear.
     MISSING = error
+
+
+def one_layer(spec, image, drawables):
+    """The one layer a filter works on, refused before any dialog opens when
+    SharpFu cannot work on it (an indexed image, a group, several layers)."""
+    if len(drawables) != 1:
+        raise Refusal("Select exactly one layer for %s (%d are selected)." % (
+            spec.title, len(drawables)))
+    layer = drawables[0]
+    if spec.op == "matte" and layer.is_layer_mask():   # its thumbnail was clicked
+        layer = Gimp.Layer.from_mask(layer)
+    gimp_pixels.check_layer(image, layer, changes_layer=False)
+    return layer
 
 
 def run(procedure, run_mode, image, drawables, config, spec):
@@ -88,15 +102,11 @@ def run_batch(procedure, config, spec):
 
 def run_refine(procedure, run_mode, image, drawables, config, spec):
     def work():
-        if len(drawables) != 1:
-            raise Refusal("Select exactly one layer for %s (%d are selected)." % (
-                spec.title, len(drawables)))
-        layer = drawables[0]
-        if layer.is_layer_mask():   # its thumbnail was clicked: the layer is meant
-            layer = Gimp.Layer.from_mask(layer)
+        layer = one_layer(spec, image, drawables)
         _, cutout, method = refine_matte.refine(
             image, layer, config.get_property("source"), config.get_property("cutout"),
-            config.get_property("iterations"), config.get_property("method"))
+            config.get_property("iterations"), config.get_property("method"),
+            interactive=run_mode != Gimp.RunMode.NONINTERACTIVE)
         return [GObject.Value(Gimp.Layer, cutout),
                 GObject.Value(GObject.TYPE_STRING, method.get("name", ""))]
     return answer(procedure, run_mode, lambda: dialog(procedure, config, spec), work)
@@ -159,10 +169,8 @@ def ui():
 def process(spec, image, drawables, config, show):
     """Do the filter; returns the image holding the result and the server's
     description of the method that made it."""
-    if len(drawables) != 1:
-        raise Refusal("Select exactly one layer for %s (%d are selected)." % (
-            spec.title, len(drawables)))
-    layer = drawables[0]
+    started = time.time()
+    layer = one_layer(spec, image, drawables)
     scale = int(config.get_property("scale")) if spec.scales else 1
     new_image = bool(spec.scales) and config.get_property("output") == "new-image"
     gimp_pixels.check_layer(image, layer, changes_layer=not new_image)
@@ -181,19 +189,19 @@ def process(spec, image, drawables, config, show):
             server_job.came_compressed(image, frame.format),
             task_for(spec.op, scale))
         note = "; " + note
-    result = server_job.run(spec.op, [frame], params, spec.title)
+    result = server_job.run(spec.op, [frame], params, spec.title, started)
     change.take(result.frame("image"))
-    Gimp.progress_set_text("%s: done by %s%s" % (spec.title, result.method.get("title", "?"),
-                                                 note))
 
     # Everything so far only read the image. From here it changes, as one undo step.
     if new_image:
         new = gimp_pixels.new_image(image, layer, change.pixels)
         if show:
             Gimp.Display.new(new)
-        return new, result.method
-    in_place.apply(image, [change], scale)
-    return image, result.method
+    else:
+        new = image
+        in_place.apply(image, [change], scale)
+    server_job.finish(spec.title, result.words.done(result, note), show)
+    return new, result.method
 
 
 def failure(procedure, message):

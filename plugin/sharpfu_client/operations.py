@@ -100,9 +100,10 @@ class Operation(object):
     which of the engine's runners computes it ("image": a method chain over
     the image, "matte", "adapt", "echo")."""
 
-    def __init__(self, name, inputs, outputs, params, summary, runner,
+    def __init__(self, name, inputs, outputs, params, summary, runner, doing,
                  common=("method", "tile"), max_frames=0, masks=()):
         self.name, self.inputs, self.outputs = name, tuple(inputs), tuple(outputs)
+        self.doing = doing    # what a progress bar says while it runs
         self.masks = tuple(masks)
         self.params = OrderedDict(params)
         self.summary, self.runner = summary, runner
@@ -162,26 +163,26 @@ OPERATIONS = _table([
     Operation("upscale", ["image"], ["image"],
               [("scale", Param("int", 2, choices=(2, 4), help="output size factor")),
                ("strength", STRENGTH)],
-              "Enlarge the image 2x or 4x.", runner="image"),
+              "Enlarge the image 2x or 4x.", runner="image", doing=u"Enlarging"),
     Operation("deblur", ["image"], ["image"], [("strength", STRENGTH)],
-              "Remove blur at the same size.", runner="image"),
+              "Remove blur at the same size.", runner="image", doing=u"Removing blur"),
     Operation("sharpen", ["image"], ["image"],
               [("scale", Param("int", 1, choices=(1, 2, 4), help="output size factor")),
                ("strength", STRENGTH)],
-              "Deblur, then upscale: AI Sharpen.", runner="image"),
+              "Deblur, then upscale: AI Sharpen.", runner="image", doing=u"Sharpening"),
     Operation("matte", ["image", "mask"], ["alpha", "foreground"], [
         ("foreground", Param("bool", False, help="also return the foreground colours (frame "
                                                  "'foreground'), free of the old background")),
         ("iterations", Param("int", 0, minimum=0, maximum=8,
                              help="refinement passes of a network refiner; 0: its default"))],
         "Refine a coarse mask (1 channel, the image's size) into an alpha matte.",
-        runner="matte", masks=["mask"]),
+        runner="matte", doing=u"Refining the matte", masks=["mask"]),
     Operation("echo", ["image"], ["image"], [
         ("delay", Param("float", 0.0, minimum=0.0, maximum=60.0,
                         help="seconds to spend, in progress steps (for tests)")),
         ("steps", Param("int", 10, minimum=1, maximum=1000, help="progress steps"))],
         "Diagnostic: returns its frames unchanged, through the same queue as every job.",
-        runner="echo", common=()),
+        runner="echo", doing=u"Working", common=()),
     Operation("adapt", ["sample"], [], [
         ("task", Param("str", "upscale", choices=("upscale", "deblur"),
                        help="which network adapts: an upscaler, or a deblurrer")),
@@ -201,7 +202,8 @@ OPERATIONS = _table([
                                  "docs/models/adaptation.md)"))],
         "Adapt an upscaler or a deblurrer to samples of the user's own images (no ground truth "
         "needed); the result names the model to use as the method of later jobs.",
-        runner="adapt", common=("method",), max_frames=32),
+        runner="adapt", doing=u"Adapting the model to your images", common=("method",),
+        max_frames=32),
 ])
 
 
@@ -330,7 +332,9 @@ def plain(text):
     typographic characters the table uses, in ASCII."""
     for fancy, simple in ((u"\u2026", u"..."), (u"\u00d7", u"x")):
         text = text.replace(fancy, simple)
-    return str(text)
+    if not isinstance(text, str):     # unicode, in Python 2
+        text = text.encode("ascii", "replace")
+    return text
 
 
 def gimp2_label(argument):

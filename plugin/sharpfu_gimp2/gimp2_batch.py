@@ -39,6 +39,7 @@ class Batch(BatchReport):
         self.op, self.scale, self.params, self.target = op, scale, params, target
         self.accept_8_bit = accept_8_bit
         self.total = 1
+        self.words = None     # JobWords, once connected
         self.finished = 0.0
 
     def plan(self, name, image):
@@ -74,7 +75,8 @@ class Batch(BatchReport):
             gimp2_job.say("%s: %s" % (TITLE, label))
             try:
                 job = client.submit(self.op, [change.read()], self.params)
-                change.take(gimp2_job.wait(client, job, TITLE, self.finished / self.total,
+                change.take(gimp2_job.wait(client, job, "%s: %s" % (TITLE, label), self.words,
+                                           self.finished / self.total,
                                            share / self.total).frame("image"))
             except SharpFuError as error:
                 if error.code in FATAL:
@@ -124,6 +126,7 @@ def run(op, scale, params, target, image, source, destination, accept_8_bit):
     else:
         raise Refusal("AI Batch works on 'layers', 'images' or 'folder', not %r." % native(target))
     client = gimp2_job.connect(TITLE)
+    batch.words = gimp2_job.JobWords(op, client.server_status, params)
     try:
         work(client)
     except Stopped as stopped:

@@ -161,17 +161,23 @@ def process(spec, image, drawable, values, show):
     change = gimp2_layers.LayerChange(image, drawable, scale, whole=new_image)
     result = gimp2_job.run(spec.op, [change.read()], params, name)
     change.take(result.frame("image"))
-    gimp2_job.say("%s: done by %s" % (name, result.method.get("title", "?")))
-    gimp.progress_update(1.0)
 
     # Everything so far only read the image. From here it changes, as one undo step.
     if new_image:
         new = gimp2_layers.new_image(image, drawable, change.pixels)
         if show:
             gimp.Display(new)
-        return new, result.method
-    gimp2_layers.apply(image, [change], scale)
-    return image, result.method
+    else:
+        new = image
+        gimp2_layers.apply(image, [change], scale)
+    finish(name, result)
+    return new, result.method
+
+
+def finish(name, result):
+    """What stays in the progress bar's place: how long, and what made it."""
+    gimp2_job.say("%s: %s" % (name, plain(result.words.done(result))))
+    gimp.progress_update(1.0)
 
 
 def refine_matte(image, drawable, method, accept_8_bit):
@@ -187,9 +193,8 @@ def refine_matte(image, drawable, method, accept_8_bit):
         except Exception:
             change.discard()
             raise
-        gimp2_job.say("%s: done by %s" % (title(REFINE_MATTE), result.method.get("title", "?")))
-        gimp.progress_update(1.0)
         change.apply()
+        finish(title(REFINE_MATTE), result)
         return native(result.method.get("name", ""))
     return guarded(title(REFINE_MATTE), "", work)
 
