@@ -93,7 +93,7 @@ def test_batch_offers_the_scales_of_its_filters():
     assert scale.only_if == ("op", ["upscale", "sharpen"])
     assert BATCH.argument("op").nicks == [f.op for f in FILTERS]
     assert "AI Upscale: 2 or 4" in scale.help and "AI Deblur: not used" in scale.help
-    assert gimp2_label(scale) == "_Scale (AI Upscale: 2x or 4x; AI Sharpen: any; AI Deblur: " \
+    assert gimp2_label(scale) == "Scal_e (AI Upscale: 2x or 4x; AI Sharpen: any; AI Deblur: " \
                                  "not used)"
 
 
@@ -143,12 +143,19 @@ def test_the_gimp_3_plugin_declares_nothing_of_its_own():
     assert "PROCEDURES" in source
 
 
-def test_access_keys_are_marked_in_every_label():
+def access_key(label):
+    return label[label.index("_") + 1].lower() if "_" in label else None
+
+
+def test_every_field_has_its_own_access_key():
     for procedure in PROCEDURES.values():
         assert procedure.label.count("_") == 1, procedure.name
+        keys = [access_key(a.label) for a in procedure.arguments if a.in_dialog]
+        assert None not in keys, (procedure.name, keys)
+        assert len(set(keys)) == len(keys), (procedure.name, keys)
+        assert not set(keys) & set(operations.BUTTON_KEYS), (procedure.name, keys)
         for argument in procedure.arguments:
-            if argument.kind != "image":
-                assert argument.label.count("_") <= 1, (procedure.name, argument.name)
+            assert argument.label.count("_") <= 1, (procedure.name, argument.name)
 
 
 def test_the_table_stays_python_2_compatible_in_its_words():

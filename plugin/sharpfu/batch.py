@@ -34,7 +34,7 @@ import in_place  # noqa: E402
 import server_job  # noqa: E402
 from sharpfu_client import SharpFuError, layers  # noqa: E402
 from sharpfu_client.adapt import task_for  # noqa: E402
-from sharpfu_client.layers import OutsideSelection, Refusal  # noqa: E402
+from sharpfu_client.layers import Declined, OutsideSelection, Refusal  # noqa: E402
 from sharpfu_client.operations import BATCH  # noqa: E402
 from sharpfu_client.plugin_jobs import (FATAL, BatchFailed as Failed,  # noqa: E402,F401
                                         BatchReport, BatchStopped as Stopped, listing)
@@ -65,6 +65,7 @@ class Batch(BatchReport):
     def __init__(self, op, scale, params, target):
         BatchReport.__init__(self, target)
         self.op, self.scale, self.params, self.target = op, scale, params, target
+        self.guard = None         # guard(size, name), see run()
         self.total = 0            # files, or layers of open images
         self.finished = 0.0       # of them done, for the progress bar
         self.open_files = []      # images loaded from files and not closed yet
@@ -80,6 +81,8 @@ class Batch(BatchReport):
         try:
             if self.scale > 1:
                 in_place.check_size(task.image, self.scale)
+                if self.guard is not None:
+                    self.guard(in_place.result_size(task.image, None, self.scale), task.name)
             found = list(walk(task.image.get_layers()))
             task.layers = len(found)
             for layer, locked in found:
@@ -95,6 +98,8 @@ class Batch(BatchReport):
                         task.changes.append(in_place.LayerChange(task.image, layer, self.scale))
                     except OutsideSelection:
                         self.leave(task, layer, "outside the selection")
+        except Declined:
+            raise
         except Refusal as refusal:
             task.changes = []
             task.failures.append("%s: %s" % (task.name, refusal.message))
@@ -258,18 +263,20 @@ def walk(layers_of_image):
 
 # -- the three targets -------------------------------------------------------
 
-def run(op, scale, params, target, image, source, destination, adapt_steps=None):
+def run(op, scale, params, target, image, source, destination, adapt_steps=None, guard=None):
     """Run the batch; returns the Batch, which tells how it went. Raises
     Refusal when it cannot start, and Failed, with the summary, when any
     layer or file failed or the batch could not go on. adapt_steps: None,
     or adapt the model to the batch first (the upscaler, or the deblurrer for
     AI Deblur and AI Sharpen at 1x), with that many steps (0: the server's
-    default)."""
+    default). guard(size, name): refuses (Refusal) an image whose result
+    (a ResultSize) is too large, or stops the batch (Declined)."""
     network = task_for(op, scale)     # which one adapts
     adapted = ""
     if target == "folder":
         names = folder_files(source, destination)
         batch = Batch(op, scale, params, target)
+        batch.guard = guard
         batch.total = len(names)
         if adapt_steps is not None:
             frames, compressed = folder_samples(source, names, scale)
@@ -277,6 +284,7 @@ def run(op, scale, params, target, image, source, destination, adapt_steps=None)
         tasks = load(batch, source, destination, names)
     else:
         batch = Batch(op, scale, params, target)
+        batch.guard = guard
         tasks = [Task("%s-%d" % (image.get_name(), image.get_id()), image, number)
                  for number, image in enumerate(open_images(target, image), 1)]
         for task in tasks:

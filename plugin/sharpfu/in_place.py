@@ -31,6 +31,35 @@ class LayerChange(layers.Change):
         return gimp_pixels.read(self.layer, self.source, gimp_pixels.sample_format(self.image))
 
 
+def result_size(image, layer, scale, whole_image=True):
+    """The ResultSize of a job at `scale`: the whole image scaled (in place;
+    every layer grows), or only `layer` (a result that opens as a new image)."""
+    if not whole_image:
+        width, height = layer.get_width() * scale, layer.get_height() * scale
+        return layers.ResultSize(width, height, width * height * layer.get_bpp())
+    every = [found for found, _ in layers.walk(
+        image.get_layers(), lambda item: item.is_group(), lambda item: item.get_children(),
+        lambda item: False)]
+    nbytes = sum(item.get_width() * item.get_height() * item.get_bpp() for item in every)
+    return layers.ResultSize(image.get_width() * scale, image.get_height() * scale,
+                             nbytes * scale * scale)
+
+
+def guard(size, title, interactive, allowed, confirm):
+    """Refuse a very large result (layers.ResultSize.too_large) unless a
+    user at the dialog confirms it (confirm(title, question) says True) or a
+    script allowed it; Refusal otherwise, before anything is done."""
+    reason = size.too_large(layers.free_memory())
+    if reason is None or allowed:
+        return
+    if interactive:
+        if confirm(title, reason + " Go on?"):
+            return
+        raise layers.Declined(reason)
+    raise layers.Refusal(reason + " The image is unchanged. To go on anyway, pass allow-large "
+                         "(true), or use a smaller scale or selection.")
+
+
 def check_size(image, scale):
     """Refuse a scale that would make the image larger than GIMP allows."""
     layers.check_scaled_size(image.get_width(), image.get_height(), scale, Gimp.MAX_IMAGE_SIZE)

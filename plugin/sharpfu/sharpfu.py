@@ -38,11 +38,12 @@ from sharpfu_client.operations import (AUTHOR, COPYRIGHT, DATE, PROCEDURES,  # n
 try:
     import zmq  # noqa: F401 - first, so that when it is missing, that is what is told
     import batch
+    import dialogs
     import gimp_pixels
     import in_place
     import refine_matte
     import server_job
-    from sharpfu_client.layers import Refusal
+    from sharpfu_client.layers import Declined, Refusal, free_memory
     from sharpfu_client import SharpFuError
     from sharpfu_client.adapt import task_for
     from sharpfu_client.config import ConfigError
@@ -72,13 +73,22 @@ def run(procedure, run_mode, image, drawables, config, spec):
                                        show=run_mode != Gimp.RunMode.NONINTERACTIVE)
         return [GObject.Value(Gimp.Image, result_image),
                 GObject.Value(GObject.TYPE_STRING, method.get("name", ""))]
-    return answer(procedure, run_mode, lambda: dialog(procedure, config, spec), work)
+    return answer(procedure, run_mode, lambda: dialogs.run(
+        procedure, config, spec, image, drawables, filter_size(image, drawables, spec)), work,
+        lambda: one_layer(spec, image, drawables))
 
 
 def run_batch(procedure, config, spec):
     run_mode = config.get_property("run-mode")
 
     def work():
+        try:
+            return batch_work()
+        finally:
+            # GIMP keeps a dialog's last values, and cannot keep an image.
+            config.set_property("image", None)
+
+    def batch_work():
         chosen = filter_for(config.get_property("op"))
         scale = config.get_property("scale")
         if chosen.scales and scale not in chosen.scales:
@@ -91,13 +101,15 @@ def run_batch(procedure, config, spec):
                             config.get_property("input-folder"),
                             config.get_property("output-folder"),
                             adapt_steps=config.get_property("adapt-steps")
-                            if config.get_property("adapt") else None)
-        if outcome.notes and run_mode == Gimp.RunMode.INTERACTIVE:
-            # Failures come back as the error, which GIMP shows; notes alone need a word.
+                            if config.get_property("adapt") else None,
+                            guard=batch_guard(config, run_mode))
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            # The message that stays (failures come back as the error, which GIMP shows).
             Gimp.message("%s: %s" % (batch.TITLE, outcome.summary()))
         return [GObject.Value(GObject.TYPE_INT, outcome.done),
                 GObject.Value(GObject.TYPE_STRING, "\n".join(outcome.notes))]
-    return answer(procedure, run_mode, lambda: dialog(procedure, config, spec), work)
+    return answer(procedure, run_mode, lambda: dialogs.run(
+        procedure, config, spec, size=batch_size(config.get_property("image"))), work)
 
 
 def run_refine(procedure, run_mode, image, drawables, config, spec):
@@ -109,18 +121,28 @@ def run_refine(procedure, run_mode, image, drawables, config, spec):
             interactive=run_mode != Gimp.RunMode.NONINTERACTIVE)
         return [GObject.Value(Gimp.Layer, cutout),
                 GObject.Value(GObject.TYPE_STRING, method.get("name", ""))]
-    return answer(procedure, run_mode, lambda: dialog(procedure, config, spec), work)
+    return answer(procedure, run_mode, lambda: dialogs.run(
+        procedure, config, spec, image, drawables), work,
+        lambda: one_layer(spec, image, drawables))
 
 
-def answer(procedure, run_mode, ask, work):
-    """Ask (when interactive), then work; GIMP gets work's return values, or
-    the reason it failed."""
+def answer(procedure, run_mode, ask, work, check=None):
+    """Check (before any dialog: what cannot work is said at once), ask
+    (when interactive), then work; GIMP gets work's return values, or the
+    reason it failed."""
     if MISSING is not None:
         return failure(procedure, missing_message(MISSING))
+    try:
+        if check is not None:
+            check()
+    except Refusal as refusal:
+        return failure(procedure, refusal.message)
     if run_mode == Gimp.RunMode.INTERACTIVE and not ask():
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     try:
         returned = work()
+    except Declined:
+        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     except (Refusal, SharpFuError) as error:    # batch.Failed is a Refusal
         return failure(procedure, error.message)
     except ConfigError as error:
@@ -137,33 +159,40 @@ def answer(procedure, run_mode, ask, work):
     return values
 
 
-def dialog(procedure, config, spec):
-    """The procedure's dialog, its fields as the table declares them."""
-    GimpUi = ui()
-    window = GimpUi.ProcedureDialog.new(procedure, config, spec.title)
-    for argument in spec.arguments:
-        if argument.kind == "choice":
-            window.get_widget(argument.name, GimpUi.IntRadioFrame)
-        elif argument.kind == "folder":
-            window.get_widget(argument.name, GObject.TYPE_NONE)     # a folder chooser
-        if argument.only_if:
-            chooser, wanted = argument.only_if
-            values = Gimp.ValueArray.new(len(wanted))
-            for value in wanted:
-                values.append(GObject.Value(GObject.TYPE_STRING, value))
-            window.set_sensitive_if_in(argument.name, None, chooser, values, True)
-    window.fill([argument.name for argument in spec.arguments if argument.kind != "image"])
-    accepted = window.run()
-    window.destroy()
-    return accepted
+def filter_size(image, drawables, spec):
+    """For the dialog: the result's size at the config's scale, or None."""
+    def size(config):
+        scale = int(config.get_property("scale"))
+        if scale == 1 or len(drawables) != 1:
+            return None
+        return in_place.result_size(image, drawables[0], scale,
+                                    config.get_property("output") != "new-image")
+    return size if spec.scales else None
 
 
-def ui():
-    gi.require_version("GimpUi", "3.0")
-    from gi.repository import GimpUi
+def batch_guard(config, run_mode):
+    """AI Batch's guard against very large results: a user is asked once for
+    the whole batch; a script must pass allow-large."""
+    allowed = [config.get_property("allow-large")]
 
-    GimpUi.init("sharpfu")
-    return GimpUi
+    def guard(size, name):
+        in_place.guard(size, "%s: %s" % (batch.TITLE, name),
+                       run_mode != Gimp.RunMode.NONINTERACTIVE, allowed[0], dialogs.confirm)
+        if size.too_large(free_memory()) is not None:
+            allowed[0] = True       # confirmed: the rest of the batch goes on too
+    return guard
+
+
+def batch_size(image):
+    """For AI Batch's dialog: the size of this image's result, when the
+    batch works on its layers above 1x."""
+    def size(config):
+        chosen = filter_for(config.get_property("op"))
+        if image is None or config.get_property("target") != "layers" or not chosen.scales:
+            return None
+        scale = int(config.get_property("scale"))
+        return in_place.result_size(image, None, scale) if scale > 1 else None
+    return size
 
 
 def process(spec, image, drawables, config, show):
@@ -178,6 +207,9 @@ def process(spec, image, drawables, config, show):
 
     if not new_image:
         in_place.check_size(image, scale)
+    if scale > 1:
+        in_place.guard(in_place.result_size(image, layer, scale, not new_image), spec.title,
+                       show, config.get_property("allow-large"), dialogs.confirm)
     adapting = config.get_property("adapt")
     change = in_place.LayerChange(image, layer, scale, whole=new_image)
     frame = change.read()

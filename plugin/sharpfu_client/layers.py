@@ -4,7 +4,7 @@ of a layer goes to the server and which part of the answer comes back, and
 the words for each refusal. Each plug-in asks its own GIMP's API the
 questions and hands the answers in. Python 2.7 and 3.
 """
-from __future__ import absolute_import
+from __future__ import absolute_import, division
 
 from .client import Frame
 
@@ -21,6 +21,10 @@ class Refusal(Exception):
     def __init__(self, message):
         Exception.__init__(self, message)
         self.message = message
+
+
+class Declined(Refusal):
+    """The user said no when asked (a very large result): nothing happens."""
 
 
 class OutsideSelection(Refusal):
@@ -138,3 +142,61 @@ def walk(layers, is_group, children, is_locked, locked=False):
                 yield found
         else:
             yield layer, lock
+
+
+# -- how large a result will be --------------------------------------------------
+
+MAX_RESULT_PIXELS = 64 * 1000 * 1000     # larger results are asked about first
+
+
+def free_memory():
+    """Bytes of memory free for new work (Linux: MemAvailable), or None
+    where this cannot be told."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (IOError, OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class ResultSize(object):
+    """What a job will make: `width` x `height` pixels (the image's, or the
+    new image's) and `nbytes` of pixels GIMP will hold for it."""
+
+    def __init__(self, width, height, nbytes):
+        self.width, self.height, self.nbytes = width, height, nbytes
+
+    def words(self):
+        pixels = self.width * self.height
+        return u"%d \u00d7 %d pixels%s, %s" % (
+            self.width, self.height,
+            u" (%s)" % megapixels(pixels) if pixels >= 100000 else u"", amount(self.nbytes))
+
+    def too_large(self, free=None):
+        """Why the result needs a confirmation, or None."""
+        pixels = self.width * self.height
+        if pixels > MAX_RESULT_PIXELS:
+            return (u"The result would be %d \u00d7 %d pixels (%s), more than the %s "
+                    u"SharpFu makes without asking, and would take %s of memory." % (
+                        self.width, self.height, megapixels(pixels),
+                        megapixels(MAX_RESULT_PIXELS), amount(self.nbytes)))
+        if free is not None and self.nbytes > free:
+            return (u"The result would take %s of memory, and only %s is free." % (
+                amount(self.nbytes), amount(free)))
+        return None
+
+
+def megapixels(pixels):
+    return u"%.1f megapixels" % (pixels / 1e6) if pixels < 10e6 else \
+        u"%d megapixels" % round(pixels / 1e6)
+
+
+def amount(nbytes):
+    for unit, size in ((u"GB", 1e9), (u"MB", 1e6), (u"kB", 1e3)):
+        if nbytes >= size:
+            return u"%.1f %s" % (nbytes / size, unit) if nbytes < 10 * size else \
+                u"%d %s" % (round(nbytes / size), unit)
+    return u"%d bytes" % nbytes

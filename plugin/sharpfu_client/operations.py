@@ -222,14 +222,20 @@ class Argument(object):
     its access key marked with "_"; help: its tooltip and PDB description.
     hint: said after the label where GIMP 2.10 shows no tooltip.
     only_if: (argument, values): the field is greyed out unless that
-    argument has one of the values."""
+    argument has one of the values (True: unless that boolean is on).
+    dialog: False for an argument scripts pass and a dialog asks otherwise."""
 
     def __init__(self, name, kind, label, help, default=None, choices=(), minimum=None,
-                 maximum=None, hint=u"", action=None, only_if=None, param=None):
+                 maximum=None, hint=u"", action=None, only_if=None, param=None, dialog=True):
         self.name, self.kind, self.label, self.help = name, kind, label, help
         self.default, self.choices = default, list(choices)
         self.minimum, self.maximum, self.hint = minimum, maximum, hint
         self.action, self.only_if, self.param = action, only_if, param
+        self.dialog = dialog
+
+    @property
+    def in_dialog(self):
+        return self.dialog and self.kind != "image"
 
     def __repr__(self):
         return "Argument(%r)" % self.name
@@ -342,11 +348,15 @@ def gimp2_label(argument):
     return plain(argument.label + (u" (%s)" % argument.hint if argument.hint else u""))
 
 
+# Access keys the dialogs' own buttons take (_Help, _Reset, _Cancel, _OK,
+# _Load Saved Settings, _Save Settings): no field's label may use them.
+BUTTON_KEYS = "hrcols"
+
 # The arguments several procedures share.
 METHOD = from_param("method", None, "method", u"_Method",
                     u"The model or method to use, by the name 'sharpfu status' lists; empty: "
                     u"the best installed", hint=u"empty: the best installed")
-OUTPUT = Argument("output", "choice", u"_Result", u"Where the result goes", "in-place", [
+OUTPUT = Argument("output", "choice", u"Res_ult", u"Where the result goes", "in-place", [
     Choice("in-place", u"Change this image", u"Replace the layer's pixels; above 1x scale the "
            u"whole image, as Image > Scale Image does"),
     Choice("new-image", u"Open as a new image", u"Leave this image as it is")])
@@ -361,11 +371,19 @@ def adapt_arguments(what, where):
                  % (what, where), False),
         from_param("adapt-steps", "adapt", "steps", u"Adaptation ste_ps",
                    u"Training steps of the adaptation (0: the server's default, 300 for the "
-                   u"upscaler, 150 for the deblurrer)")]
+                   u"upscaler, 150 for the deblurrer)", only_if=("adapt", True))]
+
+
+# A result larger than this asks first (sharpfu_client.layers.ResultSize).
+ALLOW_LARGE = Argument(
+    "allow-large", "bool", u"Allow a very large result",
+    u"Go on when the result would have more than 64 megapixels or need more memory than is "
+    u"free; without it a script's call is refused and the image stays as it was (the dialog "
+    u"asks instead)", False, dialog=False)
 
 
 def scale_argument(op, help):
-    return from_param("scale", op, "scale", u"_Scale", help)
+    return from_param("scale", op, "scale", u"Scal_e", help)
 
 
 SCALE_HELP = u"Size of the result, in times the layer's size"
@@ -394,7 +412,8 @@ def filter_procedure(name, op, label, blurb, help):
     scaled = "scale" in OPERATIONS[op].params
     arguments = [scale_argument(op, SCALE_HELP), OUTPUT] if scaled else []
     return Procedure(name, op, label, blurb, help, [FILTER_MENU], arguments + [METHOD]
-                     + adapt_arguments(u"this image", u"tiles of the layer"), FILTER_RETURNS,
+                     + adapt_arguments(u"this image", u"tiles of the layer")
+                     + ([ALLOW_LARGE] if scaled else []), FILTER_RETURNS,
                      gimp2={"arguments": [a.name for a in arguments]
                             + ["method", "high-bit-depth-as-8-bit"]})
 
@@ -434,7 +453,7 @@ def _batch_scale():
             u"%dx" % s for s in sorted(OPERATIONS[f.op].scales))) for f in scaled] +
         [u"%s: not used" % f.title for f in FILTERS if f not in scaled])
     default = OPERATIONS["upscale"].params["scale"].default
-    return Argument("scale", "choice", u"_Scale", help, str(default),
+    return Argument("scale", "choice", u"Scal_e", help, str(default),
                     [Choice(str(s), scale_label(s)) for s in every], hint=hint,
                     only_if=("op", [f.op for f in scaled]))
 
@@ -463,9 +482,10 @@ BATCH = Procedure(
         Argument("input-folder", "folder", u"_Input folder",
                  u"The folder whose files 'folder' processes (not its subfolders)",
                  action="open", hint=u"for a folder", only_if=("target", ["folder"])),
-        Argument("output-folder", "folder", u"_Output folder",
+        Argument("output-folder", "folder", u"O_utput folder",
                  u"Where 'folder' writes its results, under the same names (made if missing)",
-                 action="create", hint=u"for a folder", only_if=("target", ["folder"]))],
+                 action="create", hint=u"for a folder", only_if=("target", ["folder"])),
+        ALLOW_LARGE],
     [Return("done", "int", u"Done", u"How many layers ('layers', 'images') or files ('folder') "
             u"were processed"),
      Return("notes", "string", u"Notes", u"The layers left as they were, and why; one a line")],
@@ -489,9 +509,9 @@ REFINE_MATTE = Procedure(
     u"replaced; a layer without one gets one), and optionally a cut-out layer above it holds "
     u"the subject with the old background's colours removed from its edges. One undo step.",
     ["<Image>/Layer/Mask", FILTER_MENU], [
-        Argument("source", "choice", u"_Rough outline", u"What outlines the subject roughly",
+        Argument("source", "choice", u"Rou_gh outline", u"What outlines the subject roughly",
                  "auto", MATTE_SOURCES),
-        from_param("cutout", "matte", "foreground", u"Add a _cut-out layer",
+        from_param("cutout", "matte", "foreground", u"Add a cu_t-out layer",
                    u"Also add a layer above, holding the subject with clean edge colours"),
         from_param("iterations", "matte", "iterations", u"_Passes",
                    u"Refinement passes of the model (0: its default)"),

@@ -34,6 +34,7 @@ from gimp_runner import VERSIONS, has_gui_tools, locate  # noqa: E402
 from server.scratch import ServerProcess  # noqa: E402
 from sharpfu_cli import imageio  # noqa: E402
 from sharpfu_client import Client, Frame  # noqa: E402
+from sharpfu_client import methods  # noqa: E402
 from sharpfu_client.operations import PROCEDURES  # noqa: E402
 
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
@@ -379,11 +380,25 @@ def test_what_cannot_be_done_is_refused_in_plain_words(headless):
         assert found[case]["status"] == "execution-error", (case, found[case])
         assert words in found[case]["message"], (case, found[case]["message"])
     assert found["indexed"]["unchanged"] and found["locked"]["unchanged"]
+    for name in ("sharpfu-ai-upscale", "sharpfu-refine-matte"):
+        menu = found["indexed, from the menu: " + name]
+        assert menu["status"] == "execution-error" and "Convert it to RGB" in menu["message"], menu
+        assert menu["unchanged"] and menu["seconds"] < 10, menu
     assert found["unknown method"]["unchanged"]
     assert found["locked, new image"]["status"] == "success"
 
 
-# -- AI Refine Matte ------------------------------------------------------------------------------
+def test_a_very_large_result_is_refused_to_a_script_and_changes_nothing(headless):
+    found = headless["guard"]
+    assert found["upscale"]["status"] == "execution-error", found
+    assert "67 megapixels" in found["upscale"]["message"], found
+    assert "allow-large" in found["upscale"]["message"], found
+    assert found["batch"]["status"] == "execution-error", found
+    assert "64 megapixels" in found["batch"]["message"], found
+    assert found["unchanged"]
+
+
+# -- AI Refine Matte ----# -- AI Refine Matte ------------------------------------------------------------------------------
 
 def test_refine_matte_gives_the_layer_the_cli_matte_and_a_cut_out(headless, images, gimp,
                                                                    tmp_path):
@@ -619,6 +634,51 @@ def test_the_dialog_runs_the_filter(gui, check):
     record = gui[check]
     assert record["helper"] == 0, "the dialog never appeared"
     assert record["status"] == "success" and record["size"] == [128, 96]
+
+
+def test_the_dialogs_offer_only_what_can_be_chosen(gui, gimp):
+    found = gui["dialog_fields"]["procedures"]
+    with Client(config_path=str(gimp.server.config_path), autostart=False) as client:
+        status = client.connect()
+    for name, op, scale, key in (
+            ("sharpfu-ai-upscale", "upscale", 2, "methods"),
+            ("sharpfu-ai-upscale", "upscale", 4, "methods_4x"),
+            ("sharpfu-ai-sharpen", "sharpen", 1, "methods"),
+            ("sharpfu-ai-deblur", "deblur", 1, "methods"),
+            ("sharpfu-batch", "upscale", 2, "methods"),
+            ("sharpfu-batch", "sharpen", 2, "methods_sharpen"),
+            ("sharpfu-refine-matte", "matte", 1, "methods")):
+        offered = [value for value, _ in found[name][key]]
+        # "Best available" first, then exactly the installed methods for this op and scale
+        installed = {m["name"] for m in status["methods"] if op in m["ops"] and (
+            scale in m["scales"] or (op == "sharpen" and 1 in m["scales"]))}
+        assert offered[0] == "" and found[name][key][0][1].startswith("Best available")
+        assert sorted(offered[1:]) == sorted(installed), (name, key, offered, installed)
+        assert [list(e) for e in found[name][key]] == [
+            list(e) for e in methods.choices(status, op, scale)]
+        assert not any("channels" in text or "blocks" in text for _, text in found[name][key])
+    for name, entry in found.items():
+        keys = [key for key, _ in entry["keys"]]
+        assert len(keys) == len(set(keys)), (name, entry["keys"])
+        for argument in PROCEDURES[name].arguments:
+            if argument.in_dialog:
+                key = argument.label[argument.label.index("_") + 1].lower()
+                assert [key, argument.label] in entry["keys"], (name, argument.label, entry)
+        if name != "sharpfu-refine-matte":
+            assert entry["steps_sensitive"] == [False, True], (name, entry)
+    assert found["sharpfu-ai-upscale"]["size"][0].startswith("Result: 128 \u00d7 96 pixels")
+    assert found["sharpfu-ai-upscale"]["size"][1].startswith("Result: 256 \u00d7 192 pixels")
+    assert found["sharpfu-batch"]["scales_upscale"] == {
+        "1\u00d7 (same size)": False, "2\u00d7": True, "4\u00d7": True}
+    assert all(found["sharpfu-batch"]["scales_sharpen"].values())
+    assert found["sharpfu-refine-matte"]["sources"] == {
+        "Automatic": True, "Layer mask": False, "Selection": False, "Alpha channel": False}
+
+
+def test_no_warning_about_the_batch_settings(gui):
+    """GIMP keeps a dialog's last values; the image AI Batch ran on is none of them."""
+    assert gui["batch_dialog"]["status"] == "success"
+    assert "couldn't serialize" not in gui.output, gui.tail()
 
 
 @pytest.mark.parametrize("check", ["cancel", "cancel_batch"])
