@@ -33,6 +33,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 
 
+def help_files() -> dict[str, bytes]:
+    """The help pages of the GIMP 3 plug-in (sharpfu_client.help_pages),
+    made from the checkout's table of procedures."""
+    sys.path.insert(0, str(ROOT / "plugin"))
+    try:
+        from sharpfu_client import help_pages
+    finally:
+        sys.path.pop(0)
+    return help_pages.files()
+
+
 def _load_config_module():
     # The client library's config module needs only the standard library;
     # the package around it needs pyzmq, which is not installed yet.
@@ -216,6 +227,7 @@ PLUGIN = "sharpfu"
 PLUGIN_SOURCE = ROOT / "plugin" / "sharpfu"
 CLIENT_SOURCE = ROOT / "plugin" / "sharpfu_client"
 CLIENT = "sharpfu_client"
+HELP = "help"        # GIMP 3's help pages, made from the table of procedures
 VENDOR = "_vendor"
 VENDOR_RECORD = "sharpfu-vendor.json"
 PYZMQ = "pyzmq>=25"
@@ -442,21 +454,23 @@ class GimpPlugins:
                          "it yourself before using SharpFu: %s" % (
                              gimp.name, " ".join(map(str, command))))
 
-    def sources(self, gimp: Gimp) -> dict[Path, Path]:
-        """Relative path in the plug-in folder -> file to copy there."""
-        files = {Path(f.name): f for f in sorted(
+    def sources(self, gimp: Gimp) -> dict[Path, bytes]:
+        """Relative path in the plug-in folder -> what goes there."""
+        files = {Path(f.name): f.read_bytes() for f in sorted(
             (LEGACY_SOURCE if gimp.legacy else PLUGIN_SOURCE).glob("*.py"))}
-        files.update({Path(CLIENT) / f.name: f for f in sorted(CLIENT_SOURCE.glob("*.py"))})
+        files.update({Path(CLIENT) / f.name: f.read_bytes()
+                      for f in sorted(CLIENT_SOURCE.glob("*.py"))})
+        if not gimp.legacy:     # GIMP 3's Help buttons show these pages
+            files.update({Path(name): content for name, content in help_files().items()})
         return files
 
     def copy_files(self, gimp: Gimp) -> list[str]:
-        """Copy what differs (by content and mode), remove our stale modules."""
+        """Copy what differs (by content and mode), remove our stale files."""
         copied, changes = [], []
         wanted = self.sources(gimp)
-        for relative, source in wanted.items():
+        for relative, content in wanted.items():
             target = gimp.folder / relative
             mode = 0o755 if relative == Path(gimp.plugin + ".py") else 0o644
-            content = source.read_bytes()
             if target.exists() and target.read_bytes() == content:
                 if os.name != "nt" and target.stat().st_mode & 0o777 != mode:
                     changes.append("mode of %s" % relative)
@@ -470,12 +484,16 @@ class GimpPlugins:
                 temporary.write_bytes(content)
                 temporary.chmod(mode)
                 os.replace(temporary, target)
-        for folder in (gimp.folder, gimp.folder / CLIENT):
-            for stale in sorted(folder.glob("*.py")) if folder.is_dir() else ():
-                if stale.relative_to(gimp.folder) not in wanted:
-                    changes.append("removed %s" % stale.relative_to(gimp.folder))
-                    if not self.args.dry_run:
-                        stale.unlink()
+        ours = [gimp.folder, gimp.folder / CLIENT]
+        stale = [found for folder in ours if folder.is_dir()
+                 for found in sorted(folder.glob("*.py"))]
+        if (gimp.folder / HELP).is_dir():
+            stale += sorted(p for p in (gimp.folder / HELP).rglob("*") if p.is_file())
+        for found in stale:
+            if found.relative_to(gimp.folder) not in wanted:
+                changes.append("removed %s" % found.relative_to(gimp.folder))
+                if not self.args.dry_run:
+                    found.unlink()
         if copied:
             changes.insert(0, ", ".join(copied) if len(copied) <= 3 else
                            "%d files copied" % len(copied))

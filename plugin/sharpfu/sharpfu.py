@@ -28,10 +28,11 @@ sys.path.append(os.path.join(HERE, "_vendor"))  # pyzmq, for GIMPs whose Python 
 
 import gi  # noqa: E402
 gi.require_version("Gimp", "3.0")
-from gi.repository import GLib, GObject, Gimp  # noqa: E402
+from gi.repository import GLib, GObject, Gimp, Gio  # noqa: E402
 
 # The table of procedures needs only the standard library: the menus are
 # there even when the rest cannot load.
+from sharpfu_client import help_pages  # noqa: E402
 from sharpfu_client.operations import (AUTHOR, COPYRIGHT, DATE, PROCEDURES,  # noqa: E402
                                        filter_for)
 
@@ -304,6 +305,10 @@ RUNS = {"sharpfu-batch": run_batch, "sharpfu-refine-matte": run_refine}
 
 class SharpFu(Gimp.PlugIn):
     def do_query_procedures(self):
+        # The Help buttons' pages (install.py writes them from the table).
+        pages = os.path.join(HERE, help_pages.FOLDER)
+        if os.path.isdir(pages):
+            self.set_help_domain(help_pages.DOMAIN, Gio.File.new_for_path(pages))
         return list(PROCEDURES)
 
     def do_set_i18n(self, name):

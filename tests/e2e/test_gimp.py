@@ -398,6 +398,19 @@ def test_a_very_large_result_is_refused_to_a_script_and_changes_nothing(headless
     assert found["unchanged"]
 
 
+def test_gimp_knows_the_help_pages(headless, gimp):
+    """The Help buttons' domain, as GIMP recorded it, and a page for every procedure."""
+    assert headless["registration"]
+    rc = (gimp.settings / "pluginrc").read_bytes().decode("utf-8", "replace")
+    found = re.search(r'\(help-def "sharpfu" "([^"]+)"\)', rc)
+    assert found, rc[:2000]
+    folder = gimp.plugins / "sharpfu" / "help"
+    assert found.group(1).rstrip("/").endswith("/plug-ins/sharpfu/help")
+    index = (folder / "en" / "gimp-help.xml").read_text()
+    for name in PROCEDURES:
+        assert 'id="%s"' % name in index and (folder / "en" / (name + ".html")).exists()
+
+
 # -- AI Refine Matte ----# -- AI Refine Matte ------------------------------------------------------------------------------
 
 def test_refine_matte_gives_the_layer_the_cli_matte_and_a_cut_out(headless, images, gimp,

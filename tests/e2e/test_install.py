@@ -103,6 +103,17 @@ def test_plugin_dir_installs_there_only(home, config, tmp_path):
     assert not any(plugin(home, s).exists() for s in NATIVE + SANDBOXED)
 
 
+def test_the_help_pages_go_with_the_plugin(home, config):
+    install(home, "--config-from", config)
+    folder = plugin(home, NATIVE[0]) / "help" / "en"
+    index = (folder / "gimp-help.xml").read_text()
+    for name in ("sharpfu-ai-upscale", "sharpfu-ai-sharpen", "sharpfu-ai-deblur",
+                 "sharpfu-batch", "sharpfu-refine-matte"):
+        assert 'id="%s" ref="%s.html"' % (name, name) in index
+        assert "<h1>" in (folder / (name + ".html")).read_text()
+    assert not (home / ".config/GIMP/2.10/plug-ins/sharpfu_gimp2/help").exists()
+
+
 def test_uninstall_removes_only_sharpfu_plugins(home, config):
     install(home, "--config-from", config)
     stranger = home / ".config/GIMP/3.4/plug-ins/sharpfu"
