@@ -381,6 +381,51 @@ def wheel_platforms(kind: str) -> list[str]:
     return [tag % arch for tag in LINUX_WHEELS]
 
 
+def system_root(plugins: Path) -> Path:
+    """The root of the system whose GIMP owns this plug-ins folder: the
+    nearest folder above it that holds a GIMP 3 in usr/bin (a chroot, a
+    container's file system), else /."""
+    for folder in plugins.resolve().parents:
+        if folder != Path("/") and any((folder / "usr" / "bin").glob("gimp*-3*")):
+            return folder
+    return Path("/")
+
+
+def gimp_system_python(plugins: Path) -> tuple[Path, str | None]:
+    """(root, python3 as that system sees it) for a system GIMP's plug-ins
+    folder: GIMP runs Python plug-ins through their #!/usr/bin/env python3,
+    so with the python3 on its system's PATH."""
+    root = system_root(plugins)
+    for folder in ("/usr/bin", "/usr/local/bin", "/bin"):
+        candidate = os.path.join(folder, "python3")
+        if os.path.exists(str(root) + candidate):
+            return root, candidate
+    found = shutil.which("python3") if root == Path("/") else None
+    return root, found
+
+
+def python_imports(root: Path, python: str, module: str) -> bool:
+    """Whether `python` of the system at `root` can import `module`: run
+    there (chroot when the root is another one and we may), else looked for
+    in its site folders."""
+    if root == Path("/"):
+        return subprocess.run([python, "-c", "import " + module],
+                              capture_output=True).returncode == 0
+    chroot = shutil.which("chroot")
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and chroot:
+        try:
+            done = subprocess.run([chroot, str(root), python, "-c", "import " + module],
+                                  capture_output=True, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+        except OSError:
+            done = None
+        if done is not None and done.returncode in (0, 1):  # 1: it ran, the import failed
+            return done.returncode == 0
+    patterns = ("usr/lib/python3*/*-packages/%s", "usr/lib/python3/dist-packages/%s",
+                "usr/local/lib/python3*/*-packages/%s")
+    return any(list(root.glob(pattern % module)) or list(root.glob(pattern % module + ".py"))
+               for pattern in patterns)
+
+
 def distribution_hint(package: str) -> str:
     """How this Linux distribution installs a Python package of the system's."""
     names = {"zmq": {"debian": "python3-zmq", "fedora": "python3-zmq", "arch": "python-pyzmq",
@@ -591,20 +636,24 @@ class GimpPlugins:
         return ["%s for Python %s" % (wheel.name, version)]
 
     def check_system_python(self, gimp: Gimp) -> None:
-        """A GIMP of the distribution runs Python plug-ins with the system's
-        python3: say what to install when it lacks gi or pyzmq."""
-        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") \
-            else shutil.which("python3")
-        if not python:
-            self.say("%s: no python3 found; GIMP needs it for Python plug-ins. Install your "
-                     "distribution's python3 and GIMP's Python support." % gimp.name)
+        """A GIMP of the distribution runs Python plug-ins with its system's
+        python3: say what to install when that one lacks gi or pyzmq. The
+        system is the one the plug-ins folder belongs to: the host's, or, for
+        a folder inside another root (a chroot, a container's file system),
+        that root's."""
+        root, python = gimp_system_python(gimp.plugins)
+        where = "" if root == Path("/") else " in %s" % root
+        if python is None:
+            self.say("%s: no python3 found%s; GIMP needs it for Python plug-ins. Install your "
+                     "distribution's python3 and GIMP's Python support." % (gimp.name, where))
             return
         for module in ("gi", "zmq"):
-            done = subprocess.run([python, "-c", "import " + module], capture_output=True)
-            if done.returncode != 0:
-                self.say("%s: %s cannot import %s, which the plug-in needs. Install it with:\n"
-                         "    %s" % (gimp.name, python, "pyzmq" if module == "zmq" else
-                                     "PyGObject (gi)", distribution_hint(module)))
+            if not python_imports(root, python, module):
+                self.say("%s: %s%s cannot import %s, which the plug-in needs. Install it "
+                         "there with:\n    %s" % (
+                             gimp.name, python, where,
+                             "pyzmq" if module == "zmq" else "PyGObject (gi)",
+                             distribution_hint(module)))
 
     # -- removing ---------------------------------------------------------------
 

@@ -103,6 +103,24 @@ def test_plugin_dir_installs_there_only(home, config, tmp_path):
     assert not any(plugin(home, s).exists() for s in NATIVE + SANDBOXED)
 
 
+def test_plugin_dir_of_another_system_checks_that_systems_python(home, config, tmp_path):
+    """A plug-ins folder inside another root (a chroot, a container's files):
+    pyzmq is looked for in the python3 that GIMP runs there, not in ours."""
+    root = tmp_path / "root"
+    for folder in ("usr/bin", "usr/lib/python3/dist-packages/gi"):
+        (root / folder).mkdir(parents=True)
+    for name in ("gimp-console-3.0", "python3"):     # not runnable: found by looking
+        (root / "usr" / "bin" / name).write_text("")
+    target = root / "root/.config/GIMP/3.0/plug-ins"
+    said = install(home, "--config-from", config, "--plugin-dir", target)
+    assert (target / "sharpfu" / "sharpfu.py").exists()
+    assert "/usr/bin/python3 in %s cannot import pyzmq" % root in said, said
+    assert "cannot import PyGObject" not in said, said
+    (root / "usr/lib/python3/dist-packages/zmq").mkdir()
+    said = install(home, "--config-from", config, "--plugin-dir", target)
+    assert "cannot import" not in said, said
+
+
 def test_the_help_pages_go_with_the_plugin(home, config):
     install(home, "--config-from", config)
     folder = plugin(home, NATIVE[0]) / "help" / "en"
