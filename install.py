@@ -542,6 +542,11 @@ class GimpPlugins:
         if copied:
             changes.insert(0, ", ".join(copied) if len(copied) <= 3 else
                            "%d files copied" % len(copied))
+            if not self.args.dry_run and gimp.script.exists():
+                # GIMP asks a plug-in for its procedures again only when the plug-in's own
+                # file is newer than what it recorded; the menus' words live in the client
+                # library (the table), so any change must count as one.
+                os.utime(gimp.script)
         return changes
 
     def write_plugin_config(self, gimp: Gimp, config: dict) -> list[str]:

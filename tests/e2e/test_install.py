@@ -90,6 +90,20 @@ def test_an_update_replaces_changed_files_and_drops_stale_modules(home, config):
     assert "removed sharpfu_client/retired.py" in said
 
 
+def test_a_change_to_the_client_library_alone_makes_gimp_ask_the_plugin_again(home, config):
+    """GIMP re-reads a plug-in's procedures only when its script is newer than it
+    recorded; the procedures' words are in sharpfu_client/operations.py."""
+    install(home, "--config-from", config)
+    folder = plugin(home, NATIVE[0])
+    os.utime(folder / "sharpfu.py", (1000000000, 1000000000))
+    (folder / "sharpfu_client" / "operations.py").write_text("# an older table\n")
+    install(home, "--config-from", config)
+    assert (folder / "sharpfu.py").stat().st_mtime > 1000000000
+    os.utime(folder / "sharpfu.py", (1000000000, 1000000000))
+    install(home, "--config-from", config)          # nothing changed: left alone
+    assert (folder / "sharpfu.py").stat().st_mtime == 1000000000
+
+
 def test_dry_run_writes_nothing(home, config):
     said = install(home, "--config-from", config, "--dry-run")
     assert "would be installed" in said
