@@ -220,7 +220,7 @@ class SizeLabel(object):
         if size is None:
             self.label.set_text("")
             return
-        text = u"Result: %s" % size.words()
+        text = u"Size of the result: %s" % size.words()
         if size.too_large(free_memory()):
             text += u". That is very large: you will be asked to confirm."
         self.label.set_text(text)

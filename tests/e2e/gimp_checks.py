@@ -476,7 +476,6 @@ def place(layer):
     return [x, y, layer.get_width(), layer.get_height()]
 
 
-@check("headless")
 def add_text_layer(image, text, offsets):
     layer = Gimp.TextLayer.new(image, text, Gimp.context_get_font(), 12.0, Gimp.Unit.pixel())
     image.insert_layer(layer, None, 0)

@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 CHECKS = (HERE / "gimp_checks.py").read_text()
-SUITE_TIMEOUT = 1200     # seconds one GIMP start may take for its suite
+SUITE_TIMEOUT = 2400     # seconds one GIMP start may take for its suite
 
 
 # -- inputs and what the CLI makes of them --------------------------------------------------------
@@ -203,7 +203,7 @@ def test_procedures_are_registered_under_filters_enhance(headless):
         assert found[name]["menu"] == ["<Image>/Filters/Enhance"]
         assert found[name]["returns"] == ["result-image", "method-used"]
     common = ["run-mode", "image", "drawables"]
-    scaled = common + ["scale", "output", "method", "adapt", "adapt-steps"]
+    scaled = common + ["scale", "output", "method", "adapt", "adapt-steps", "allow-large"]
     assert found["sharpfu-ai-upscale"]["arguments"] == scaled
     assert found["sharpfu-ai-sharpen"]["arguments"] == scaled
     assert found["sharpfu-ai-deblur"]["arguments"] == common + ["method", "adapt", "adapt-steps"]
@@ -211,7 +211,8 @@ def test_procedures_are_registered_under_filters_enhance(headless):
     assert batch is not None, "sharpfu-batch is not registered"
     assert batch["label"] == "AI _Batch\u2026" and batch["menu"] == ["<Image>/Filters/Enhance"]
     assert batch["arguments"] == ["run-mode", "image", "op", "scale", "method", "adapt",
-                                  "adapt-steps", "target", "input-folder", "output-folder"]
+                                  "adapt-steps", "target", "input-folder", "output-folder",
+                                  "allow-large"]
     assert batch["returns"] == ["done", "notes"]
 
 
@@ -679,8 +680,9 @@ def test_the_dialogs_offer_only_what_can_be_chosen(gui, gimp):
                 assert [key, argument.label] in entry["keys"], (name, argument.label, entry)
         if name != "sharpfu-refine-matte":
             assert entry["steps_sensitive"] == [False, True], (name, entry)
-    assert found["sharpfu-ai-upscale"]["size"][0].startswith("Result: 128 \u00d7 96 pixels")
-    assert found["sharpfu-ai-upscale"]["size"][1].startswith("Result: 256 \u00d7 192 pixels")
+    size = found["sharpfu-ai-upscale"]["size"]
+    assert size[0].startswith("Size of the result: 128 \u00d7 96 pixels"), size
+    assert size[1].startswith("Size of the result: 256 \u00d7 192 pixels"), size
     assert found["sharpfu-batch"]["scales_upscale"] == {
         "1\u00d7 (same size)": False, "2\u00d7": True, "4\u00d7": True}
     assert all(found["sharpfu-batch"]["scales_sharpen"].values())
