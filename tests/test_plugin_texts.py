@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sharpfu_client import Client, methods
 from sharpfu_client.layers import ResultSize
 from sharpfu_client.plugin_jobs import JobWords, method_words
@@ -39,6 +41,8 @@ def test_progress_in_plain_words_from_the_first_second_to_the_last():
     words = JobWords("upscale", STATUS, {"scale": 2}, clock=lambda: now[0])
     assert words.text(Job("queued", 0.0, 3)) == "Waiting for 2 other jobs to finish\u2026"
     assert words.text(Job("started", 0.0)) == "Loading the model, then enlarging\u2026"
+    assert words.text(Job("loading SPAN super-resolution (SharpFu-trained, 32 channels x 6 "
+                          "blocks)", 0.0)) == "Loading the model\u2026"
     assert words.text(Job("SPAN super-resolution: tile 1 of 4", 0.37)) == "Enlarging\u2026 37 %"
     now[0] += 2.5     # from 2 s on it counts the seconds: each heartbeat changes the text
     assert words.text(Job("SPAN super-resolution: tile 1 of 4", 0.37)) == \
@@ -81,6 +85,7 @@ def test_the_methods_a_dialog_offers():
     assert methods.choices(None, "deblur") == [("", "Best available")]
 
 
+@pytest.mark.slow
 def test_the_methods_of_a_real_server(server):
     with Client(endpoint=server.endpoint, config_path=str(server.config_path),
                 autostart=False) as client:

@@ -78,7 +78,10 @@ class JobWords(object):
             return u"Waiting for %d other jobs to finish%s" % (queue_position - 1, ELLIPSIS)
         if stage == "done" or fraction >= 1.0:
             return PUTTING_BACK
-        if stage in ("", "queued", "started") and self.loading:
+        if stage.startswith("loading "):        # the server says when it loads a model
+            self.loading = False
+            text = u"Loading the model"
+        elif stage in ("", "queued", "started") and self.loading:
             text = u"Loading the model, then %s" % self.doing.lower()
         elif "out of memory" in stage:
             text = u"Short of memory, trying smaller pieces"
