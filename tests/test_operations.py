@@ -63,8 +63,6 @@ def test_every_parameter_of_a_gimp_operation_has_a_field_in_its_dialog():
     for procedure in FILTERS + [REFINE_MATTE]:
         op = OPERATIONS[procedure.op]
         for name in list(op.params) + ["method"]:
-            if name == "strength":
-                continue        # not offered in GIMP yet
             key = (None, name) if name in COMMON else (op.name, name)
             assert key in mapped, (procedure.name, name)
             assert any(argument.name in [a.name for a in procedure.arguments]
@@ -82,6 +80,9 @@ def test_every_parameter_of_a_gimp_operation_has_a_field_in_its_dialog():
                     spec.minimum, spec.maximum, spec.default), (procedure, name)
             elif argument.kind == "bool":
                 assert argument.default == spec.default
+            elif argument.kind == "percent":
+                assert (argument.minimum, argument.maximum, argument.default) == (
+                    spec.minimum * 100, spec.maximum * 100, spec.default * 100)
     assert PROCEDURES["sharpfu-ai-upscale"].argument("scale").nicks == ["2", "4"]
 
 

@@ -48,6 +48,8 @@ def build(procedure, config, spec, image=None, drawables=(), size=None):
             window.get_widget(argument.name, GimpUi.IntRadioFrame)
         elif argument.kind == "folder":
             window.get_widget(argument.name, GObject.TYPE_NONE)     # a folder chooser
+        elif argument.kind == "percent":
+            window.get_widget(argument.name, GimpUi.SpinScale)
     window.fill([argument.name for argument in spec.arguments if argument.in_dialog])
     for argument in spec.arguments:
         if argument.only_if:

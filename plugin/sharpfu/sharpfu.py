@@ -97,7 +97,8 @@ def run_batch(procedure, config, spec):
                 chosen.title, "\u00d7 or ".join(sorted(chosen.scales)), scale))
         scale = int(scale) if chosen.scales else None
         outcome = batch.run(chosen.op, scale or 1,
-                            server_job.job_params(scale, config.get_property("method")),
+                            server_job.job_params(scale, config.get_property("method"),
+                                                  config.get_property("strength")),
                             config.get_property("target"), config.get_property("image"),
                             config.get_property("input-folder"),
                             config.get_property("output-folder"),
@@ -204,7 +205,8 @@ def process(spec, image, drawables, config, show):
     scale = int(config.get_property("scale")) if spec.scales else 1
     new_image = bool(spec.scales) and config.get_property("output") == "new-image"
     gimp_pixels.check_layer(image, layer, changes_layer=not new_image)
-    params = server_job.job_params(scale if spec.scales else None, config.get_property("method"))
+    params = server_job.job_params(scale if spec.scales else None, config.get_property("method"),
+                                   config.get_property("strength"))
 
     if not new_image:
         in_place.check_size(image, scale)
@@ -275,6 +277,9 @@ def add_argument(procedure, argument):
     elif argument.kind == "int":
         procedure.add_int_argument(name, label, help_text, argument.minimum, argument.maximum,
                                    argument.default, flags)
+    elif argument.kind == "percent":
+        procedure.add_double_argument(name, label, help_text, argument.minimum,
+                                      argument.maximum, argument.default, flags)
     elif argument.kind == "string":
         procedure.add_string_argument(name, label, help_text, argument.default, flags)
     elif argument.kind == "folder":

@@ -217,8 +217,9 @@ class Choice(object):
 class Argument(object):
     """One argument of a GIMP procedure, and its field in the dialog.
 
-    kind: "choice" (a string from `choices`), "bool", "int", "string",
-    "folder" (action "open" or "create"), "image". label: the field's label,
+    kind: "choice" (a string from `choices`), "bool", "int", "percent" (a
+    number 0..100 that the job gets as a fraction), "string", "folder"
+    (action "open" or "create"), "image". label: the field's label,
     its access key marked with "_"; help: its tooltip and PDB description.
     hint: said after the label where GIMP 2.10 shows no tooltip.
     only_if: (argument, values): the field is greyed out unless that
@@ -258,11 +259,15 @@ def scale_label(scale):
     return u"1\u00d7 (same size)" if int(scale) == 1 else u"%d\u00d7" % int(scale)
 
 
-def from_param(name, op, param, label, help, **options):
+def from_param(name, op, param, label, help, percent=False, **options):
     """A procedure argument that is `op`'s parameter `param` (op None: one
-    of COMMON): its type, default, choices and range come from OPERATIONS."""
+    of COMMON): its type, default, choices and range come from OPERATIONS.
+    percent: a fraction 0..1 shown and passed as 0..100 %."""
     spec = (COMMON if op is None else OPERATIONS[op].all_params())[param]
     values = dict(options, param=(op, param))
+    if percent:
+        return Argument(name, "percent", label, help, spec.default * 100,
+                        minimum=spec.minimum * 100, maximum=spec.maximum * 100, **values)
     if spec.choices and spec.kind == "int":
         return Argument(name, "choice", label, help, str(spec.default),
                         [Choice(str(c), scale_label(c) if param == "scale" else str(c))
@@ -382,6 +387,13 @@ ALLOW_LARGE = Argument(
     u"asks instead)", False, dialog=False)
 
 
+def strength_argument(op):
+    return from_param("strength", op, "strength", u"Stre_ngth",
+                      u"How much of the model's change to keep, in percent: 100 all of it, 0 "
+                      u"none (the image plainly resized with Lanczos-3, or unchanged at the "
+                      u"same size), in between a mix", percent=True)
+
+
 def scale_argument(op, help):
     return from_param("scale", op, "scale", u"Scal_e", help)
 
@@ -413,7 +425,8 @@ def filter_procedure(name, op, label, blurb, help):
     arguments = [scale_argument(op, SCALE_HELP), OUTPUT] if scaled else []
     return Procedure(name, op, label, blurb, help, [FILTER_MENU], arguments + [METHOD]
                      + adapt_arguments(u"this image", u"tiles of the layer")
-                     + ([ALLOW_LARGE] if scaled else []), FILTER_RETURNS,
+                     + ([ALLOW_LARGE] if scaled else []) + [strength_argument(op)],
+                     FILTER_RETURNS,
                      gimp2={"arguments": [a.name for a in arguments]
                             + ["method", "high-bit-depth-as-8-bit"]})
 
@@ -485,7 +498,7 @@ BATCH = Procedure(
         Argument("output-folder", "folder", u"O_utput folder",
                  u"Where 'folder' writes its results, under the same names (made if missing)",
                  action="create", hint=u"for a folder", only_if=("target", ["folder"])),
-        ALLOW_LARGE],
+        ALLOW_LARGE, strength_argument("upscale")],
     [Return("done", "int", u"Done", u"How many layers ('layers', 'images') or files ('folder') "
             u"were processed"),
      Return("notes", "string", u"Notes", u"The layers left as they were, and why; one a line")],

@@ -14,13 +14,16 @@ PUTTING_BACK = u"Putting the result back" + ELLIPSIS
 SHOW_SECONDS_AFTER = 2.0   # seconds; from then on the text counts them, so that it moves
 
 
-def job_params(scale, method):
+def job_params(scale, method, strength=None):
     """A job's parameters: the scale where the op has one (None where it has
-    not), and the method when one is named."""
+    not), the method when one is named, the strength (in percent) when it
+    is not all (servers before strength know no such param)."""
     found = {} if scale is None else {"scale": scale}
     method = (method or "").strip()
     if method:
         found["method"] = method
+    if strength is not None and strength < 100:
+        found["strength"] = max(0.0, strength / 100.0)
     return found
 
 

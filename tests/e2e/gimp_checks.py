@@ -178,6 +178,18 @@ def upscale_default():
 
 
 @check("headless")
+def strength():
+    found = {}
+    for percent in (0, 50):
+        image = load("rgb8.png")
+        found[str(percent)] = plain(run("sharpfu-ai-upscale", image, image.get_layers(),
+                                        strength=float(percent)))
+        export(image, "strength%d.png" % percent)
+        image.delete()
+    record("strength", **found)
+
+
+@check("headless")
 def upscale_4x_new_image():
     image = load("rgb8.png")
     before = describe(image)

@@ -97,6 +97,10 @@ def expected(gimp, images, tmp_path_factory) -> dict[str, np.ndarray]:
             *(["--scale", scale] if op != "deblur" else []))
         for name in names:
             results["%s %s %s" % (op, scale, name)] = imageio.read(str(target / name)).pixels
+    # the plain result strength 0 must give: Lanczos-3, which the server mixes with
+    cli(server, "upscale", [folder / "rgb8.png"], out / "lanczos", "--scale", "2", "--method",
+        "lanczos")
+    results["lanczos 2 rgb8.png"] = imageio.read(str(out / "lanczos" / "rgb8.png")).pixels
     return results
 
 
@@ -203,16 +207,18 @@ def test_procedures_are_registered_under_filters_enhance(headless):
         assert found[name]["menu"] == ["<Image>/Filters/Enhance"]
         assert found[name]["returns"] == ["result-image", "method-used"]
     common = ["run-mode", "image", "drawables"]
-    scaled = common + ["scale", "output", "method", "adapt", "adapt-steps", "allow-large"]
+    scaled = common + ["scale", "output", "method", "adapt", "adapt-steps", "allow-large",
+                       "strength"]
     assert found["sharpfu-ai-upscale"]["arguments"] == scaled
     assert found["sharpfu-ai-sharpen"]["arguments"] == scaled
-    assert found["sharpfu-ai-deblur"]["arguments"] == common + ["method", "adapt", "adapt-steps"]
+    assert found["sharpfu-ai-deblur"]["arguments"] == common + ["method", "adapt", "adapt-steps",
+                                                                "strength"]
     batch = found["sharpfu-batch"]
     assert batch is not None, "sharpfu-batch is not registered"
     assert batch["label"] == "AI _Batch\u2026" and batch["menu"] == ["<Image>/Filters/Enhance"]
     assert batch["arguments"] == ["run-mode", "image", "op", "scale", "method", "adapt",
                                   "adapt-steps", "target", "input-folder", "output-folder",
-                                  "allow-large"]
+                                  "allow-large", "strength"]
     assert batch["returns"] == ["done", "notes"]
 
 
@@ -240,6 +246,8 @@ def test_the_procedures_gimp_registered_are_the_table(headless):
                 assert entry["default"] == argument.default, entry
             elif argument.kind == "bool":
                 assert entry["default"] == argument.default, entry
+            elif argument.kind == "percent":
+                assert entry["range"] == [0.0, 100.0] and entry["default"] == 100.0, entry
             elif argument.kind == "string":     # GIMP keeps an empty default as none
                 assert (entry["default"] or "") == argument.default, entry
 
@@ -251,6 +259,18 @@ def test_upscale_with_no_arguments_doubles_the_image_in_place(headless, expected
     assert record["method"]
     assert np.array_equal(exported(headless, "upscale_default.png"),
                           expected["upscale 2 rgb8.png"])
+
+
+def test_strength_0_is_the_plain_result_and_50_lies_between(headless, expected):
+    found = headless["strength"]
+    assert found["0"]["status"] == "success" and found["50"]["status"] == "success", found
+    plain = expected["lanczos 2 rgb8.png"].astype(int)
+    full = expected["upscale 2 rgb8.png"].astype(int)
+    assert np.array_equal(exported(headless, "strength0.png"), plain)
+    half = exported(headless, "strength50.png").astype(int)
+    assert ((half >= np.minimum(plain, full) - 1) & (half <= np.maximum(plain, full) + 1)).all()
+    assert np.abs(half - (plain + full) / 2).max() <= 1.5
+    assert not np.array_equal(half, plain) and not np.array_equal(half, full)
 
 
 def test_upscale_4x_to_a_new_image_leaves_the_original_alone(headless, expected):
