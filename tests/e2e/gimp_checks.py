@@ -805,6 +805,12 @@ def mnemonics(widget, found):
         key = widget.get_mnemonic_keyval()
         if key != Gdk.KEY_VoidSymbol:
             found.append([Gdk.keyval_name(key).lower(), widget.get_label()])
+    elif isinstance(widget, GimpUi.SpinScale):
+        # A spin scale draws its own label and registers its access key with
+        # the window (gtk_window_add_mnemonic), so there is no Gtk.Label to ask
+        label = widget.get_label() or ""
+        if "_" in label[:-1]:
+            found.append([label[label.index("_") + 1].lower(), label])
     if isinstance(widget, Gtk.Container):
         for child in widget.get_children():
             mnemonics(child, found)
@@ -820,12 +826,12 @@ def radio_states(window, name):
 def dialog_fields():
     """The dialogs as the plug-in builds them (its own dialogs module),
     inspected before they are shown."""
-    global dialogs, Gdk, Gtk
+    global dialogs, Gdk, GimpUi, Gtk
     folder = os.path.join(Gimp.directory(), "plug-ins", "sharpfu")
     sys.path.insert(0, folder)
     import dialogs
     import in_place
-    from gi.repository import Gdk, Gtk
+    from gi.repository import Gdk, GimpUi, Gtk
     from sharpfu_client.operations import PROCEDURES
     dialogs.init()
     found = {}
