@@ -101,7 +101,8 @@ def run_tiled(sources: Sequence[np.ndarray], formats: Sequence[str], out: np.nda
 
     `fn` takes float32 (1, c, h, w) tensors on `device`, one per source,
     and the tile's box (top, left, h, w), and returns a (1, c_out, h * scale,
-    w * scale) tensor. Tiles start at multiples of `align` input pixels."""
+    w * scale) tensor. Tiles start at multiples of `align` input pixels.
+    progress(done, total) before the first tile (done 0) and after each."""
     height, width = sources[0].shape[:2]
     overlap = overlap_for(margin)
     tile = max(tile, min_tile(margin, align))
@@ -114,6 +115,7 @@ def run_tiled(sources: Sequence[np.ndarray], formats: Sequence[str], out: np.nda
     band_top = 0
     total = rows.count * cols.count
     done = 0
+    progress(0, total)
     for i, y in enumerate(rows.starts):
         row_weight = axis_weights(rows, i, scale, margin)[:, None, None]
         for j, x in enumerate(cols.starts):

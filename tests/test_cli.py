@@ -96,6 +96,14 @@ def test_deblur_keeps_the_size(sharpfu, server, tmp_path):
     assert "(classical method, not AI)" in result.stderr
 
 
+def test_strength_zero_leaves_the_picture_as_it_was(sharpfu, tmp_path):
+    pixels = image(tmp_path / "in.png")
+    ok(sharpfu("deblur", tmp_path / "in.png", "-o", tmp_path / "out.png", "--strength", "0%"))
+    assert np.array_equal(imageio.read(str(tmp_path / "out.png")).pixels, pixels)
+    refused = sharpfu("deblur", tmp_path / "in.png", "-o", tmp_path / "x.png", "--strength", "2")
+    assert refused.returncode == 2 and "between 0 and 1" in refused.stderr
+
+
 @pytest.mark.parametrize("scale", [1, 2])
 def test_sharpen_scales(sharpfu, tmp_path, scale):
     image(tmp_path / "in.png")

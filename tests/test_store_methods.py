@@ -90,7 +90,7 @@ def test_each_op_lists_its_methods_best_first_and_both_commands_print_it(spandre
     from server.ops import OPS
     from sharpfu_cli import main as cli_main
     from sharpfu_cli import models_cmd
-    from sharpfu_client import choices
+    from sharpfu_client import methods
     store = Store(tmp_path / "models")
     add(store, tmp_path, "tiny-span-x4", span(4))
     engine = Engine(Settings(device="cpu", models_dir=str(store.folder)))
@@ -104,11 +104,11 @@ def test_each_op_lists_its_methods_best_first_and_both_commands_print_it(spandre
     assert upscalers.index("span") < upscalers.index("tiny-span-x4")
     assert status["choices"]["sharpen"]["1"] == status["choices"]["deblur"]["1"]
     assert "tiny-span-x4" in status["choices"]["sharpen"]["4"]
-    assert [m["name"] for m in choices.ranked(status, "upscale", 4)] == \
+    assert [m["name"] for m in methods.ranked(status, "upscale", 4)] == \
         status["choices"]["upscale"]["4"]
     # an old server's status (no choices) still gives the default first
     old = {k: v for k, v in status.items() if k != "choices"}
-    assert choices.ranked(old, "upscale", 2)[0]["name"] == status["defaults"]["upscale"]["2"]
+    assert methods.ranked(old, "upscale", 2)[0]["name"] == status["defaults"]["upscale"]["2"]
 
     config = tmp_path / "config.json"
     config.write_text('{"endpoint": "tcp://127.0.0.1:9", "key": "%s"}' % ("ab" * 32))

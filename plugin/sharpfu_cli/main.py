@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from sharpfu_client import Cancelled, Client, Frame, SharpFuError
 from sharpfu_client import config as config_module
-from sharpfu_client import choices, launcher
+from sharpfu_client import launcher, methods
 from sharpfu_client.adapt import TILE_SIDE, adapt, sample_tiles, task_for
 from sharpfu_client.cluster import Cluster, server_settings
+from sharpfu_client.operations import OPERATIONS
 
 from . import imageio, models_cmd
 
@@ -79,16 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
                                      "SharpFu server: upscale, deblur, sharpen, refine mattes.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def image_command(name, help_text, scales=None, default=None):
+    def image_command(name, help_text):
         command = commands.add_parser(name, parents=[connection, job], help=help_text,
                                       description=help_text + " Several inputs or a folder make "
                                       "a batch; -o is then a folder.")
         command.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
         command.add_argument("-o", "--output", required=True, metavar="OUT",
                              help="output file, or folder for a batch")
-        if scales:
-            command.add_argument("--scale", type=int, choices=scales, default=default,
-                                 help="size factor (default %d)" % default)
+        scale = OPERATIONS[name].params.get("scale")
+        if scale is not None:
+            command.add_argument("--scale", type=int, choices=scale.choices,
+                                 default=scale.default,
+                                 help="size factor (default %d)" % scale.default)
+        command.add_argument("--strength", metavar="S", type=_strength,
+                             help="how much of the change to keep, 0 to 1 or 0%%%% to 100%%%% "
+                                  "(default 1: all; 0: the image %s)" % (
+                                      "unchanged" if name == "deblur" else
+                                      "plainly resampled with Lanczos-3"))
         command.add_argument("--jobs", metavar="N", type=_positive_int,
                              help="images in flight at once (default: 2 per server), so that "
                                   "reading and writing files never leaves a server idle")
@@ -113,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "fewer parameters, smaller gains (docs/models/adaptation.md)")
         command.set_defaults(run=run_images, op=name, parser=command)
 
-    image_command("upscale", "Enlarge images 2x or 4x.", (2, 4), 2)
+    image_command("upscale", "Enlarge images 2x or 4x.")
     image_command("deblur", "Remove blur at the same size.")
-    image_command("sharpen", "Deblur, then optionally upscale.", (1, 2, 4), 1)
+    image_command("sharpen", "Deblur, then optionally upscale.")
 
     matte = commands.add_parser("matte", parents=[connection, job],
                                 help="Refine a coarse mask into an alpha matte.",
@@ -145,6 +153,14 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _strength(text: str) -> float:
+    """0 to 1, or a percentage (50%)."""
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must lie between 0 and 1 (or 0%% and 100%%)")
     return value
 
 
@@ -445,6 +461,8 @@ def job_params(args) -> dict:
         params["tile"] = args.tile
     if getattr(args, "scale", None):
         params["scale"] = args.scale
+    if getattr(args, "strength", None) is not None and args.strength != 1.0:
+        params["strength"] = args.strength
     return params
 
 
@@ -616,7 +634,7 @@ def describe_status(status: dict) -> str:
 
 def describe_choices(status: dict) -> list[str]:
     """Per op: the default, then every method a job may name, best first
-    (sharpfu_client.choices: the order the GIMP dialogs list them in), with
+    (sharpfu_client.methods: the order the GIMP dialogs list them in), with
     the scales each serves. `sharpfu status` and `sharpfu models list` both
     print this."""
     lines = []
@@ -631,11 +649,11 @@ def describe_choices(status: dict) -> list[str]:
         scales = sorted(defaults.items(), key=lambda item: int(item[0]))
         lines.append("  default: " + ", ".join(
             name if len(scales) == 1 else "%s (%sx)" % (name, scale) for scale, name in scales))
-        ranked = choices.by_scale(status, op)
+        ranked = methods.by_scale(status, op)
         served: dict[str, list[int]] = {}
         order: list[dict] = []
-        for scale, methods in ranked:
-            for method in methods:
+        for scale, infos in ranked:
+            for method in infos:
                 if method["name"] not in served:
                     served[method["name"]] = []
                     order.append(method)

@@ -46,6 +46,11 @@ class Method:
         """Load weights onto the device; classical methods have none."""
         self.loaded = True
 
+    def networks(self, scale: int) -> list[torch.nn.Module]:
+        """The loaded networks a tile at `scale` runs (progress inside a tile
+        follows their layers)."""
+        return []
+
     def info(self) -> dict:
         return {"name": self.name, "kind": self.kind, "title": self.title,
                 "description": self.description, "source": self.source, "ops": list(self.ops),

@@ -81,6 +81,9 @@ class MaskRefiner(MatteMethod):
         self.loaded = True
         log.info("loaded %s on %s", self.name, device)
 
+    def networks(self, scale: int) -> list[torch.nn.Module]:
+        return [self.upsampler] if self.upsampler is not None else []
+
     # -- the two stages ------------------------------------------------------
 
     @torch.inference_mode()

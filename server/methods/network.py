@@ -89,6 +89,9 @@ class NetworkMethod(ImageMethod):
     def unload(self) -> None:
         self.models, self.loaded = {}, False
 
+    def networks(self, scale: int) -> list[torch.nn.Module]:
+        return [self.models[scale]] if scale in self.models else []
+
     def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         source = self.sources[scale]
         model = self.models[source]
