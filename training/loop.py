@@ -301,6 +301,14 @@ def train(task: Task) -> None:
     clip = args.clip or task.clip
     loop = Loop(networks, task.forward, task.loss, lr=args.lr, clip=clip,
                 ema=args.ema if task.ema else None, bf16=args.bf16)
+
+    def schedule() -> dict:
+        return {"batch": args.batch, "planned_steps": args.steps,
+                "optimiser": "Adam, lr %g, warm-up then cosine to 1%% over the training "
+                             "%s%s" % (args.lr, "steps" if args.steps else "time",
+                                       ", gradient norm clipped at %g" % clip if clip else ""),
+                "ema": args.ema if task.ema else None}
+
     if state is not None:
         loop.restore(state["loop"])
         if not args.export_only:
@@ -314,6 +322,7 @@ def train(task: Task) -> None:
             "device": describe_device(device, torch.get_num_threads()),
             "hyper_parameters": task.hyper_parameters,
             "init": init,
+            "schedule": schedule(),
             "data": dict(task.data(), folders=[str(p) for p in args.photos],
                          source="scripts/fetch_training_photos.py rebuilds the folders from "
                                 "public packages (see their ATTRIBUTION.md)")}}
@@ -337,15 +346,13 @@ def train(task: Task) -> None:
 
     def export(validation: dict) -> None:
         meta = state["meta"]
+        # The run's own schedule, kept in its checkpoint: an --export-only
+        # command line need not repeat the options the run was trained with
         training = {"commands": meta["commands"], "data": meta["data"], "git": meta["git"],
                     "device": meta["device"], "torch": torch.__version__,
                     "started": meta["started"], "training_seconds": round(state["elapsed"], 1),
-                    "steps": state["step"], "batch": args.batch,
-                    "optimiser": "Adam, lr %g, warm-up then cosine to 1%% over the training "
-                                 "%s%s" % (args.lr, "steps" if args.steps else "time",
-                                           ", gradient norm clipped at %g" % clip
-                                           if clip else ""),
-                    "ema": args.ema if task.ema else None, "init": meta.get("init")}
+                    "steps": state["step"], **(meta.get("schedule") or schedule()),
+                    "init": meta.get("init")}
         task.export({name: {k: v.detach().float().contiguous().cpu() for k, v in w.items()}
                      for name, w in loop.averaged().items()}, training, validation, curve)
 
