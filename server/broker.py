@@ -105,18 +105,22 @@ class Broker:
                 return
             self.last_activity = time.monotonic()
             client = parts[0].bytes
+            msg_id = None
             try:
-                self._handle(client, parts[1:])
+                header, payloads = wire.unpack(parts[1:], self.key)
+                msg_id = header["id"]
+                self._handle(client, header, payloads)
             except WireError as error:
                 log.info("rejected a request from %s: %s (%s)", client.hex(), error.code,
                          error.message)
-                self._send_error(client, error.msg_id, error.code, error.message)
+                self._send_error(client, error.msg_id or msg_id, error.code, error.message)
             except Exception:  # noqa: BLE001 - one bad request must not stop the server
                 log.exception("unexpected failure handling a request from %s", client.hex())
-                self._send_error(client, None, "internal", wire.ERRORS["internal"])
+                # With its parent id, so that the client fails the job now
+                # instead of waiting for its whole timeout.
+                self._send_error(client, msg_id, "internal", wire.ERRORS["internal"])
 
-    def _handle(self, client: bytes, parts: list) -> None:
-        header, payloads = wire.unpack(parts, self.key)
+    def _handle(self, client: bytes, header: dict, payloads: list) -> None:
         kind = header["type"]
         if kind == "status":
             if payloads:

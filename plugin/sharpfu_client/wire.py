@@ -35,6 +35,8 @@ CHANNEL_COUNTS = (1, 2, 3, 4)  # grey, grey+alpha, RGB, RGBA
 MAX_SIDE = 524288          # GIMP's own limit on an image side
 MAX_ID_LENGTH = 64
 MAX_HEADER_BYTES = 1 << 20
+MIN_SESSION_LENGTH = 16
+_ID_CHARACTERS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 
 # Every error code the server or the client library can produce, each with a
 # sentence a user can act on. The server may send a more specific sentence.
@@ -144,8 +146,11 @@ def unpack(parts, key=b""):
     header_bytes = _bytes(parts[2])
     if len(header_bytes) > MAX_HEADER_BYTES:
         raise WireError("bad_header", "The header is larger than 1 MiB.")
+    non_finite = []
     try:
-        header = json.loads(header_bytes.decode("utf-8"))
+        header = json.loads(header_bytes.decode("utf-8"),
+                            parse_constant=lambda name: non_finite.append(name),
+                            parse_float=lambda text: _finite_float(text, non_finite))
     except (ValueError, UnicodeDecodeError):
         raise WireError("bad_header", "The header is not valid UTF-8 JSON.")
     if not isinstance(header, dict):
@@ -156,6 +161,11 @@ def unpack(parts, key=b""):
     msg_id = str(msg_id)
     if key and not hmac.compare_digest(sign(key, header_bytes), signature):
         raise WireError("bad_signature", msg_id=msg_id)
+    if non_finite:
+        # JSON has no NaN or infinity; Python's parser would take them (and
+        # 1e999 as infinity), and a limit compared with NaN is never exceeded.
+        raise WireError("bad_header", "The header holds a number that is not finite (%s)."
+                        % non_finite[0], msg_id)
     version = header.get("protocol")
     if not isinstance(version, integer_types) or isinstance(version, bool):
         raise WireError("bad_header", "The header needs 'protocol': an integer.", msg_id)
@@ -172,7 +182,26 @@ def unpack(parts, key=b""):
     parent = header.get("parent")
     if parent is not None and not (isinstance(parent, string_types) and len(parent) <= MAX_ID_LENGTH):
         raise WireError("bad_header", "'parent' must be null or a message id.", msg_id)
+    session = header.get("session")
+    if session is not None and not is_session_id(session):
+        raise WireError("bad_header", "'session' must be a random id of %d to %d letters, digits, "
+                        "'-' or '_'." % (MIN_SESSION_LENGTH, MAX_ID_LENGTH), msg_id)
     return header, list(parts[3:])
+
+
+def _finite_float(text, non_finite):
+    value = float(text)
+    if value - value != 0.0:   # infinity or NaN (math.isfinite is not in Python 2.7)
+        non_finite.append(text)
+    return value
+
+
+def is_session_id(session):
+    """Session ids prove, with a job id, who may cancel a job: they must be
+    long enough to be unguessable and plain enough to log."""
+    return (isinstance(session, string_types)
+            and MIN_SESSION_LENGTH <= len(session) <= MAX_ID_LENGTH
+            and all(c in _ID_CHARACTERS for c in session))
 
 
 def frame_nbytes(desc):
