@@ -53,6 +53,7 @@ class Broker:
         self.client_segments: dict[bytes, set[str]] = {}
         self._last_segment_check = time.monotonic()
         self._authenticator = None
+        self.replay_guard = wire.ReplayGuard()
 
         use_curve = security.check_endpoint(settings)
         self.router = self.context.socket(zmq.ROUTER)
@@ -109,6 +110,8 @@ class Broker:
             try:
                 header, payloads = wire.unpack(parts[1:], self.key)
                 msg_id = header["id"]
+                if self.key:
+                    self.replay_guard.check(header, parts[2].bytes)
                 self._handle(client, header, payloads)
             except WireError as error:
                 log.info("rejected a request from %s: %s (%s)", client.hex(), error.code,

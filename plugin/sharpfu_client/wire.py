@@ -13,9 +13,12 @@ A message is one ZeroMQ multipart message:
 """
 from __future__ import absolute_import, division, print_function
 
+import calendar
+import collections
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 
@@ -36,6 +39,8 @@ MAX_SIDE = 524288          # GIMP's own limit on an image side
 MAX_ID_LENGTH = 64
 MAX_HEADER_BYTES = 1 << 20
 MIN_SESSION_LENGTH = 16
+REPLAY_WINDOW = 120.0      # seconds a signed message's date may be from the receiver's clock
+REPLAY_RECORD = 1 << 16    # signatures remembered (jupyter_client keeps as many)
 _ID_CHARACTERS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 
 # Every error code the server or the client library can produce, each with a
@@ -92,6 +97,21 @@ def new_id():
 def utc_now():
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ" % int(now % 1 * 1e6)
+
+
+_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d{1,6})?Z$")
+
+
+def parse_date(text):
+    """Seconds since the epoch of a header's ISO 8601 UTC `date`, or None."""
+    match = _DATE.match(text) if isinstance(text, string_types) else None
+    if match is None:
+        return None
+    try:
+        seconds = calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+    return seconds + float(match.group(2) or 0)
 
 
 def make_header(msg_type, parent=None, **fields):
@@ -202,6 +222,54 @@ def is_session_id(session):
     return (isinstance(session, string_types)
             and MIN_SESSION_LENGTH <= len(session) <= MAX_ID_LENGTH
             and all(c in _ID_CHARACTERS for c in session))
+
+
+class ReplayGuard(object):
+    """Takes each signed message once, and only while its date is within
+    REPLAY_WINDOW seconds of this clock, so that a recorded message cannot be
+    sent again (as jupyter_client's session keeps a digest history).
+
+    Signatures are remembered for twice the window (a message dated at the
+    window's end is still acceptable one window after it arrived). At most
+    `capacity` are kept; when an old one must make room, messages dated at
+    or before it are refused from then on, so a flood can shrink the window
+    but never reopen it."""
+
+    def __init__(self, window=REPLAY_WINDOW, capacity=REPLAY_RECORD):
+        self.window = window
+        self.capacity = capacity
+        self._seen = {}                        # signature -> message date
+        self._order = collections.deque()      # (time taken, date, signature)
+        self._floor = float("-inf")            # no date at or before this is taken
+
+    def __len__(self):
+        return len(self._seen)
+
+    def check(self, header, signature, now=None):
+        """Raises WireError for a replayed, stale or undated message; else
+        records it."""
+        now = time.time() if now is None else now
+        msg_id = header.get("id")
+        date = parse_date(header.get("date"))
+        if date is None:
+            raise WireError("bad_header", "A signed message needs 'date': its ISO 8601 UTC time "
+                            "of sending, such as 2025-01-31T12:00:00.000000Z.", msg_id)
+        signature = bytes(signature)
+        while self._order and now - self._order[0][0] > 2 * self.window:
+            del self._seen[self._order.popleft()[2]]
+        if abs(now - date) > self.window or date <= self._floor:
+            raise WireError("bad_signature", "The message is dated %s, more than %d s from the "
+                            "receiver's clock: it is a recording sent again, or one of the two "
+                            "clocks is wrong." % (header.get("date"), self.window), msg_id)
+        if signature in self._seen:
+            raise WireError("bad_signature", "This signed message was received before; a message "
+                            "is taken only once.", msg_id)
+        self._seen[signature] = date
+        self._order.append((now, date, signature))
+        if len(self._order) > self.capacity:
+            _, old_date, old = self._order.popleft()
+            del self._seen[old]
+            self._floor = max(self._floor, old_date)
 
 
 def frame_nbytes(desc):
