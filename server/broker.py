@@ -24,7 +24,7 @@ from .engine import Engine
 from .jobs import Job, JobError
 from .ops import OPS
 from .queue import FairQueue
-from .shm import SegmentMapper
+from .shm import SWEEP_INTERVAL, Segments
 from .worker import WAKE_ENDPOINT, Event, Worker
 
 log = logging.getLogger("sharpfu.broker")
@@ -41,7 +41,6 @@ class Broker:
         self.queue = FairQueue()
         self.jobs: dict[tuple[bytes, str], Job] = {}
         self.held_bytes = 0
-        self.mapper = SegmentMapper()
         self.started = time.time()
         # Names this server process in every reply, so that a client spread
         # over several servers knows which one holds each of its jobs.
@@ -51,7 +50,7 @@ class Broker:
         self._backlog: list[tuple[float, bytes, dict, list]] = []
         # Shared-memory segments each client has named, removed if it vanishes.
         self.client_segments: dict[bytes, set[str]] = {}
-        self._last_segment_check = time.monotonic()
+        self._last_segment_check = self._last_sweep = time.monotonic()
         self._authenticator = None
         self.replay_guard = wire.ReplayGuard()
 
@@ -68,6 +67,12 @@ class Broker:
         self.wake = self.context.socket(zmq.PULL)
         self.wake.bind(WAKE_ENDPOINT)
         self.worker = Worker(engine, self.queue, self.context)
+        # Only once listening: a refused or duplicate start leaves no marker.
+        self.segments = Segments()
+        swept = self.segments.sweep()
+        if swept:
+            log.info("removed %d shared-memory segment(s) of processes that are gone",
+                     len(swept))
 
     # -- main loop ------------------------------------------------------------
 
@@ -148,7 +153,7 @@ class Broker:
         if sum(1 for c, _ in self.jobs if c == client) >= self.settings.max_jobs_per_client:
             raise WireError("server_busy", "This client already has %d jobs queued; wait for "
                             "some to finish." % self.settings.max_jobs_per_client, msg_id)
-        job = protocol.parse_job(header, payloads, client, self.settings, self.mapper)
+        job = protocol.parse_job(header, payloads, client, self.settings, self.segments)
         try:
             self.engine.check(job)
         except JobError as error:
@@ -166,7 +171,7 @@ class Broker:
         image = next(iter(job.inputs.values()))[0]
         log.info("job %s: %s %dx%d %s x%d %s queued for client %s", msg_id[:8], job.op,
                  image["width"], image["height"], image["format"], image["channels"],
-                 "via shared memory" if job.reply_region is not None else "inline",
+                 "via shared memory" if job.reply_ref or job.input_refs else "inline",
                  client.hex())
         self._progress(job, 0.0, "queued")
 
@@ -275,7 +280,6 @@ class Broker:
             self.held_bytes -= job.held_bytes
         job.state = "finished"
         job.inputs = {}
-        job.reply_region = None
 
     def _client_gone(self, client: bytes) -> None:
         mine = [job for (c, _), job in self.jobs.items() if c == client]
@@ -288,7 +292,7 @@ class Broker:
                 self._release(job)
         self._backlog = [entry for entry in self._backlog if entry[1] != client]
         # Its shared memory would otherwise stay in RAM until the next reboot.
-        self.mapper.remove(self.client_segments.pop(client, ()))
+        self.segments.remove(self.client_segments.pop(client, ()))
 
     def _housekeeping(self, now: float) -> None:
         backlog, self._backlog = self._backlog, []
@@ -302,13 +306,20 @@ class Broker:
         for job in list(self.jobs.values()):
             if not job.orphaned and now - job.last_sent >= self.settings.heartbeat:
                 self._progress(job, job.fraction, job.stage)
-        self.mapper.sweep()
+        if now - self._last_sweep > SWEEP_INTERVAL:
+            self._last_sweep = now
+            in_use = {ref["segment"] for job in self.jobs.values()
+                      for ref in list(job.input_refs.values()) + [job.reply_ref] if ref}
+            swept = self.segments.sweep(keep=in_use)
+            if swept:
+                log.info("removed %d shared-memory segment(s) of processes that are gone",
+                         len(swept))
         if now - self._last_segment_check > 60:
             self._last_segment_check = now
-            self.mapper.touch_marker()
+            self.segments.touch_marker()
             for client in list(self.client_segments):   # forget what clients removed
                 self.client_segments[client] = {
-                    name for name in self.client_segments[client] if self.mapper.exists(name)}
+                    name for name in self.client_segments[client] if self.segments.exists(name)}
                 if not self.client_segments[client]:
                     del self.client_segments[client]
         if self.jobs:
@@ -335,8 +346,8 @@ class Broker:
             "limits": {"max_pixels": self.settings.max_pixels,
                        "max_message_bytes": self.settings.max_message_bytes,
                        "max_jobs_per_client": self.settings.max_jobs_per_client},
-            "shm": ({"dir": self.mapper.directory, "marker": self.mapper.marker}
-                    if self.mapper.available else None),
+            "shm": ({"dir": self.segments.directory, "marker": self.segments.marker}
+                    if self.segments.available else None),
             "jobs": {"queued": len(self.queue), "running": running,
                      "held_bytes": self.held_bytes},
             "memory": {"rss": psutil.Process().memory_info().rss},
@@ -354,7 +365,7 @@ class Broker:
             if not job.orphaned:
                 self._send_error(job.client, job.id, "shutting_down", wire.ERRORS["shutting_down"])
             self._release(job)
-        self.mapper.close()
+        self.segments.close()
         self.router.close(0)
         self.wake.close(0)
         if self._authenticator is not None:

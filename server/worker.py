@@ -76,7 +76,9 @@ class Worker(threading.Thread):
             self._emit(Event("progress", job, fraction=fraction, stage=stage))
 
         try:
+            job.load_inputs()
             frames, method = self.engine.run(job, report)
+            frames = job.deliver(frames)
         except tiling.Cancelled:
             self._emit(Event("error", job, code="cancelled", message="The job was cancelled."))
         except JobError as error:

@@ -385,31 +385,44 @@ class Client(object):
     def _send_job(self, job):
         header = wire.make_header("job", op=job.op, params=job.params, session=self.session,
                                   frames=[f.descriptor() for f in job.frames])
-        pool = self._shm_pool()
-        payloads = []
-        if pool is not None:
-            inputs = sum(f.nbytes for f in job.frames)
-            scale = job.params.get("scale", 1) if isinstance(job.params.get("scale"), int) else 1
-            reply = max(f.nbytes for f in job.frames) * scale * scale
-            if job._lease is None or job._lease.size < inputs + reply:
-                if job._lease is not None:
-                    pool.release(job._lease)
-                job._lease = pool.acquire(inputs + reply)
+        payloads = [f.data for f in job.frames]
+        if self._lease_for(job):
             offset = 0
             for desc, frame in zip(header["frames"], job.frames):
                 job._lease.write(offset, frame.data)
-                desc["shm"] = {"segment": job._lease.name, "offset": offset, "size": frame.nbytes}
+                desc["shm"] = job._lease.ref(offset, frame.nbytes)
                 offset += frame.nbytes
-            header["reply_shm"] = {"segment": job._lease.name, "offset": offset,
-                                   "size": job._lease.size - offset}
-        else:
-            payloads = [f.data for f in job.frames]
+            payloads = []
+            if job._lease.size > offset:
+                header["reply_shm"] = job._lease.ref(offset, job._lease.size - offset)
         if job.id is not None:
             self._jobs.pop(job.id, None)
         job.id = header["id"]
         job.last_heard = now()
         self._jobs[job.id] = job
         self._send(header, payloads)
+
+    def _lease_for(self, job):
+        """Give the job a segment for its inputs and, where /dev/shm has room,
+        its result; False when the pixels must travel inline."""
+        pool = self._shm_pool()
+        if pool is None:
+            return False
+        inputs = sum(f.nbytes for f in job.frames)
+        scale = job.params.get("scale", 1) if isinstance(job.params.get("scale"), int) else 1
+        reply = max(f.nbytes for f in job.frames) * scale * scale
+        if job._lease is not None and job._lease.size >= inputs + reply:
+            return True
+        self._release_lease(job)
+        # A small or full /dev/shm (Docker gives 64 MB): the result comes
+        # inline, or everything does.
+        for size in (inputs + reply, inputs):
+            try:
+                job._lease = pool.acquire(size)
+                return True
+            except (OSError, IOError, ValueError):
+                continue
+        return False
 
     def cancel(self, job):
         """Ask the server to stop a job. The job then ends as cancelled (or

@@ -308,15 +308,23 @@ def check_frame(desc, max_pixels, msg_id=None):
     return frame_nbytes(desc)
 
 
+MAX_SHM_OFFSET = 1 << 48   # past any segment a machine can hold
+
+
 def check_shm_ref(ref, msg_id=None):
-    """A reference into a client's shared-memory segment: {segment, offset, size}."""
+    """A reference into a client's shared-memory segment: {segment, offset,
+    size, token}; the token proves the client made the segment (section 5)."""
     segment = ref.get("segment")
     if not isinstance(segment, string_types) or not is_segment_name(segment):
         raise WireError("bad_frame", "Shared-memory segment names look like 'sharpfu-' followed by hex digits.", msg_id)
     for field in ("offset", "size"):
         value = ref.get(field)
-        if not isinstance(value, integer_types) or isinstance(value, bool) or value < 0:
-            raise WireError("bad_frame", "Shared-memory %r must be a non-negative integer." % field, msg_id)
+        if not isinstance(value, integer_types) or isinstance(value, bool) or not 0 <= value <= MAX_SHM_OFFSET:
+            raise WireError("bad_frame", "Shared-memory %r must be an integer from 0 to 2^48." % field, msg_id)
+    token = ref.get("token")
+    if token is not None and not (isinstance(token, string_types) and len(token) == 32
+                                  and all(c in _HEX for c in token)):
+        raise WireError("bad_frame", "A shared-memory 'token' is 32 lower-case hex digits.", msg_id)
 
 
 SEGMENT_PREFIX = "sharpfu-"
