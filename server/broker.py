@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 
 import psutil
 import zmq
@@ -30,6 +31,8 @@ from .worker import WAKE_ENDPOINT, Event, Worker
 log = logging.getLogger("sharpfu.broker")
 
 BACKLOG_GIVE_UP = 30.0   # seconds a result may wait for a client that does not read
+SEND_HWM = 8             # replies ZeroMQ queues for one client before refusing more
+BACKLOG_SLACK = 16       # replies to refused requests a backlog may hold beyond the jobs
 
 
 class Broker:
@@ -47,7 +50,11 @@ class Broker:
         self.instance = wire.new_id()
         self.last_activity = time.monotonic()
         self._stop = False
-        self._backlog: list[tuple[float, bytes, dict, list]] = []
+        # Results and errors a client's full pipe did not take yet, in order:
+        # client -> [(time queued, header, payloads, bytes)]. They count
+        # against max_held_bytes like queued inputs.
+        self._backlog: dict[bytes, deque] = {}
+        self.backlog_bytes = 0
         # Shared-memory segments each client has named, removed if it vanishes.
         self.client_segments: dict[bytes, set[str]] = {}
         self._last_segment_check = self._last_sweep = time.monotonic()
@@ -59,8 +66,13 @@ class Broker:
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
+        # A client that stops reading fills its pipe after a few replies;
+        # what follows waits in the backlog, where it is counted and bounded.
+        self.router.setsockopt(zmq.SNDHWM, SEND_HWM)
         if use_curve:
             self._authenticator = security.enable_curve(self.context, self.router, settings)
+        elif self.key:
+            self._authenticator = security.enable_plain(self.context, self.router, self.key)
         if settings.endpoint.startswith("ipc://"):
             os.umask(0o077)   # the socket file: this user only
         self.router.bind(settings.endpoint)
@@ -86,7 +98,7 @@ class Broker:
         last_housekeeping = 0.0
         try:
             while not self._stop:
-                events = dict(poller.poll(250))
+                events = dict(poller.poll(20 if self._backlog else 250))
                 if self.router in events:
                     self._read_requests()
                 if self.wake in events:
@@ -94,6 +106,8 @@ class Broker:
                         self.wake.recv()
                 self._drain_events()
                 now = time.monotonic()
+                if self._backlog:
+                    self._flush_backlog(now)
                 if now - last_housekeeping >= 0.25:
                     last_housekeeping = now
                     self._housekeeping(now)
@@ -117,6 +131,12 @@ class Broker:
                 msg_id = header["id"]
                 if self.key:
                     self.replay_guard.check(header, parts[2].bytes)
+                size = sum(len(part) for part in parts[1:])
+                if size > self.settings.max_message_bytes:
+                    # ZMQ_MAXMSGSIZE caps each part; this caps them together.
+                    raise WireError("bad_message", "The message holds %d bytes; this server "
+                                    "takes at most %d in one message (limits.max_message_bytes)."
+                                    % (size, self.settings.max_message_bytes), msg_id)
                 self._handle(client, header, payloads)
             except WireError as error:
                 log.info("rejected a request from %s: %s (%s)", client.hex(), error.code,
@@ -150,6 +170,9 @@ class Broker:
             raise WireError("shutting_down", msg_id=msg_id)
         if (client, msg_id) in self.jobs:
             raise WireError("bad_header", "A job with this id is already in progress.", msg_id)
+        if client in self._backlog:
+            raise WireError("server_busy", "This client has not read the replies it was sent; "
+                            "read them before sending more jobs.", msg_id)
         if sum(1 for c, _ in self.jobs if c == client) >= self.settings.max_jobs_per_client:
             raise WireError("server_busy", "This client already has %d jobs queued; wait for "
                             "some to finish." % self.settings.max_jobs_per_client, msg_id)
@@ -158,7 +181,7 @@ class Broker:
             self.engine.check(job)
         except JobError as error:
             raise WireError(error.code, error.message, msg_id)
-        if self.held_bytes + job.held_bytes > self.settings.max_held_bytes:
+        if self.held_bytes + self.backlog_bytes + job.held_bytes > self.settings.max_held_bytes:
             raise WireError("server_busy", msg_id=msg_id)
         self.held_bytes += job.held_bytes
         segments = {ref["segment"] for ref in job.input_refs.values()}
@@ -196,22 +219,60 @@ class Broker:
 
     # -- what goes out --------------------------------------------------------
 
-    def _send(self, client: bytes, header: dict, payloads: list = (), queued_at=None) -> None:
+    def _send(self, client: bytes, header: dict, payloads: list = ()) -> None:
         """Send without ever blocking the loop. A result or error that finds
-        the client's pipe full waits in the backlog; a progress message is
-        dropped (the next one supersedes it)."""
+        the client's pipe full waits in the backlog (behind any older one); a
+        progress message is dropped (the next one supersedes it)."""
         header.setdefault("server", self.instance)
+        final = header["type"] not in ("progress",)
+        if client in self._backlog:
+            if final:
+                self._defer(client, header, payloads)
+            return
         parts = [client] + wire.pack(header, payloads, self.key)
         try:
             self.router.send_multipart(parts, zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            if header["type"] in ("result", "error"):
-                self._backlog.append((queued_at or time.monotonic(), client, header,
-                                      list(payloads)))
+            if final:
+                self._defer(client, header, payloads)
         except zmq.ZMQError as error:
             if error.errno != zmq.EHOSTUNREACH:
                 raise
             self._client_gone(client)
+
+    def _defer(self, client: bytes, header: dict, payloads: list) -> None:
+        waiting = self._backlog.setdefault(client, deque())
+        if len(waiting) >= self.settings.max_jobs_per_client + BACKLOG_SLACK:
+            log.info("client %s does not read its replies; dropping it", client.hex())
+            self._client_gone(client)
+            return
+        nbytes = sum(memoryview(p).nbytes for p in payloads)
+        waiting.append((time.monotonic(), header, list(payloads), nbytes))
+        self.backlog_bytes += nbytes
+
+    def _flush_backlog(self, now: float) -> None:
+        for client in list(self._backlog):
+            waiting = self._backlog[client]
+            while waiting:
+                queued_at, header, payloads, nbytes = waiting[0]
+                try:
+                    self.router.send_multipart([client] + wire.pack(header, payloads, self.key),
+                                               zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    if now - queued_at > BACKLOG_GIVE_UP:
+                        log.info("client %s has not read its replies for %.0f s; dropping it",
+                                 client.hex(), BACKLOG_GIVE_UP)
+                        self._client_gone(client)
+                    break
+                except zmq.ZMQError as error:
+                    if error.errno != zmq.EHOSTUNREACH:
+                        raise
+                    self._client_gone(client)
+                    break
+                waiting.popleft()
+                self.backlog_bytes -= nbytes
+            if not waiting:
+                self._backlog.pop(client, None)
 
     def _send_error(self, client: bytes, parent: str | None, code: str, message: str) -> None:
         self._send(client, wire.make_header("error", parent, code=code, message=message))
@@ -290,19 +351,12 @@ class Broker:
             job.cancel.set()
             if self.queue.remove(job) or job.state == "finished":
                 self._release(job)
-        self._backlog = [entry for entry in self._backlog if entry[1] != client]
+        for _, _, _, nbytes in self._backlog.pop(client, ()):
+            self.backlog_bytes -= nbytes
         # Its shared memory would otherwise stay in RAM until the next reboot.
         self.segments.remove(self.client_segments.pop(client, ()))
 
     def _housekeeping(self, now: float) -> None:
-        backlog, self._backlog = self._backlog, []
-        for queued_at, client, header, payloads in backlog:
-            if now - queued_at > BACKLOG_GIVE_UP:
-                log.info("client %s has not read its result for %.0f s; dropping it",
-                         client.hex(), BACKLOG_GIVE_UP)
-                self._client_gone(client)
-            else:
-                self._send(client, header, payloads, queued_at)
         for job in list(self.jobs.values()):
             if not job.orphaned and now - job.last_sent >= self.settings.heartbeat:
                 self._progress(job, job.fraction, job.stage)
@@ -349,7 +403,7 @@ class Broker:
             "shm": ({"dir": self.segments.directory, "marker": self.segments.marker}
                     if self.segments.available else None),
             "jobs": {"queued": len(self.queue), "running": running,
-                     "held_bytes": self.held_bytes},
+                     "held_bytes": self.held_bytes + self.backlog_bytes},
             "memory": {"rss": psutil.Process().memory_info().rss},
         }
 

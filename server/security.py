@@ -8,6 +8,7 @@ curve_clients_dir are let in.
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import zmq
@@ -15,6 +16,10 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from sharpfu_client.config import is_local_endpoint
+from sharpfu_client.wire import CONNECT_USER, connect_password
+
+
+ZAP_DOMAIN = "sharpfu"
 
 
 class SecurityError(Exception):
@@ -53,6 +58,29 @@ def enable_curve(context: zmq.Context, socket: zmq.Socket, settings) -> ThreadAu
     socket.curve_publickey = public
     socket.curve_secretkey = secret
     return authenticator
+
+
+def enable_plain(context: zmq.Context, socket: zmq.Socket, key: bytes) -> ThreadAuthenticator:
+    """Let in only connections that present the key's PLAIN credentials.
+
+    Checked during ZeroMQ's handshake, before a connection can deliver a
+    message: a peer without the key cannot make the server buffer a single
+    byte (a signature can only be checked once a whole message is in)."""
+    authenticator = ThreadAuthenticator(context, log=_quiet_log())
+    authenticator.start()
+    authenticator.configure_plain(domain=ZAP_DOMAIN, passwords={
+        CONNECT_USER.decode(): connect_password(key).decode()})
+    socket.zap_domain = ZAP_DOMAIN.encode()
+    socket.plain_server = True
+    return authenticator
+
+
+def _quiet_log() -> logging.Logger:
+    # pyzmq logs every handshake at debug level; a stranger retrying its
+    # connection would fill the server's log.
+    logger = logging.getLogger("sharpfu.auth")
+    logger.setLevel(logging.WARNING)
+    return logger
 
 
 def make_keys(directory: str) -> list[str]:

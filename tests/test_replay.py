@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import zmq
 
 from sharpfu_client import wire
 from sharpfu_client.wire import ReplayGuard, WireError
@@ -85,9 +84,7 @@ def test_old_entries_expire():
 
 
 def test_the_server_refuses_a_replayed_request(server):
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(server.endpoint)
+    sock = server.raw_socket()
     header, parts = signed_status()
     replies = []
     for _ in range(2):

@@ -14,7 +14,6 @@ import time
 import numpy as np
 import psutil
 import pytest
-import zmq
 
 from serverproc import ROOT
 from sharpfu_client import Frame, JobFailed, shm, wire
@@ -30,13 +29,6 @@ def pixels(height, width, channels=4):
 @pytest.fixture
 def signed_server(fresh_server):
     return fresh_server(key=KEY)
-
-
-def raw_socket(proc):
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(proc.endpoint)
-    return sock
 
 
 def final_reply(sock, timeout=30.0):
@@ -92,7 +84,7 @@ def test_a_sparse_segment_commits_no_memory_in_the_server(signed_server):
             reply = dict(ref, offset=image.nbytes, size=(1 << 30) - image.nbytes)
             desc = {"name": "image", "width": 64, "height": 64, "channels": 4, "format": "u8",
                     "shm": ref}
-            sock = raw_socket(signed_server)
+            sock = signed_server.raw_socket()
             sock.send_multipart(wire.pack(wire.make_header(
                 "job", op="upscale", params={"scale": 2, "method": "lanczos"}, frames=[desc],
                 reply_shm=reply), (), KEY.encode()))
@@ -120,7 +112,7 @@ def test_a_request_cannot_read_another_clients_segment(signed_server):
     with signed_server.client() as victim:
         victim.status()
         segment = another_clients_segment(victim._shm_pool().directory, secret)
-        sock = raw_socket(signed_server)
+        sock = signed_server.raw_socket()
         for token in (None, "0" * 32, wire.new_id()):
             ref = {"segment": segment.name, "offset": 0, "size": secret.nbytes}
             if token is not None:
@@ -142,7 +134,7 @@ def test_a_request_cannot_overwrite_or_unlink_another_clients_segment(signed_ser
     with signed_server.client() as victim:
         victim.status()
         segment = another_clients_segment(victim._shm_pool().directory, secret)
-        sock = raw_socket(signed_server)
+        sock = signed_server.raw_socket()
         reply_ref = {"segment": segment.name, "offset": 0, "size": 1 << 20,
                      "token": wire.new_id()}
         header = wire.make_header("job", op="echo", params={"delay": 2, "steps": 2}, frames=[
@@ -171,7 +163,7 @@ def test_segments_open_to_others_are_refused(signed_server):
                "token": getattr(segment, "token", "0" * 32)}
         header = wire.make_header("job", op="echo", params={}, frames=[dict(
             name="image", width=16, height=16, channels=4, format="u8", shm=ref)])
-        sock = raw_socket(signed_server)
+        sock = signed_server.raw_socket()
         sock.send_multipart(wire.pack(header, (), KEY.encode()))
         reply, _ = final_reply(sock)
         sock.close()

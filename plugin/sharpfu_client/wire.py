@@ -137,6 +137,16 @@ def sign(key, header_bytes):
     return hmac.new(key, header_bytes, hashlib.sha256).hexdigest().encode("ascii")
 
 
+CONNECT_USER = b"sharpfu"
+
+
+def connect_password(key):
+    """The ZeroMQ PLAIN password of a client holding `key`: derived from it,
+    so that the key itself never travels. A server with a key lets in only
+    connections that present it, before they can send a single message."""
+    return hmac.new(key, b"sharpfu connect 1", hashlib.sha256).hexdigest().encode("ascii")
+
+
 def encode_header(header):
     return json.dumps(header, sort_keys=True, separators=(",", ":"),
                       allow_nan=False).encode("utf-8")
