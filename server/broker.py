@@ -32,7 +32,9 @@ log = logging.getLogger("sharpfu.broker")
 
 BACKLOG_GIVE_UP = 30.0   # seconds a result may wait for a client that does not read
 SEND_HWM = 8             # replies ZeroMQ queues for one client before refusing more
-BACKLOG_SLACK = 16       # replies to refused requests a backlog may hold beyond the jobs
+BACKLOG_LIMIT = 1000     # replies waiting for one client before it counts as gone
+REJECTIONS_LOGGED = 20   # rejected requests logged one by one per REJECTION_WINDOW seconds
+REJECTION_WINDOW = 5.0
 
 
 class Broker:
@@ -60,6 +62,8 @@ class Broker:
         self._last_segment_check = self._last_sweep = time.monotonic()
         self._authenticator = None
         self.replay_guard = wire.ReplayGuard()
+        # A flood of bad requests is summed up, not logged line by line.
+        self._rejections = {"since": time.monotonic(), "logged": 0, "more": 0}
 
         use_curve = security.check_endpoint(settings)
         self.router = self.context.socket(zmq.ROUTER)
@@ -139,14 +143,31 @@ class Broker:
                                     % (size, self.settings.max_message_bytes), msg_id)
                 self._handle(client, header, payloads)
             except WireError as error:
-                log.info("rejected a request from %s: %s (%s)", client.hex(), error.code,
-                         error.message)
+                self._log_rejection(client, error)
                 self._send_error(client, error.msg_id or msg_id, error.code, error.message)
             except Exception:  # noqa: BLE001 - one bad request must not stop the server
                 log.exception("unexpected failure handling a request from %s", client.hex())
                 # With its parent id, so that the client fails the job now
                 # instead of waiting for its whole timeout.
                 self._send_error(client, msg_id, "internal", wire.ERRORS["internal"])
+
+    def _log_rejection(self, client: bytes, error: WireError) -> None:
+        counts = self._rejections
+        if counts["logged"] < REJECTIONS_LOGGED:
+            counts["logged"] += 1
+            log.info("rejected a request from %s: %s (%s)", client.hex(), error.code,
+                     error.message)
+        else:
+            counts["more"] += 1
+
+    def _sum_up_rejections(self, now: float) -> None:
+        counts = self._rejections
+        if now - counts["since"] < REJECTION_WINDOW:
+            return
+        if counts["more"]:
+            log.info("%d more requests rejected in the last %.0f s", counts["more"],
+                     now - counts["since"])
+        self._rejections = {"since": now, "logged": 0, "more": 0}
 
     def _handle(self, client: bytes, header: dict, payloads: list) -> None:
         kind = header["type"]
@@ -226,6 +247,8 @@ class Broker:
         header.setdefault("server", self.instance)
         final = header["type"] not in ("progress",)
         if client in self._backlog:
+            self._flush(client, time.monotonic())
+        if client in self._backlog:
             if final:
                 self._defer(client, header, payloads)
             return
@@ -242,7 +265,7 @@ class Broker:
 
     def _defer(self, client: bytes, header: dict, payloads: list) -> None:
         waiting = self._backlog.setdefault(client, deque())
-        if len(waiting) >= self.settings.max_jobs_per_client + BACKLOG_SLACK:
+        if len(waiting) >= BACKLOG_LIMIT:
             log.info("client %s does not read its replies; dropping it", client.hex())
             self._client_gone(client)
             return
@@ -252,27 +275,30 @@ class Broker:
 
     def _flush_backlog(self, now: float) -> None:
         for client in list(self._backlog):
-            waiting = self._backlog[client]
-            while waiting:
-                queued_at, header, payloads, nbytes = waiting[0]
-                try:
-                    self.router.send_multipart([client] + wire.pack(header, payloads, self.key),
-                                               zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    if now - queued_at > BACKLOG_GIVE_UP:
-                        log.info("client %s has not read its replies for %.0f s; dropping it",
-                                 client.hex(), BACKLOG_GIVE_UP)
-                        self._client_gone(client)
-                    break
-                except zmq.ZMQError as error:
-                    if error.errno != zmq.EHOSTUNREACH:
-                        raise
+            self._flush(client, now)
+
+    def _flush(self, client: bytes, now: float) -> None:
+        """Send what waits for a client, oldest first, while its pipe takes it."""
+        waiting = self._backlog[client]
+        while waiting:
+            queued_at, header, payloads, nbytes = waiting[0]
+            try:
+                self.router.send_multipart([client] + wire.pack(header, payloads, self.key),
+                                           zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                if now - queued_at > BACKLOG_GIVE_UP:
+                    log.info("client %s has not read its replies for %.0f s; dropping it",
+                             client.hex(), BACKLOG_GIVE_UP)
                     self._client_gone(client)
-                    break
-                waiting.popleft()
-                self.backlog_bytes -= nbytes
-            if not waiting:
-                self._backlog.pop(client, None)
+                return
+            except zmq.ZMQError as error:
+                if error.errno != zmq.EHOSTUNREACH:
+                    raise
+                self._client_gone(client)
+                return
+            waiting.popleft()
+            self.backlog_bytes -= nbytes
+        self._backlog.pop(client, None)
 
     def _send_error(self, client: bytes, parent: str | None, code: str, message: str) -> None:
         self._send(client, wire.make_header("error", parent, code=code, message=message))
@@ -360,6 +386,7 @@ class Broker:
         for job in list(self.jobs.values()):
             if not job.orphaned and now - job.last_sent >= self.settings.heartbeat:
                 self._progress(job, job.fraction, job.stage)
+        self._sum_up_rejections(now)
         if now - self._last_sweep > SWEEP_INTERVAL:
             self._last_sweep = now
             in_use = {ref["segment"] for job in self.jobs.values()

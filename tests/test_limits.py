@@ -128,3 +128,23 @@ def test_a_client_that_stops_reading_loses_its_jobs_not_the_servers_memory(fresh
         while client.status()["jobs"]["held_bytes"] and time.monotonic() < deadline:
             time.sleep(0.5)
         assert client.status()["jobs"] == {"queued": 0, "running": 0, "held_bytes": 0}
+
+
+def test_a_flood_of_bad_requests_writes_a_bounded_log(fresh_server):
+    proc = fresh_server(key=KEY)
+    sock = raw_socket(proc.endpoint, KEY.encode())
+    answered = 0
+    for batch in range(30):
+        for n in range(100):
+            sock.send_multipart([wire.MAGIC, b"", b'{"id": "x%d"}' % n])
+        while answered < 100 * (batch + 1) and sock.poll(5000):
+            sock.recv_multipart()
+            answered += 1
+    sock.close()
+    assert answered == 3000
+    deadline = time.monotonic() + 10
+    while "more requests rejected" not in proc.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = proc.log()
+    assert log.count("rejected a request") <= 60, log.count("rejected a request")
+    assert "more requests rejected" in log
