@@ -33,6 +33,7 @@ log = logging.getLogger("sharpfu.broker")
 BACKLOG_GIVE_UP = 30.0   # seconds a result may wait for a client that does not read
 SEND_HWM = 8             # replies ZeroMQ queues for one client before refusing more
 BACKLOG_LIMIT = 1000     # replies waiting for one client before it counts as gone
+BACKLOG_REFUSE = 1.0     # seconds replies may wait before the client's new jobs are refused
 REJECTIONS_LOGGED = 20   # rejected requests logged one by one per REJECTION_WINDOW seconds
 REJECTION_WINDOW = 5.0
 
@@ -191,13 +192,15 @@ class Broker:
             raise WireError("shutting_down", msg_id=msg_id)
         if (client, msg_id) in self.jobs:
             raise WireError("bad_header", "A job with this id is already in progress.", msg_id)
-        if client in self._backlog:
+        waiting = self._backlog.get(client)
+        if waiting and time.monotonic() - waiting[0][0] > BACKLOG_REFUSE:
             raise WireError("server_busy", "This client has not read the replies it was sent; "
                             "read them before sending more jobs.", msg_id)
-        if sum(1 for c, _ in self.jobs if c == client) >= self.settings.max_jobs_per_client:
+        job = protocol.parse_job(header, payloads, client, self.settings, self.segments)
+        if sum(1 for other in self.jobs.values() if other.flow == job.flow) \
+                >= self.settings.max_jobs_per_client:
             raise WireError("server_busy", "This client already has %d jobs queued; wait for "
                             "some to finish." % self.settings.max_jobs_per_client, msg_id)
-        job = protocol.parse_job(header, payloads, client, self.settings, self.segments)
         try:
             self.engine.check(job)
         except JobError as error:

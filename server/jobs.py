@@ -46,6 +46,14 @@ class Job:
     _reply_used: int = 0
     _reply_planned: list = field(default_factory=list)
 
+    @property
+    def flow(self) -> tuple:
+        """Whose turn this job takes in the fair queue and whose limits it
+        counts against: its client's session, so that one client's many
+        connections (a Cluster, a script starting a process per file that
+        shares a session) count as one; the connection when it sent none."""
+        return ("session", self.session) if self.session else ("connection", self.client)
+
     def load_inputs(self) -> None:
         """Copy the frames that wait in the client's shared memory into our
         own, now that the job runs (queued jobs hold none of it). Raises
