@@ -197,7 +197,10 @@ class Broker:
             raise WireError("server_busy", "This client has not read the replies it was sent; "
                             "read them before sending more jobs.", msg_id)
         job = protocol.parse_job(header, payloads, client, self.settings, self.segments)
-        if sum(1 for other in self.jobs.values() if other.flow == job.flow) \
+        # Results still waiting to be read count too: a client that does not
+        # read gets no more memory than one that waits for its jobs.
+        unread = sum(1 for entry in waiting or () if entry[1]["type"] == "result")
+        if unread + sum(1 for other in self.jobs.values() if other.flow == job.flow) \
                 >= self.settings.max_jobs_per_client:
             raise WireError("server_busy", "This client already has %d jobs queued; wait for "
                             "some to finish." % self.settings.max_jobs_per_client, msg_id)
