@@ -41,6 +41,15 @@ def flood(endpoint, stop, reads, sent):
     sock.close()
 
 
+def first_turn(client, image) -> int:
+    """Run a small job; its place in the queue when it was accepted (1: it
+    runs next). Timings would say the same, but not on a loaded machine."""
+    job = client.submit("upscale", [Frame(image, 64, 64, 3)], {"scale": 2, "method": "lanczos"})
+    places = []
+    client.wait(job, progress=lambda fraction, stage: places.append(job.queue_position))
+    return next((place for place in places if place), 1)
+
+
 @pytest.mark.parametrize("reads", [True, False], ids=["reading", "not reading"])
 def test_a_small_job_waits_little_behind_a_flood(fresh_server, reads):
     proc = fresh_server(key=KEY)
@@ -51,18 +60,12 @@ def test_a_small_job_waits_little_behind_a_flood(fresh_server, reads):
         time.sleep(4)   # the flood is in full swing
         image = np.zeros((64, 64, 3), np.uint8)
         with proc.client() as client:
-            waits = []
-            for _ in range(3):
-                started = time.monotonic()
-                client.run("upscale", [Frame(image, 64, 64, 3)], {"scale": 2,
-                                                                  "method": "lanczos"})
-                waits.append(time.monotonic() - started)
+            turns = [first_turn(client, image) for _ in range(3)]
     finally:
         stop.set()
         thread.join(30)
     assert sent[0] > 1000, "the flood did not flood"
-    assert max(waits) < 3.0, "the small job waited %.1f s (flood: %d jobs)" % (max(waits),
-                                                                              sent[0])
+    assert max(turns) <= 2, "the small job was queued behind %d jobs" % (max(turns) - 1)
 
 
 def many_connections(endpoint, stop, sent, session):
@@ -100,12 +103,10 @@ def test_a_clients_connections_share_one_turn(fresh_server):
         time.sleep(8)   # far more jobs queued than the server can do
         image = np.zeros((64, 64, 3), np.uint8)
         with proc.client() as client:
-            started = time.monotonic()
-            client.run("upscale", [Frame(image, 64, 64, 3)], {"scale": 2, "method": "lanczos"})
-            waited = time.monotonic() - started
             queued = client.status()["jobs"]["queued"]
+            turn = first_turn(client, image)
     finally:
         stop.set()
         thread.join(60)
     assert queued > 10, "the flood did not outrun the server"
-    assert waited < 2.0, "the small job waited %.1f s behind %d queued jobs" % (waited, queued)
+    assert turn <= 2, "the small job was queued behind %d of %d jobs" % (turn - 1, queued)
