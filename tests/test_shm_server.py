@@ -250,3 +250,15 @@ def test_a_small_dev_shm_falls_back_to_inline_frames(tmp_path, client_kind):
          str(ROOT / "tests")], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert "result" in done.stdout, done.stdout + done.stderr
     assert "server 0" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_client_does_not_reuse_a_segment_cut_short(tmp_path):
+    pool = shm.SegmentPool(str(tmp_path))
+    segment = pool.acquire(1 << 20)
+    pool.release(segment)
+    os.truncate(segment.path, 0)
+    again = pool.acquire(1 << 20)
+    assert again is not segment and again.intact()
+    again.write(0, bytes(1 << 20))   # would be SIGBUS in the old mapping
+    pool.release(again)
+    pool.close()

@@ -133,6 +133,13 @@ class Segment(object):
         finally:
             os.close(fd)
 
+    def intact(self):
+        """Whether the file still has all the pages this mapping expects."""
+        try:
+            return os.stat(self.path).st_size >= self.size
+        except OSError:
+            return False
+
     def ref(self, offset, size):
         """The request's reference to `size` bytes at `offset`."""
         return {"segment": self.name, "offset": offset, "size": size, "token": self.token}
@@ -174,6 +181,9 @@ class SegmentPool(object):
         remove_stale(directory)
 
     def acquire(self, size):
+        for segment in [s for s in self._idle if not s.intact()]:
+            self._idle.remove(segment)   # cut short by someone: touching it would be SIGBUS
+            segment.close()
         fitting = [s for s in self._idle if s.size >= size]
         if fitting:
             segment = min(fitting, key=lambda s: s.size)
