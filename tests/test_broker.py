@@ -7,7 +7,7 @@ import threading
 import pytest
 import zmq
 
-from serverproc import free_port
+from server.scratch import free_port
 from server.broker import Broker
 from server.settings import Settings
 from sharpfu_client import wire

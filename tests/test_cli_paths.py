@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from serverproc import free_port
+from server.scratch import free_port
 from sharpfu_cli import imageio
 from sharpfu_cli.imageio import Picture
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from serverproc import ROOT, ServerProcess, free_port
+from server.scratch import ROOT, ServerProcess, free_port
 
 INSTALL = ROOT / "install.py"
 

@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 import pytest
 
-from serverproc import ROOT
+from server.scratch import ROOT
 from sharpfu_client import Frame, JobFailed, shm, wire
 
 KEY = "5a" * 32
@@ -207,7 +207,7 @@ SMALL_SHM = textwrap.dedent("""
     import numpy as np
     from sharpfu_client import Client, Frame, shm
     sys.path.insert(0, sys.argv[3])
-    from serverproc import ServerProcess
+    from server.scratch import ServerProcess
     from pathlib import Path
     if sys.argv[2] == "unreserved" and hasattr(shm, "reserve"):
         shm.reserve = lambda fd, size: None     # a client that does not reserve its pages
