@@ -261,29 +261,48 @@ class Installer:
     # -- configuration ------------------------------------------------------------
 
     def write_config(self) -> dict:
-        """The user's config.json: endpoint, signing key and how to start the
-        server. An existing file keeps its key and every other setting."""
-        path = Path(sharpfu_config.config_dir()) / sharpfu_config.CONFIG_NAME
-        config = json.loads(path.read_text()) if path.exists() else {}
+        """The user's config.json (or SHARPFU_CONFIG's file): what is missing
+        is added (a new signing key, the endpoint, how to start the server);
+        nothing that is there is rewritten, so a second clone's install does
+        not take over a working server command. --endpoint changes the
+        endpoint, as asked."""
+        path = config_path()
+        config = read_config(path)
         wanted = dict(config)
         wanted.setdefault("key", secrets.token_hex(32))
-        wanted["endpoint"] = self.args.endpoint or config.get("endpoint") or \
-            sharpfu_config.DEFAULT_ENDPOINT
-        wanted["server_command"] = self.server_command()
+        if self.args.endpoint:
+            wanted["endpoint"] = self.args.endpoint
+        wanted.setdefault("endpoint", sharpfu_config.DEFAULT_ENDPOINT)
+        ours = self.server_command()
+        recorded = config.get("server_command")
+        if not recorded or not command_exists(recorded):
+            if recorded:
+                self.say("configuration: the recorded server command %s no longer exists; "
+                         "recording this installation's" % " ".join(map(str, recorded)))
+            wanted["server_command"] = ours
+        elif [str(part) for part in recorded] != [str(part) for part in ours]:
+            self.say("configuration: the server command stays %s (another installation); to "
+                     "use this one, remove \"server_command\" from %s and run install.py again"
+                     % (" ".join(map(str, recorded)), path))
         if wanted != config:
-            self.say("configuration: %s (%s)" % (path, "updated" if config else "created"))
+            added = sorted(name for name in wanted if config.get(name) != wanted[name])
+            self.say("configuration: %s (%s)" % (path, "set " + ", ".join(added) if config
+                                                 else "created"))
             if not self.args.dry_run:
                 write_private(path, wanted)
             self.changed.append("configuration")
         else:
+            if os.name != "nt" and path.stat().st_mode & 0o077:
+                self.say("configuration: %s was readable by others; now by you only" % path)
+                if not self.args.dry_run:
+                    path.chmod(0o600)
             self.say("configuration: %s (up to date)" % path)
         return wanted
 
     def plugin_config(self) -> dict:
         """With --plugin-only, the configuration the plug-in gets: --config-from,
         else the user's own (which a full install wrote)."""
-        path = Path(self.args.config_from or Path(sharpfu_config.config_dir())
-                    / sharpfu_config.CONFIG_NAME)
+        path = Path(self.args.config_from or config_path())
         if not path.exists():
             sys.exit("install.py: %s does not exist. Run install.py without --plugin-only first "
                      "(it writes the configuration), or name one with --config-from." % path)
@@ -782,21 +801,74 @@ class GimpPlugins:
             self.say("GIMP: no SharpFu plug-in found to remove")
         self.say("left in place: the server's virtual environment (%s) and your configuration "
                  "(%s); delete them by hand if you no longer want them" % (
-                     self.installer.venv, Path(sharpfu_config.config_dir())))
+                     self.installer.venv, config_path()))
         verb = "would remove" if self.args.dry_run else "removed"
         self.say("done: %s" % ("%s %d plug-in folder(s)" % (verb, removed) if removed
                                 else "nothing to remove"))
 
 
+def config_path() -> Path:
+    """The configuration every command reads and writes: SHARPFU_CONFIG's
+    file, else the user's own."""
+    return Path(os.environ.get("SHARPFU_CONFIG") or
+                Path(sharpfu_config.config_dir()) / sharpfu_config.CONFIG_NAME).expanduser()
+
+
+def read_config(path: Path) -> dict:
+    """A configuration file's JSON object ({} when there is none)."""
+    try:
+        config = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as error:
+        sys.exit("install.py: %s cannot be read (%s); fix or remove it." % (path, error))
+    if not isinstance(config, dict):
+        sys.exit("install.py: %s does not hold a JSON object; fix or remove it." % path)
+    return config
+
+
+def command_exists(command) -> bool:
+    """Whether a recorded server command's program is still there."""
+    program = str(command[0] if isinstance(command, (list, tuple)) else command).split()[0]
+    return Path(program).exists() or shutil.which(program) is not None
+
+
+def private_folder(folder: Path) -> None:
+    """Create a folder (with its parents) that only this user can enter; an
+    existing one is left as it is."""
+    if folder.is_dir():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if os.name != "nt":
+        folder.chmod(0o700)   # whatever the umask
+
+
 def write_private(path: Path, data: dict) -> None:
-    """Write JSON readable by this user only: it holds the signing key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, path)
+    """Write JSON readable by this user only (it holds the signing key):
+    into a new file of mode 0600 beside it (never a leftover of another
+    mode), then renamed over it, so no one ever sees it half written or
+    readable."""
+    private_folder(path.parent)
+    fd, temporary = tempfile.mkstemp(dir=str(path.parent), prefix="." + path.name + ".",
+                                     suffix=".tmp")
+    try:
+        if os.name != "nt":
+            os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    try:   # what an interrupted older install.py may have left, the key in it
+        path.with_suffix(".tmp").unlink()
+    except OSError:
+        pass
 
 
 def reachable(url: str, timeout: float = 5.0) -> bool:

@@ -208,13 +208,13 @@ class Engine:
 
     def _tile_size(self, job: Job, bytes_per_pixel: float, largest: int | None = None) -> int:
         requested = job.params.get("tile") or self.settings.tile
-        if requested:
-            return max(MIN_TILE, requested)
         free, _ = devices.memory(self.device)
         budget = free * (0.6 if self.device.type == "cuda" else 0.25)
         side = int(math.sqrt(budget / bytes_per_pixel)) // 64 * 64 if bytes_per_pixel else 4096
         if self.device.type != "cuda":
             side = min(side, CPU_TILE_LIMIT)
+        if requested:   # smaller tiles on request; larger ones never past the cap
+            return max(MIN_TILE, min(requested, side))
         return min(max(256, min(side, 4096)), largest or 4096)
 
     def _tiled(self, job: Job, sources, formats, out, out_format, tile_fn, scale, margin,

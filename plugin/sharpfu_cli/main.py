@@ -41,6 +41,7 @@ LUMA = (0.299, 0.587, 0.114)   # ITU-R 601, as Pillow and most tools make grey
 ADAPT_IMAGES = 8               # images of a batch that adaptation samples tiles from
 ADAPT_TILES = 16
 LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
+MIN_TILE, MAX_TILE = 64, 16384  # the server's smallest tile and its 'tile' parameter's maximum
 
 
 def say(message: str) -> None:
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--method", metavar="NAME",
                        help="model or method to use (see 'sharpfu status'); default: the best "
                             "installed")
-    group.add_argument("--tile", metavar="N", type=_tile, help="tile side in pixels")
+    group.add_argument("--tile", metavar="N", type=_tile,
+                       help="tile side in pixels, %d to %d (default: from free memory; the "
+                            "server never exceeds what its memory allows)" % (MIN_TILE, MAX_TILE))
 
     parser = argparse.ArgumentParser(prog="sharpfu", description="AI restoration with the "
                                      "SharpFu server: upscale, deblur, sharpen, refine mattes.")
@@ -85,8 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                                       description=help_text + " Several inputs or a folder make "
                                       "a batch; -o is then a folder.")
         command.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
-        command.add_argument("-o", "--output", required=True, metavar="OUT",
-                             help="output file, or folder for a batch")
+        command.add_argument("-o", "--output", metavar="OUT",
+                             help="output file, or folder for a batch (never an input, unless "
+                                  "--in-place)")
+        command.add_argument("--in-place", action="store_true",
+                             help="replace the inputs with the results (each file is replaced "
+                                  "whole, in one step, once its result is ready); -o may then "
+                                  "be left out")
         scale = OPERATIONS[name].params.get("scale")
         if scale is not None:
             command.add_argument("--scale", type=int, choices=scale.choices,
@@ -173,8 +181,9 @@ def _positive_int(text: str) -> int:
 
 def _tile(text: str) -> int:
     value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (automatic) or more")
+    if value != 0 and not MIN_TILE <= value <= MAX_TILE:
+        raise argparse.ArgumentTypeError("must be 0 (automatic) or %d to %d" % (MIN_TILE,
+                                                                                 MAX_TILE))
     return value
 
 
@@ -252,7 +261,7 @@ def connect(client: Client | Cluster, args) -> dict:
 # -- image ops ----------------------------------------------------------------
 
 def run_images(args, client, interrupt: Interrupt) -> int:
-    pairs, failed = plan(args.inputs, args.output, args.parser)
+    pairs, failed = plan(args)
     everything = [source for source, _ in pairs]
     skipped = 0
     if args.resume:
@@ -290,7 +299,7 @@ def run_adaptation(args, client, interrupt: Interrupt, sources: list[str], param
     frames = []
     for path in chosen:
         try:
-            frames.append(to_frame(read(path).pixels, "sample"))
+            frames.append(to_frame(read(path, input_limit(client, {})).pixels, "sample"))
         except Failure as failure:
             say("adaptation skips %s: %s" % (failure.path, failure.reason))
     if not frames:
@@ -361,7 +370,7 @@ class Batch:
     def submit(self, source: str, target: str) -> None:
         try:
             check_output(target)   # before the work, not after it
-            picture = read(source)
+            picture = read(source, input_limit(self.client, self.params))
             job = self.client.submit(self.args.op, [to_frame(picture.pixels, "image")],
                                      self.params)
         except Failure as failure:
@@ -415,11 +424,18 @@ class Batch:
             ", ".join(parts), seconds, self.written / seconds, self.pixels_out / 1e6 / seconds)
 
 
-def plan(inputs: list[str], output: str, parser) -> tuple[list[tuple[str, str]], int]:
-    """(input, output) pairs, and how many inputs already failed."""
+def plan(args) -> tuple[list[tuple[str, str]], int]:
+    """(input, output) pairs, and how many inputs already failed. Refuses
+    (exit 2) outputs that would write over an input without --in-place; says
+    which outputs cannot be written before anything is read or sent."""
+    parser, output = args.parser, args.output
+    if args.in_place and args.resume:
+        parser.error("--resume skips inputs whose output exists; with --in-place every one does")
+    if output is None and not args.in_place:
+        parser.error("the following arguments are required: -o/--output (or --in-place)")
     files, failed = [], 0
-    batch = len(inputs) > 1
-    for path in inputs:
+    batch = len(args.inputs) > 1
+    for path in args.inputs:
         if os.path.isdir(path):
             batch = True
             found = sorted(entry.path for entry in os.scandir(path) if entry.is_file()
@@ -434,23 +450,54 @@ def plan(inputs: list[str], output: str, parser) -> tuple[list[tuple[str, str]],
             failed += 1
         else:
             files.append(path)
+    if output is None:
+        return [(f, f) for f in files], failed
     into_folder = batch or os.path.isdir(output) or output.endswith(os.sep)
+    if into_folder and os.path.exists(output) and not os.path.isdir(output):
+        parser.error("with several inputs or a folder, -o must be a folder; %s is a file"
+                     % output)
+    if into_folder and not os.path.exists(output) \
+            and os.path.splitext(output)[1].lower() in IMAGE_EXTENSIONS:
+        parser.error("with several inputs or a folder, -o must be a folder; %s is named like an "
+                     "image file (end it with %s to make a folder of that name)"
+                     % (output, os.sep))
+    pairs = [(f, os.path.join(output, os.path.basename(f)) if into_folder else output)
+             for f in files]
+    targets = set()
+    sources = {_identity(f) for f in files}
+    for source, target in pairs:
+        if os.path.abspath(target) in targets:
+            parser.error("several inputs would be written to %s" % target)
+        targets.add(os.path.abspath(target))
+        if not args.in_place and _identity(target) in sources:
+            parser.error("%s would be written over the input %s; give --in-place to replace "
+                         "inputs with their results, or choose another -o" % (target, source))
     if into_folder:
-        if os.path.exists(output) and not os.path.isdir(output):
-            parser.error("with several inputs, -o must be a folder; %s is a file" % output)
         try:
             os.makedirs(output, exist_ok=True)
         except OSError as error:
             say("error: %s: %s" % (output, error.strerror))
-            return [], failed + 1
-    pairs = [(f, os.path.join(output, os.path.basename(f)) if into_folder else output)
-             for f in files]
-    targets = set()
-    for _, target in pairs:
-        if os.path.abspath(target) in targets:
-            parser.error("several inputs would be written to %s" % target)
-        targets.add(os.path.abspath(target))
-    return pairs, failed
+            return [], failed + len(pairs) + 1
+    writable = []
+    for source, target in pairs:
+        try:
+            check_output(target)
+        except Failure as failure:
+            say("error: %s: %s" % (failure.path, failure.reason))
+            failed += 1
+        else:
+            writable.append((source, target))
+    return writable, failed
+
+
+def _identity(path: str):
+    """What makes two paths one file: device and inode when it exists (links,
+    other spellings), else the absolute path."""
+    try:
+        info = os.stat(path)
+        return info.st_dev, info.st_ino
+    except OSError:
+        return os.path.abspath(path)
 
 
 def job_params(args) -> dict:
@@ -508,11 +555,21 @@ def run_matte(args, client: Client, interrupt: Interrupt) -> int:
         args.parser.error("the matte is written as a PNG (or TIFF); name the output .png")
     if args.cutout and os.path.splitext(args.cutout)[1].lower() not in (".png", ".tif", ".tiff"):
         args.parser.error("the cut-out is written as a PNG (or TIFF); name it .png")
+    inputs = {_identity(args.image), _identity(args.mask)}
+    for path in filter(None, (target, args.cutout)):
+        if _identity(path) in inputs:
+            args.parser.error("%s would be written over an input; choose another name" % path)
+        try:
+            check_output(path)
+        except Failure as failure:
+            say("error: %s: %s" % (failure.path, failure.reason))
+            return EXIT_FAILED
     connect(client, args)
     with tqdm(total=1, disable=True if args.quiet else None, file=sys.stderr,
               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]") as bar:
         try:
-            image, mask = read(args.image), read(args.mask)
+            image, mask = (read(path, input_limit(client, {})) for path in (args.image,
+                                                                              args.mask))
             if image.size != mask.size:
                 raise Failure(args.mask, "the mask is %dx%d but the image is %dx%d; they must "
                               "be the same size" % (mask.size + image.size))
@@ -555,9 +612,9 @@ def mask_channel(pixels: np.ndarray) -> np.ndarray:
 
 # -- files and frames ---------------------------------------------------------
 
-def read(path: str) -> imageio.Picture:
+def read(path: str, max_pixels: int = imageio.MAX_PIXELS) -> imageio.Picture:
     try:
-        picture = imageio.read(path)
+        picture = imageio.read(path, max_pixels)
     except imageio.ImageError as error:
         raise Failure(path, str(error)) from None
     for note in picture.notes:
@@ -565,11 +622,32 @@ def read(path: str) -> imageio.Picture:
     return picture
 
 
+def input_limit(client, params: dict) -> int:
+    """The most pixels an input may have for the server to take the job: its
+    max_pixels for the result, so an image that would be refused is never
+    decoded."""
+    limits = (getattr(client, "server_status", None) or {}).get("limits") or {}
+    scale = params.get("scale") or 1
+    return (limits.get("max_pixels") or imageio.MAX_PIXELS) // (scale * scale)
+
+
 def check_output(path: str) -> None:
+    """Refuse, before any work, an output that cannot be written: an unknown
+    extension, a folder where the file would go, a folder that does not
+    exist or cannot be written to."""
     try:
         imageio.format_for(path)
     except imageio.ImageError as error:
         raise Failure(path, str(error)) from None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise Failure(path, "cannot write: it is a folder")
+    if not os.path.isdir(folder):
+        raise Failure(path, "cannot write: %s %s" % (folder, "is not a folder" if
+                                                       os.path.exists(folder) else
+                                                       "does not exist"))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise Failure(path, "cannot write: no permission to write in %s" % folder)
 
 
 def write(path: str, picture: imageio.Picture) -> None:
