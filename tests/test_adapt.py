@@ -153,10 +153,10 @@ def test_adapt_op_makes_a_model_that_upscale_and_sharpen_use(engine):
     assert any("adapting: step 40 of 40" in s for _, s in reports)
     adapted = engine.catalog.methods[name]
     assert isinstance(adapted, AdaptedMethod)
-    assert engine.catalog.defaults()["upscale"]["2"] == "span"   # never a default
+    assert engine.catalog.defaults()["upscale"]["2"] == "span-tuned"   # never a default
 
     low = image[:64, :64]
-    shipped_job = make_job("upscale", {"scale": 2}, image=low)
+    shipped_job = make_job("upscale", {"scale": 2, "method": "span"}, image=low)
     shipped, info = engine.run(shipped_job, lambda f, s: None)
     assert info["name"] == "span"
     ours_job = make_job("upscale", {"scale": 2, "method": name}, image=low)

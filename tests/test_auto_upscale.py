@@ -50,8 +50,9 @@ def engine(tmp_path):
 
 
 def test_auto_is_the_default_and_chooses_per_image(engine):
-    assert engine.status()["defaults"]["upscale"] == {"2": "auto", "4": "span"}
-    for jpeg, expected in ((False, "span-official-x2-ch48"), (True, "span")):
+    # only x2 of the authors' weights here: 4x falls to SharpFu's fine-tune alone
+    assert engine.status()["defaults"]["upscale"] == {"2": "auto", "4": "span-tuned"}
+    for jpeg, expected in ((False, "span-official-x2-ch48"), (True, "span-tuned")):
         job = make_job("upscale", {"scale": 2}, image=version(jpeg))
         results, info = engine.run(job, lambda f, s: None)
         assert info["name"] == expected
@@ -65,4 +66,4 @@ def test_auto_is_the_default_and_chooses_per_image(engine):
 def test_no_auto_without_the_official_weights(tmp_path):
     engine = Engine(Settings(device="cpu", models_dir=str(tmp_path / "empty")))
     assert "auto" not in engine.catalog.methods
-    assert engine.status()["defaults"]["upscale"]["2"] == "span"
+    assert engine.status()["defaults"]["upscale"]["2"] == "span-tuned"
