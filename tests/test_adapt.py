@@ -303,7 +303,8 @@ def test_adapting_the_deblurrer_makes_a_model_deblur_and_sharpen_use(engine):
     assert info["name"] == name and result[0][1].shape == blurry.shape
     _, info = engine.run(make_job("sharpen", {"scale": 2, "method": name}, image=blurry),
                          lambda f, s: None)
-    assert [stage["name"] for stage in info["stages"]] == [name, "span"]
+    assert [stage["name"] for stage in info["stages"]] == [
+        name, engine.catalog.defaults()["upscale"]["2"]]
 
 
 def test_deblur_adaptation_refuses_a_classical_deblurrer(engine):
