@@ -3,9 +3,10 @@ image.
 
 No installed network holds both goals of issue 16: the authors' SPAN,
 trained on clean bicubic downscales, gains most on clean inputs but
-sharpens JPEG blocks on thumbnails; SharpFu's SPAN-32 was trained on blur,
-noise and JPEG and is the better of the two there. `auto` looks at the
-whole input once, before tiling, and hands the job to one of them.
+sharpens JPEG blocks on thumbnails; SharpFu's fine-tune of it on thumbnails
+(span-tuned, else SharpFu's SPAN-32) is the better there and the worse on
+clean inputs (docs/models/span-tuned.md). `auto` looks at the whole input
+once, before tiling, and hands the job to one of them.
 
 The estimate is JPEG's 8x8 block grid: the mean absolute luma step across
 the grid lines (columns 8k-1|8k, rows likewise) over the mean step
