@@ -38,7 +38,10 @@ class ServerProcess:
         self.config_path.write_text(json.dumps({
             "endpoint": self.endpoint, "key": key,
             "server_command": [sys.executable, "-m", "server"],
-            "server": server_settings or {},
+            # a models folder of its own: never the user's, whose models
+            # would change what the server offers and runs by default
+            "server": dict({"models_dir": str(self.directory / "models")},
+                           **(server_settings or {})),
             "client": client_settings or {},
         }))
         self.log_path = self.directory / "server.log"
