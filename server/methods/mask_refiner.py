@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from models import guided_upsampler, matte_refiner, registry
 
 from .. import pixels, tiling
+from ..pixels import shrink_bands  # noqa: F401 (the benchmark reads it here)
 from . import MatteMethod
 
 log = logging.getLogger("sharpfu.methods")
@@ -178,15 +179,6 @@ def footprint(start: int, stop: int, length: int, low: int, margin: int) -> slic
     hi = (min(stop + margin, length) - 0.5) * low / length - 0.5
     return slice(max(int(math.floor(lo)) - guided_upsampler.WINDOW - 1, 0),
                  min(int(math.ceil(hi)) + guided_upsampler.WINDOW + 2, low))
-
-
-def shrink_bands(bands: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Area-shrink an image, given as bands of its rows, to `size`: each band
-    in width first, then all of them in height. Area averaging is separable,
-    so this equals shrinking the whole image at once."""
-    narrow = torch.cat([F.interpolate(x, size=(x.shape[-2], size[1]), mode="area")
-                        for x in bands], 2)
-    return F.interpolate(narrow, size=size, mode="area")
 
 
 def mask_refiner_methods(directory=None) -> list[MaskRefiner]:
