@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -203,7 +204,13 @@ def test_progress_follows_the_server(plugin):
     assert gimpfu.progress[0][0] == "init"
     fractions = [value for kind, value in gimpfu.progress if kind == "update"]
     assert fractions and fractions[-1] == 1.0 and fractions == sorted(fractions)
-    assert any(kind == "text" and "done by" in value for kind, value in gimpfu.progress)
+    texts = [value for kind, value in gimpfu.progress if kind == "text"]
+    assert "AI Upscale: Enlarging..." in texts or "AI Upscale: Loading the model, then " \
+        "enlarging..." in texts, texts
+    # the last word stays: how long it took and what made it, in plain words
+    assert re.match(r"AI Upscale: Done in \d+\.\d s with (the AI model|.*classical)", texts[-1]), \
+        texts[-1]
+    assert "channels" not in texts[-1] and "blocks" not in texts[-1]
 
 
 def test_undo_group_surrounds_every_change(plugin):
