@@ -45,8 +45,6 @@ WORKING_PIXELS = 250_000
 BAND = 15            # working pixels either side of the mask's edge that are unknown
 PRIOR = 0.1          # pull towards the mask at the band's limit (zero at the edge)
 WIDEN = 3            # times the band may widen where the subject's edge lies beyond it
-COLOUR_LINE = True   # the colour's place between the two means, not a verdict
-COLOUR_IN_BAND = 1.0   # ... within the first band, times this
 COLOUR = 1.0         # pull towards what the local colour models say, when sure
 COLOUR_TEMPERATURE = 4.0   # log-likelihood ratio (nats) at which they count as 76% sure
 COLOUR_NOISE = 1e-3  # added to the models' colour variances
@@ -121,7 +119,9 @@ def colour_evidence(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor,
     `fg` and one of `bg` (1, 1, h, w bool) within `radius` px of every pixel.
     Returns the log-likelihood ratio log p(I | fg) - log p(I | bg) of every
     pixel's colour, and where it counts: both models exist, and the likelier
-    one finds the colour typical. The statistics are
+    one finds the colour typical. (Not the colour's place on the line between
+    the two means: a shaded petal falls part of the way along it and would be
+    pulled semi-transparent.) The statistics are
     gathered on a grid shrunk so that the window is about 16 of its cells
     across: they change slowly, and the shrunk grid makes any radius cheap."""
     h, w = image.shape[-2:]
@@ -152,18 +152,13 @@ def colour_evidence(image: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor,
         ixx, ixy, ixz, iyy, iyz, izz = inv
         quad = (ixx * d0 * d0 + iyy * d1 * d1 + izz * d2 * d2
                 + 2 * (ixy * d0 * d1 + ixz * d0 * d2 + iyz * d1 * d2))
-        models.append((-0.5 * quad - 0.5 * det.clamp_min(1e-30).log(), quad, weight > 0.02, mean))
-    (log_fg, quad_fg, has_fg, mean_fg), (log_bg, quad_bg, has_bg, mean_bg) = models
+        models.append((-0.5 * quad - 0.5 * det.clamp_min(1e-30).log(), quad, weight > 0.02))
+    (log_fg, quad_fg, has_fg), (log_bg, quad_bg, has_bg) = models
     evidence = (log_fg - log_bg).float()
-    # where the colour falls on the line from the background's mean colour
-    # to the foreground's
-    line = mean_fg - mean_bg
-    projected = (((x - mean_bg) * line).sum(1, keepdim=True)
-                 / (line * line).sum(1, keepdim=True).clamp_min(1e-6)).clamp(0, 1).float()
     # A colour that the model it is closer to explains badly too (a strand
     # mixing both, a colour seen nowhere near) says nothing.
     typical = torch.where(evidence > 0, quad_fg, quad_bg) <= TYPICAL
-    return evidence, has_fg & has_bg & typical, projected
+    return evidence, has_fg & has_bg & typical
 
 
 def solve_band(image: torch.Tensor, mask: torch.Tensor, band: int | None = None,
@@ -184,10 +179,9 @@ def solve_band(image: torch.Tensor, mask: torch.Tensor, band: int | None = None,
     alpha = torch.where(unknown, mask, hard.float())
     # The colour models start from the pixels the mask is surest of.
     fg, bg = hard & ~unknown, ~hard & ~unknown
-    widened = torch.zeros_like(unknown)
     info = {"rounds": []}
     for round_ in range(widen + 1):
-        evidence, usable, projected = colour_evidence(image, fg, bg, 2 * band)
+        evidence, usable = colour_evidence(image, fg, bg, 2 * band)
         colour_fg = (evidence > 0).float()
         confidence = torch.where(usable, torch.tanh(evidence.abs() / COLOUR_TEMPERATURE),
                                  torch.zeros_like(evidence))
@@ -205,15 +199,13 @@ def solve_band(image: torch.Tensor, mask: torch.Tensor, band: int | None = None,
             if not bool(more.any()):
                 break
             unknown = unknown | more
-            widened = widened | more
             # the mask is doubted there: its pull is half of that at the band's limit
             depth = torch.where(more, torch.full_like(depth, 0.7), depth)
             alpha = torch.where(more, mask, alpha)
         w_mask = prior * depth.clamp(0, 1) ** 2
-        w_colour = COLOUR * confidence ** 2 * torch.where(widened, 1.0, COLOUR_IN_BAND)
+        w_colour = COLOUR * confidence ** 2
         weight = w_mask + w_colour
-        colour_target = projected if COLOUR_LINE else colour_fg
-        target = (w_mask * hard.float() + w_colour * colour_target) / weight.clamp_min(1e-12)
+        target = (w_mask * hard.float() + w_colour * colour_fg) / weight.clamp_min(1e-12)
         alpha, solved = matting_laplacian.solve(image, unknown, alpha, weight, target,
                                                 EPSILON, ITERATIONS, TOLERANCE)
         info["rounds"].append({"unknown": solved["unknown"], "iterations": solved["iterations"]})

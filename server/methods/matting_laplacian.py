@@ -21,7 +21,9 @@ The solver (`solve`) fixes the known pixels (rows of the identity), then runs
 conjugate gradients preconditioned by one multigrid V-cycle: Galerkin coarse
 operators P^T A P with bilinear P, found by probing the finer operator with
 25 interleaved combs (the coarse stencil is again 5 x 5), damped-Jacobi
-smoothing, a few hundred Jacobi sweeps on the coarsest grid. Jacobi-
+smoothing, and an exact solve on the coarsest grid (at most COARSEST^2
+pixels, inverted densely once: sweeps there would cost a few milliseconds of
+per-call overhead each, most of a cycle). Jacobi-
 preconditioned CG needs about 900 steps for a band 10 px wide where this
 needs a few dozen.
 """
@@ -39,8 +41,7 @@ CENTRE = len(OFFSETS) // 2
 
 SMOOTHING = 2          # damped-Jacobi sweeps before and after each coarse correction
 DAMPING = 0.7
-COARSEST = 24          # grids no larger than this on a side are the bottom
-BOTTOM_SWEEPS = 40
+COARSEST = 24          # a grid no larger than this on either side is the bottom
 
 
 # -- the stencil ------------------------------------------------------------------
@@ -181,19 +182,39 @@ def galerkin(stencil: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def dense(stencil: torch.Tensor) -> torch.Tensor:
+    """The stencil field (25, h, w) as a dense (h w, h w) matrix."""
+    _, h, w = stencil.shape
+    n = h * w
+    out = torch.zeros(n, n, dtype=stencil.dtype, device=stencil.device)
+    rows = torch.arange(n, device=stencil.device).view(h, w)
+    ys, xs = torch.meshgrid(torch.arange(h, device=stencil.device),
+                            torch.arange(w, device=stencil.device), indexing="ij")
+    for o, (dy, dx) in enumerate(OFFSETS):
+        inside = (ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
+        columns = (ys + dy).clamp(0, h - 1) * w + (xs + dx).clamp(0, w - 1)
+        out[rows[inside], columns[inside]] = stencil[o][inside]
+    return out
+
+
 class Multigrid:
     """One V-cycle as a preconditioner for the operator `stencil` (already
     restricted to its free pixels by `dirichlet`)."""
 
     def __init__(self, stencil: torch.Tensor):
         self.levels = [stencil]
-        while min(self.levels[-1].shape[1:]) > COARSEST:
+        while max(self.levels[-1].shape[1:]) > COARSEST:
             coarse = galerkin(self.levels[-1])
             # a coarse pixel whose whole footprint is fixed has no row left
             empty = coarse[CENTRE] <= 1e-12
             coarse[CENTRE] = torch.where(empty, torch.ones_like(coarse[CENTRE]), coarse[CENTRE])
             self.levels.append(coarse)
         self.inverse_diagonal = [1.0 / s[CENTRE] for s in self.levels]
+        bottom = dense(self.levels[-1].double())
+        # symmetric in exact arithmetic; the pseudo-inverse forgives a
+        # singular bottom (a free region touching no fixed pixel)
+        self.bottom = torch.linalg.pinv(0.5 * (bottom + bottom.T), hermitian=True).to(
+            self.levels[-1].dtype)
 
     def _smooth(self, level: int, x: torch.Tensor, b: torch.Tensor, sweeps: int) -> torch.Tensor:
         s, d = self.levels[level], self.inverse_diagonal[level]
@@ -203,7 +224,7 @@ class Multigrid:
 
     def cycle(self, b: torch.Tensor, level: int = 0) -> torch.Tensor:
         if level == len(self.levels) - 1:
-            return self._smooth(level, torch.zeros_like(b), b, BOTTOM_SWEEPS)
+            return (self.bottom @ b.reshape(-1)).view(b.shape)
         x = self._smooth(level, torch.zeros_like(b), b, SMOOTHING)
         residual = b - apply(self.levels[level], x)
         coarse_shape = tuple(self.levels[level + 1].shape[1:])
