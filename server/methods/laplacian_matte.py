@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from .. import pixels, tiling
 from . import MatteMethod
 from . import matting_laplacian
-from ..pixels import shrink_bands
 
 log = logging.getLogger("sharpfu.methods")
 
@@ -312,11 +311,7 @@ class LaplacianMatte(MatteMethod):
         small = working_size(height, width)
 
         def whole(array, fmt, channels):
-            # a band of rows at a time: 24 MP in float32 at once is gigabytes
-            step = max(64, 2_000_000 // width)
-            bands = [pixels.to_tensor(array[top:top + step], fmt, self.device)[:, :channels]
-                     for top in range(0, height, step)]
-            return shrink_bands(bands, small)
+            return pixels.shrunk(array, fmt, channels, small, self.device)
 
         progress(0.0, "%s: working resolution" % self.title)
         image_lo = whole(image, image_format, colour_channels)

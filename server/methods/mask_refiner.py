@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from models import guided_upsampler, matte_refiner, registry
 
 from .. import pixels, tiling
-from ..pixels import shrink_bands  # noqa: F401 (the benchmark reads it here)
 from . import MatteMethod
 
 log = logging.getLogger("sharpfu.methods")
@@ -109,12 +108,7 @@ class MaskRefiner(MatteMethod):
         height, width = image.shape[:2]
 
         def whole(array, fmt, channels):
-            # A band of rows at a time: a 24 MP frame in float32 at once
-            # would need gigabytes.
-            step = max(64, 2_000_000 // width)
-            bands = [pixels.to_tensor(array[top:top + step], fmt, self.device)[:, :channels]
-                     for top in range(0, height, step)]
-            return shrink_bands(bands, working_size(height, width))
+            return pixels.shrunk(array, fmt, channels, working_size(height, width), self.device)
 
         progress(0.0, "%s: working resolution" % self.title)
         image_lo = whole(image, image_format, colour_channels)
