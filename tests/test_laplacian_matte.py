@@ -65,8 +65,9 @@ def closed_form(image: torch.Tensor, mask: np.ndarray, radius: int = 10) -> np.n
     near_fg = torch.nn.functional.max_pool2d(hard, size, 1, radius) > 0
     near_bg = torch.nn.functional.max_pool2d(1 - hard, size, 1, radius) > 0
     unknown = near_fg & near_bg
-    alpha, info = matting_laplacian.solve(image, unknown, hard, eps=1e-7, iterations=400,
-                                          tolerance=1e-6)
+    with lm.one_thread(image.device):
+        alpha, info = matting_laplacian.solve(image, unknown, hard, eps=1e-7, iterations=400,
+                                              tolerance=1e-6)
     assert info["residual"] < 1e-4
     return alpha[0, 0].numpy()
 
@@ -167,3 +168,18 @@ def test_a_24_megapixel_matte_stays_within_4_gb(tmp_path):
     peak, before, solid, shape = done.stdout.split(" ", 3)
     assert int(peak) < 4 * 2 ** 30, "peak %.2f GB" % (int(peak) / 2 ** 30)
     assert float(solid) > 0.99 and "(4000, 6000, 1)" in shape
+
+
+def test_the_solve_runs_on_one_cpu_thread_and_gives_the_others_back():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with lm.one_thread(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError):
+            with lm.one_thread(torch.device("cpu")):
+                raise ValueError
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

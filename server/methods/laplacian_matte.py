@@ -26,6 +26,7 @@ working resolution, brought to full resolution by each window's colour model.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Callable
@@ -277,6 +278,24 @@ def _reach(start: int, stop: int, length: int, low: int) -> slice:
     return slice(first, min(last + 1, low))
 
 
+@contextlib.contextmanager
+def one_thread(device: torch.device):
+    """One CPU thread for the working-resolution solve: it is thousands of
+    operations on fields of at most about WORKING_PIXELS, where threads
+    spend more time waiting on each other than working as soon as other
+    programs hold the cores (on two shared cores the solve took 1 s on one
+    thread and 12 s on two). The server runs one job at a time."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class LaplacianMatte(MatteMethod):
     name = "laplacian"
     title = "Closed-form matting (adaptive band, multigrid)"
@@ -318,10 +337,11 @@ class LaplacianMatte(MatteMethod):
         if colour_channels == 1:
             image_lo = image_lo.expand(-1, 3, -1, -1)
         mask_lo = whole(mask, mask_format, 1).clamp(0, 1)
-        alpha_lo, self.last = solve_band(
-            image_lo, mask_lo,
-            progress=lambda f: progress(f, "%s: solving the band" % self.title))
-        a, b = colour_model(image_lo, alpha_lo)
+        with one_thread(self.device):
+            alpha_lo, self.last = solve_band(
+                image_lo, mask_lo,
+                progress=lambda f: progress(f, "%s: solving the band" % self.title))
+            a, b = colour_model(image_lo, alpha_lo)
         return ColourModelTiles(alpha_lo, a, b, (height, width))
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
