@@ -346,13 +346,10 @@ class LaplacianMatte(MatteMethod):
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Whole tensors (1, 3, h, w) and (1, 1, h, w) in, alpha out, through
-        the same tiler as the engine (the benchmark and tests use this)."""
-        frames = [np.ascontiguousarray(t[0].permute(1, 2, 0).float().cpu().numpy())
-                  for t in (image[:, :3], mask)]
-        tiles = self.prepare(frames[0], "f32", 3, frames[1], "f32", None,
-                             lambda fraction, stage: None)
-        out = np.zeros(frames[1].shape, np.float32)
-        tiling.run_tiled([frames[0]], ["f32"], out, "f32",
+        the same tiler as the engine (tests use this)."""
+        colour, tiles = self.prepare_whole(image, mask)
+        out = np.zeros(colour.shape[:2] + (1,), np.float32)
+        tiling.run_tiled([colour], ["f32"], out, "f32",
                          lambda inputs, box: tiles(inputs[0], None, box), scale=1, tile=TILE,
                          margin=0, device=self.device)
         return torch.from_numpy(out).permute(2, 0, 1)[None]

@@ -120,11 +120,8 @@ class MaskRefiner(MatteMethod):
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Whole tensors (1, 3, h, w) and (1, 1, h, w) in, alpha out, through
         the same tiler as the engine (the benchmark and tests use this)."""
-        frames = [np.ascontiguousarray(t[0].permute(1, 2, 0).float().cpu().numpy())
-                  for t in (image[:, :3], mask)]
-        upsampling = self.prepare(frames[0], "f32", 3, frames[1], "f32", None,
-                                  lambda fraction, stage: None)
-        return upsampling.whole(frames[0], self.device)
+        colour, upsampling = self.prepare_whole(image, mask)
+        return upsampling.whole(colour, self.device)
 
 
 class Upsampling:
