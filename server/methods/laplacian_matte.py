@@ -342,6 +342,7 @@ class LaplacianMatte(MatteMethod):
                 image_lo, mask_lo,
                 progress=lambda f: progress(f, "%s: solving the band" % self.title))
             a, b = colour_model(image_lo, alpha_lo)
+        log.debug("band solved at %d x %d: %s", small[1], small[0], self.last["rounds"])
         return ColourModelTiles(alpha_lo, a, b, (height, width))
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
