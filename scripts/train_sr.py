@@ -1,10 +1,16 @@
-"""Train SharpFu's super-resolution network (models/span.py), "faithful"
-flavour: L1 loss against the clean photo, so it is held to PSNR.
+"""Train a super-resolution network, "faithful" flavour: L1 loss against
+the clean photo, so it is held to PSNR. Either SharpFu's own SPAN
+(models/span.py, from scratch or from other weights), or the authors' SPAN
+(models/span_official.py, --architecture span-official) fine-tuned from
+their converted weights (`sharpfu models pull span-official-x2-ch48`).
 
     .venv/bin/python scripts/train_sr.py --scale 2 --run ../sr-runs/span-x2 \\
         --minutes 75 --name span-x2
     .venv/bin/python scripts/train_sr.py --scale 4 --run ../sr-runs/span-x4 \\
         --minutes 40 --name span-x4 --init models/weights/span-x2.safetensors
+    .venv/bin/python scripts/train_sr.py --architecture span-official --scale 2 \\
+        --run ../sr-runs/tuned-x2 --name span-tuned-x2 --method span-tuned --steps 3000 \\
+        --lr 2e-4 --init ~/.config/sharpfu/models/span-official-x2-ch48.safetensors
 
 (docs/models/span.md has the exact commands behind the shipped weights, with
 the --recipe changes they used.)
@@ -23,6 +29,7 @@ models/weights/NAME.safetensors with the record NAME.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,7 +42,7 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models import span  # noqa: E402
+from models import registry, span, span_official  # noqa: E402
 from models.loading import load_state_dict  # noqa: E402
 from training import degradations, loop, metrics, photos  # noqa: E402
 from training.record import write_weights  # noqa: E402
@@ -83,20 +90,45 @@ class SuperResolution(loop.Task):
     def __init__(self, args: argparse.Namespace):
         super().__init__(args)
         self.name = "%s x%d" % (args.name, args.scale)
-        self.hyper_parameters = {"scale": args.scale, "channels": args.channels,
-                                 "blocks": args.blocks, "colours": 3}
+        self.architecture = registry.ARCHITECTURES[args.architecture]
+        if args.architecture == "span-official":
+            self.hyper_parameters = {"scale": args.scale, "channels": args.channels}
+        else:
+            self.hyper_parameters = {"scale": args.scale, "channels": args.channels,
+                                     "blocks": args.blocks, "colours": 3}
         self.held_out = None
 
     def build(self):
-        return {"model": span.SPAN(**self.hyper_parameters)}
+        return {"model": self.architecture.build(**self.hyper_parameters)}
 
     def start_from(self, networks, path):
+        if self.args.architecture == "span-official":
+            return self.fine_tune_from(networks, path)
         # e.g. the 2x network for the 4x one: layers whose shapes differ start fresh
         source = load_state_dict(path)
         own = networks["model"].state_dict()
         taken = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
         networks["model"].load_state_dict(taken, strict=False)
         return {"layers_taken": len(taken), "layers_fresh": sorted(set(own) - set(taken))}
+
+    def fine_tune_from(self, networks, path):
+        """The authors' weights, every layer of them: a fine-tune, not a
+        new network."""
+        loaded = registry.load(path)
+        if loaded.architecture is not self.architecture or loaded.params != self.hyper_parameters:
+            raise SystemExit("--init %s holds %s %s, not %s %s" % (
+                path, loaded.architecture.name, loaded.params, self.architecture.name,
+                self.hyper_parameters))
+        networks["model"].load_state_dict(loaded.model.state_dict())
+        found = {"layers_taken": len(loaded.model.state_dict()), "layers_fresh": []}
+        record = Path(path).with_suffix(".json")
+        if record.is_file():
+            # a model-store record: where the starting weights came from
+            upstream = json.loads(record.read_text())
+            found["upstream"] = {key: upstream.get(key) for key in (
+                "name", "title", "source", "source_sha256", "licence", "attribution")
+                if upstream.get(key)}
+        return found
 
     def data(self):
         return {"training_photos": sorted(p.name for p in photos.training_photos(self.args.photos)),
@@ -129,6 +161,8 @@ class SuperResolution(loop.Task):
             for case in degradations.THUMBNAIL_CASES)
 
     def export(self, weights, training, validation, curve):
+        if self.args.architecture == "span-official":
+            return self.export_fine_tune(weights, training, validation, curve)
         params = self.hyper_parameters
         parameters = sum(v.numel() for v in weights["model"].values())
         record = {
@@ -146,6 +180,31 @@ class SuperResolution(loop.Task):
             "validation": validation, "validation_curve": curve}
         write_weights(self.args.weights_dir, self.args.name, weights["model"], record,
                            "SharpFu scripts/train_sr.py")
+
+
+    def export_fine_tune(self, weights, training, validation, curve):
+        params = self.hyper_parameters
+        parameters = sum(v.numel() for v in weights["model"].values())
+        upstream = (training.get("init") or {}).get("upstream") or {}
+        record = {
+            "name": self.args.name, "method": self.args.method, "architecture": self.args.architecture,
+            "hyper_parameters": params, "receptive_radius": span_official.receptive_radius(),
+            "scale": params["scale"], "ops": ["upscale", "sharpen"], "flavour": "faithful",
+            "title": "SPAN, the authors' weights fine-tuned by SharpFu for thumbnails "
+                     "(%d channels)" % params["channels"],
+            "description": ("The authors' SPAN (Wan et al. 2024, %dk parameters), fine-tuned on "
+                            "photos made into thumbnails (blur, noise, JPEG) and on clean "
+                            "downscales, so that it restores both." % round(parameters / 1000)),
+            "source": "fine-tuned by SharpFu's scripts/train_sr.py from %s" % (
+                upstream.get("name") or training.get("init", {}).get("weights")),
+            "licence": "Apache-2.0 (a derivative of the authors' SPAN weights, Apache-2.0; "
+                       "see NOTICE)",
+            "attribution": upstream.get("attribution") or "SPAN: Cheng Wan, Hongyuan Yu et al. "
+                           "(2024), github.com/hongyuanyu/SPAN, Apache-2.0",
+            "training": dict(training, patch=self.args.patch, loss="L1 (RGB)"),
+            "validation": validation, "validation_curve": curve}
+        write_weights(self.args.weights_dir, self.args.name, weights["model"], record,
+                      "SharpFu scripts/train_sr.py (fine-tune of the authors' SPAN)")
 
 
 def parse_recipe(changes: list[str]) -> degradations.ThumbnailRecipe:
@@ -172,7 +231,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", required=True, help="weights name, e.g. span-x2")
     parser.add_argument("--method", default="span",
                         help="catalog method the weights serve under (default: span)")
-    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--architecture", choices=["span", "span-official"], default="span",
+                        help="SharpFu's SPAN (default), or the authors' SPAN to fine-tune from "
+                             "their weights (--init)")
+    parser.add_argument("--channels", type=int, default=None,
+                        help="feature channels (default 32 for span, 48 for span-official)")
     parser.add_argument("--blocks", type=int, default=6)
     parser.add_argument("--patch", type=int, default=None,
                         help="low-resolution patch side (default 48 at 2x, 32 at 4x)")
@@ -182,6 +245,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.recipe = parse_recipe(args.recipe)
     args.patch = args.patch or (48 if args.scale == 2 else 32)
+    args.channels = args.channels or (48 if args.architecture == "span-official" else 32)
     return args
 
 

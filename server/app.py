@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -21,19 +22,48 @@ EXIT_CONFIG = 2
 EXIT_IN_USE = 3
 
 
-def _setup_logging(level: str, path: str | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+LOG_MAX_BYTES = 5 << 20   # per file; with LOG_BACKUPS older ones, 20 MB at most
+LOG_BACKUPS = 3
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A size-capped log whose files are readable by this user only from the
+    moment they exist (it names clients, files and models)."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if os.name != "nt":
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding)
+
+
+def setup_logging(level: str, path: str | None, max_bytes: int = LOG_MAX_BYTES,
+                  backups: int = LOG_BACKUPS) -> None:
+    """Log to stderr, or, given a file, to that file (capped and rotated)
+    with only warnings and errors on stderr, which an autostarted server
+    sends to a file that is never rotated."""
+    console = logging.StreamHandler(sys.stderr)
+    handlers: list[logging.Handler] = [console]
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handlers.append(logging.FileHandler(path))
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            os.chmod(folder, 0o700)
+        handlers.append(PrivateRotatingFileHandler(path, maxBytes=max_bytes,
+                                                   backupCount=backups, encoding="utf-8"))
+        console.setLevel(logging.WARNING)
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = settings_module.build_parser().parse_args(argv)
     if args.make_keys:
-        for path in make_keys(args.make_keys):
+        try:
+            written = make_keys(args.make_keys, args.force)
+        except SecurityError as error:
+            sys.exit("sharpfu-server: %s" % error)
+        for path in written:
             print(path)
         return
     try:
@@ -45,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         shown["signed"] = bool(settings.key)
         print(json.dumps(shown, indent=2))
         return
-    _setup_logging(settings.log_level, settings.log_file)
+    setup_logging(settings.log_level, settings.log_file)
 
     # Imported late: torch takes seconds to load, and --help should not wait.
     from .broker import Broker

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 
 import psutil
 import zmq
@@ -24,12 +25,17 @@ from .engine import Engine
 from .jobs import Job, JobError
 from .ops import OPS
 from .queue import FairQueue
-from .shm import SegmentMapper
+from .shm import SWEEP_INTERVAL, Segments
 from .worker import WAKE_ENDPOINT, Event, Worker
 
 log = logging.getLogger("sharpfu.broker")
 
 BACKLOG_GIVE_UP = 30.0   # seconds a result may wait for a client that does not read
+SEND_HWM = 8             # replies ZeroMQ queues for one client before refusing more
+BACKLOG_LIMIT = 1000     # replies waiting for one client before it counts as gone
+BACKLOG_REFUSE = 1.0     # seconds replies may wait before the client's new jobs are refused
+REJECTIONS_LOGGED = 20   # rejected requests logged one by one per REJECTION_WINDOW seconds
+REJECTION_WINDOW = 5.0
 
 
 class Broker:
@@ -41,32 +47,49 @@ class Broker:
         self.queue = FairQueue()
         self.jobs: dict[tuple[bytes, str], Job] = {}
         self.held_bytes = 0
-        self.mapper = SegmentMapper()
         self.started = time.time()
         # Names this server process in every reply, so that a client spread
         # over several servers knows which one holds each of its jobs.
         self.instance = wire.new_id()
         self.last_activity = time.monotonic()
         self._stop = False
-        self._backlog: list[tuple[float, bytes, dict, list]] = []
+        # Results and errors a client's full pipe did not take yet, in order:
+        # client -> [(time queued, header, payloads, bytes)]. They count
+        # against max_held_bytes like queued inputs.
+        self._backlog: dict[bytes, deque] = {}
+        self.backlog_bytes = 0
         # Shared-memory segments each client has named, removed if it vanishes.
         self.client_segments: dict[bytes, set[str]] = {}
-        self._last_segment_check = time.monotonic()
+        self._last_segment_check = self._last_sweep = time.monotonic()
         self._authenticator = None
+        self.replay_guard = wire.ReplayGuard()
+        # A flood of bad requests is summed up, not logged line by line.
+        self._rejections = {"since": time.monotonic(), "logged": 0, "more": 0}
 
         use_curve = security.check_endpoint(settings)
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
+        # A client that stops reading fills its pipe after a few replies;
+        # what follows waits in the backlog, where it is counted and bounded.
+        self.router.setsockopt(zmq.SNDHWM, SEND_HWM)
         if use_curve:
             self._authenticator = security.enable_curve(self.context, self.router, settings)
+        elif self.key:
+            self._authenticator = security.enable_plain(self.context, self.router, self.key)
         if settings.endpoint.startswith("ipc://"):
             os.umask(0o077)   # the socket file: this user only
         self.router.bind(settings.endpoint)
         self.wake = self.context.socket(zmq.PULL)
         self.wake.bind(WAKE_ENDPOINT)
         self.worker = Worker(engine, self.queue, self.context)
+        # Only once listening: a refused or duplicate start leaves no marker.
+        self.segments = Segments()
+        swept = self.segments.sweep()
+        if swept:
+            log.info("removed %d shared-memory segment(s) of processes that are gone",
+                     len(swept))
 
     # -- main loop ------------------------------------------------------------
 
@@ -80,7 +103,7 @@ class Broker:
         last_housekeeping = 0.0
         try:
             while not self._stop:
-                events = dict(poller.poll(250))
+                events = dict(poller.poll(20 if self._backlog else 250))
                 if self.router in events:
                     self._read_requests()
                 if self.wake in events:
@@ -88,6 +111,8 @@ class Broker:
                         self.wake.recv()
                 self._drain_events()
                 now = time.monotonic()
+                if self._backlog:
+                    self._flush_backlog(now)
                 if now - last_housekeeping >= 0.25:
                     last_housekeeping = now
                     self._housekeeping(now)
@@ -105,18 +130,47 @@ class Broker:
                 return
             self.last_activity = time.monotonic()
             client = parts[0].bytes
+            msg_id = None
             try:
-                self._handle(client, parts[1:])
+                header, payloads = wire.unpack(parts[1:], self.key)
+                msg_id = header["id"]
+                if self.key:
+                    self.replay_guard.check(header, parts[2].bytes)
+                size = sum(len(part) for part in parts[1:])
+                if size > self.settings.max_message_bytes:
+                    # ZMQ_MAXMSGSIZE caps each part; this caps them together.
+                    raise WireError("bad_message", "The message holds %d bytes; this server "
+                                    "takes at most %d in one message (limits.max_message_bytes)."
+                                    % (size, self.settings.max_message_bytes), msg_id)
+                self._handle(client, header, payloads)
             except WireError as error:
-                log.info("rejected a request from %s: %s (%s)", client.hex(), error.code,
-                         error.message)
-                self._send_error(client, error.msg_id, error.code, error.message)
+                self._log_rejection(client, error)
+                self._send_error(client, error.msg_id or msg_id, error.code, error.message)
             except Exception:  # noqa: BLE001 - one bad request must not stop the server
                 log.exception("unexpected failure handling a request from %s", client.hex())
-                self._send_error(client, None, "internal", wire.ERRORS["internal"])
+                # With its parent id, so that the client fails the job now
+                # instead of waiting for its whole timeout.
+                self._send_error(client, msg_id, "internal", wire.ERRORS["internal"])
 
-    def _handle(self, client: bytes, parts: list) -> None:
-        header, payloads = wire.unpack(parts, self.key)
+    def _log_rejection(self, client: bytes, error: WireError) -> None:
+        counts = self._rejections
+        if counts["logged"] < REJECTIONS_LOGGED:
+            counts["logged"] += 1
+            log.info("rejected a request from %s: %s (%s)", client.hex(), error.code,
+                     error.message)
+        else:
+            counts["more"] += 1
+
+    def _sum_up_rejections(self, now: float) -> None:
+        counts = self._rejections
+        if now - counts["since"] < REJECTION_WINDOW:
+            return
+        if counts["more"]:
+            log.info("%d more requests rejected in the last %.0f s", counts["more"],
+                     now - counts["since"])
+        self._rejections = {"since": now, "logged": 0, "more": 0}
+
+    def _handle(self, client: bytes, header: dict, payloads: list) -> None:
         kind = header["type"]
         if kind == "status":
             if payloads:
@@ -138,15 +192,23 @@ class Broker:
             raise WireError("shutting_down", msg_id=msg_id)
         if (client, msg_id) in self.jobs:
             raise WireError("bad_header", "A job with this id is already in progress.", msg_id)
-        if sum(1 for c, _ in self.jobs if c == client) >= self.settings.max_jobs_per_client:
+        waiting = self._backlog.get(client)
+        if waiting and time.monotonic() - waiting[0][0] > BACKLOG_REFUSE:
+            raise WireError("server_busy", "This client has not read the replies it was sent; "
+                            "read them before sending more jobs.", msg_id)
+        job = protocol.parse_job(header, payloads, client, self.settings, self.segments)
+        # Results still waiting to be read count too: a client that does not
+        # read gets no more memory than one that waits for its jobs.
+        unread = sum(1 for entry in waiting or () if entry[1]["type"] == "result")
+        if unread + sum(1 for other in self.jobs.values() if other.flow == job.flow) \
+                >= self.settings.max_jobs_per_client:
             raise WireError("server_busy", "This client already has %d jobs queued; wait for "
                             "some to finish." % self.settings.max_jobs_per_client, msg_id)
-        job = protocol.parse_job(header, payloads, client, self.settings, self.mapper)
         try:
             self.engine.check(job)
         except JobError as error:
             raise WireError(error.code, error.message, msg_id)
-        if self.held_bytes + job.held_bytes > self.settings.max_held_bytes:
+        if self.held_bytes + self.backlog_bytes + job.held_bytes > self.settings.max_held_bytes:
             raise WireError("server_busy", msg_id=msg_id)
         self.held_bytes += job.held_bytes
         segments = {ref["segment"] for ref in job.input_refs.values()}
@@ -159,7 +221,7 @@ class Broker:
         image = next(iter(job.inputs.values()))[0]
         log.info("job %s: %s %dx%d %s x%d %s queued for client %s", msg_id[:8], job.op,
                  image["width"], image["height"], image["format"], image["channels"],
-                 "via shared memory" if job.reply_region is not None else "inline",
+                 "via shared memory" if job.reply_ref or job.input_refs else "inline",
                  client.hex())
         self._progress(job, 0.0, "queued")
 
@@ -184,22 +246,65 @@ class Broker:
 
     # -- what goes out --------------------------------------------------------
 
-    def _send(self, client: bytes, header: dict, payloads: list = (), queued_at=None) -> None:
+    def _send(self, client: bytes, header: dict, payloads: list = ()) -> None:
         """Send without ever blocking the loop. A result or error that finds
-        the client's pipe full waits in the backlog; a progress message is
-        dropped (the next one supersedes it)."""
+        the client's pipe full waits in the backlog (behind any older one); a
+        progress message is dropped (the next one supersedes it)."""
         header.setdefault("server", self.instance)
+        final = header["type"] not in ("progress",)
+        if client in self._backlog:
+            self._flush(client, time.monotonic())
+        if client in self._backlog:
+            if final:
+                self._defer(client, header, payloads)
+            return
         parts = [client] + wire.pack(header, payloads, self.key)
         try:
             self.router.send_multipart(parts, zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            if header["type"] in ("result", "error"):
-                self._backlog.append((queued_at or time.monotonic(), client, header,
-                                      list(payloads)))
+            if final:
+                self._defer(client, header, payloads)
         except zmq.ZMQError as error:
             if error.errno != zmq.EHOSTUNREACH:
                 raise
             self._client_gone(client)
+
+    def _defer(self, client: bytes, header: dict, payloads: list) -> None:
+        waiting = self._backlog.setdefault(client, deque())
+        if len(waiting) >= BACKLOG_LIMIT:
+            log.info("client %s does not read its replies; dropping it", client.hex())
+            self._client_gone(client)
+            return
+        nbytes = sum(memoryview(p).nbytes for p in payloads)
+        waiting.append((time.monotonic(), header, list(payloads), nbytes))
+        self.backlog_bytes += nbytes
+
+    def _flush_backlog(self, now: float) -> None:
+        for client in list(self._backlog):
+            self._flush(client, now)
+
+    def _flush(self, client: bytes, now: float) -> None:
+        """Send what waits for a client, oldest first, while its pipe takes it."""
+        waiting = self._backlog[client]
+        while waiting:
+            queued_at, header, payloads, nbytes = waiting[0]
+            try:
+                self.router.send_multipart([client] + wire.pack(header, payloads, self.key),
+                                           zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                if now - queued_at > BACKLOG_GIVE_UP:
+                    log.info("client %s has not read its replies for %.0f s; dropping it",
+                             client.hex(), BACKLOG_GIVE_UP)
+                    self._client_gone(client)
+                return
+            except zmq.ZMQError as error:
+                if error.errno != zmq.EHOSTUNREACH:
+                    raise
+                self._client_gone(client)
+                return
+            waiting.popleft()
+            self.backlog_bytes -= nbytes
+        self._backlog.pop(client, None)
 
     def _send_error(self, client: bytes, parent: str | None, code: str, message: str) -> None:
         self._send(client, wire.make_header("error", parent, code=code, message=message))
@@ -268,7 +373,6 @@ class Broker:
             self.held_bytes -= job.held_bytes
         job.state = "finished"
         job.inputs = {}
-        job.reply_region = None
 
     def _client_gone(self, client: bytes) -> None:
         mine = [job for (c, _), job in self.jobs.items() if c == client]
@@ -279,29 +383,30 @@ class Broker:
             job.cancel.set()
             if self.queue.remove(job) or job.state == "finished":
                 self._release(job)
-        self._backlog = [entry for entry in self._backlog if entry[1] != client]
+        for _, _, _, nbytes in self._backlog.pop(client, ()):
+            self.backlog_bytes -= nbytes
         # Its shared memory would otherwise stay in RAM until the next reboot.
-        self.mapper.remove(self.client_segments.pop(client, ()))
+        self.segments.remove(self.client_segments.pop(client, ()))
 
     def _housekeeping(self, now: float) -> None:
-        backlog, self._backlog = self._backlog, []
-        for queued_at, client, header, payloads in backlog:
-            if now - queued_at > BACKLOG_GIVE_UP:
-                log.info("client %s has not read its result for %.0f s; dropping it",
-                         client.hex(), BACKLOG_GIVE_UP)
-                self._client_gone(client)
-            else:
-                self._send(client, header, payloads, queued_at)
         for job in list(self.jobs.values()):
             if not job.orphaned and now - job.last_sent >= self.settings.heartbeat:
                 self._progress(job, job.fraction, job.stage)
-        self.mapper.sweep()
+        self._sum_up_rejections(now)
+        if now - self._last_sweep > SWEEP_INTERVAL:
+            self._last_sweep = now
+            in_use = {ref["segment"] for job in self.jobs.values()
+                      for ref in list(job.input_refs.values()) + [job.reply_ref] if ref}
+            swept = self.segments.sweep(keep=in_use)
+            if swept:
+                log.info("removed %d shared-memory segment(s) of processes that are gone",
+                         len(swept))
         if now - self._last_segment_check > 60:
             self._last_segment_check = now
-            self.mapper.touch_marker()
+            self.segments.touch_marker()
             for client in list(self.client_segments):   # forget what clients removed
                 self.client_segments[client] = {
-                    name for name in self.client_segments[client] if self.mapper.exists(name)}
+                    name for name in self.client_segments[client] if self.segments.exists(name)}
                 if not self.client_segments[client]:
                     del self.client_segments[client]
         if self.jobs:
@@ -324,14 +429,15 @@ class Broker:
             "device": engine["device"],
             "methods": engine["methods"],
             "defaults": engine["defaults"],
+            "choices": engine["choices"],
             "ops": {name: spec.describe() for name, spec in OPS.items()},
             "limits": {"max_pixels": self.settings.max_pixels,
                        "max_message_bytes": self.settings.max_message_bytes,
                        "max_jobs_per_client": self.settings.max_jobs_per_client},
-            "shm": ({"dir": self.mapper.directory, "marker": self.mapper.marker}
-                    if self.mapper.available else None),
+            "shm": ({"dir": self.segments.directory, "marker": self.segments.marker}
+                    if self.segments.available else None),
             "jobs": {"queued": len(self.queue), "running": running,
-                     "held_bytes": self.held_bytes},
+                     "held_bytes": self.held_bytes + self.backlog_bytes},
             "memory": {"rss": psutil.Process().memory_info().rss},
         }
 
@@ -347,7 +453,7 @@ class Broker:
             if not job.orphaned:
                 self._send_error(job.client, job.id, "shutting_down", wire.ERRORS["shutting_down"])
             self._release(job)
-        self.mapper.close()
+        self.segments.close()
         self.router.close(0)
         self.wake.close(0)
         if self._authenticator is not None:

@@ -3,27 +3,36 @@ which are loaded.
 
 Networks come first in each op's preference list once their weights are
 installed; the classical methods stay as the fallback, and status says
-plainly which is which."""
+plainly which is which. The models folder (models/store.py) is looked at
+again whenever a client asks for the methods: a model added or removed
+while the server runs is offered or dropped then."""
 from __future__ import annotations
 
+import logging
 import threading
 
 import torch
 
+from models.store import Store
+
 from . import device as devices
 from .jobs import JobError
 from .methods import Method
+from .methods.auto_upscale import AutoUpscale
 from .methods.colour_matte import ColourLineMatte
 from .methods.guided_filter import GuidedFilterMatte
 from .methods.laplacian_matte import LaplacianMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
-from .methods.network import shipped_methods
+from .methods.network import installed_methods, shipped_methods
 from .methods.unsharp import UnsharpMask
-from .models_folder import scan as scan_models_folder
+
+log = logging.getLogger("sharpfu.models")
 
 # op -> the op whose methods it draws on (sharpen = deblur, then upscale)
 ROLES = {"upscale": "upscale", "deblur": "deblur", "sharpen": "deblur", "matte": "matte"}
+# the scales each op is offered at
+OP_SCALES = {"upscale": (2, 4), "deblur": (1,), "sharpen": (1, 2, 4), "matte": (1,)}
 
 
 class Catalog:
@@ -37,10 +46,68 @@ class Catalog:
         # SharpFu's trained networks; the classical methods stay as the fallback
         for method in shipped_methods() + mask_refiner_methods():
             self.add(method)
-        # Checkpoints the user brought (install.py --add-model), named after
-        # their files; a name already taken goes to the file's full name.
-        for method in scan_models_folder(getattr(settings, "models_dir", ""), set(self.methods)):
-            self.add(method)
+        folder = getattr(settings, "models_dir", "")
+        self.store = Store(folder) if folder else None
+        self._installed: dict[str, tuple] = {}     # name -> the file's (size, mtime) served
+        self._signature = None
+        self._reported: set[tuple[str, str]] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Offer what the models folder holds now: a model added with
+        `sharpfu models add` (or copied in) while the server runs appears the
+        next time a client asks for the methods; a removed one goes, unless
+        it is loaded (then it stays until the server restarts); a replaced
+        one is served from its new file."""
+        found = self.store.signature() if self.store is not None else ()
+        if found == self._signature:
+            return
+        with self._lock:
+            self._signature = found
+            models = self.store.models() if self.store is not None else []
+            for model in models:
+                if model.problem and (model.name, model.problem) not in self._reported:
+                    self._reported.add((model.name, model.problem))
+                    log.warning("models folder: skipping %s: %s", model.path.name, model.problem)
+            taken = set(self.methods) - set(self._installed) - {"auto"}
+            current = {m.name: m for m in installed_methods(models, taken)}
+            # each installed method serves one file
+            versions = {m.name: _version(next(iter(m.weights.values())).path)
+                        for m in current.values()}
+            for name in set(self._installed) - set(current):
+                if not self.methods[name].loaded:
+                    del self.methods[name]
+                    del self._installed[name]
+            for name, method in current.items():
+                if name not in self.methods or self._installed.get(name) != versions[name]:
+                    self.methods[name] = method
+                    self._installed[name] = versions[name]
+                    log.info("models folder: %s offered as method %r (%s)", method.source,
+                             name, method.title)
+            self._offer_auto()
+
+    # the clean-photo upscaler `auto` prefers, by scale, best first; measured
+    # in docs/BENCHMARKS.md
+    AUTO_CLEAN = {2: ("span-official-x2-ch48", "span-official-x2-ch52"),
+                  4: ("span-official-x4-ch48", "span-official-x4-ch52")}
+    AUTO_THUMBNAIL = ("span-tuned", "span")
+
+    def _offer_auto(self) -> None:
+        """`auto` (server/methods/auto_upscale.py) exists while both its
+        networks are installed: the authors' SPAN for clean inputs and
+        SharpFu's for JPEG thumbnails."""
+        self.methods.pop("auto", None)
+        thumbnail = next((self.methods[n] for n in self.AUTO_THUMBNAIL if n in self.methods),
+                         None)
+        if thumbnail is None:
+            return
+        clean = {}
+        for scale, names in self.AUTO_CLEAN.items():
+            found = [self.methods[n] for n in names if n in self.methods]
+            if found and scale in thumbnail.scales:
+                clean[scale] = found[0]
+        if clean:
+            self.methods["auto"] = AutoUpscale(clean, {s: thumbnail for s in clean})
 
     def add(self, method: Method) -> None:
         self.methods[method.name] = method
@@ -53,11 +120,13 @@ class Catalog:
         classical ones, unless a network's own record ranks it lower; for
         deblurring, a user's MIMO-UNet+ before MIMO-UNet before SharpFu's
         own)."""
+        self.refresh()
         found = [m for m in self.methods.values() if role in m.ops
                  and (role != "upscale" or scale in m.scales)]
         return sorted(found, key=lambda m: -m.rank())
 
     def pick(self, role: str, name: str | None, scale: int = 1) -> Method:
+        self.refresh()
         if name is None:
             found = self.candidates(role, scale)
             if not found:
@@ -82,6 +151,7 @@ class Catalog:
                 method.load(device, devices.half_dtype(device, self.settings.precision))
 
     def info(self) -> list[dict]:
+        self.refresh()
         return [m.info() for m in self.methods.values()]
 
     def chain(self, op: str, scale: int = 1, method: str | None = None) -> list[tuple[Method, int]]:
@@ -102,8 +172,35 @@ class Catalog:
             return stages
         return [(self.pick(ROLES[op], method, scale), scale)]
 
+    def choices(self) -> dict:
+        """op -> scale -> the names of the methods a job may name for it,
+        best first: the first is what runs when none is named (for sharpen,
+        the deblurrers, whose first is its first stage, then the upscalers
+        it can end with). The list the GIMP dialogs and the CLI offer."""
+        self.refresh()
+        found = {}
+        for op, scales in OP_SCALES.items():
+            found[op] = {}
+            for scale in scales:
+                if op == "sharpen":
+                    names = [m.name for m in self.candidates("deblur")]
+                    if scale > 1:
+                        names += [m.name for m in self.candidates("upscale", scale)
+                                  if "sharpen" in m.ops and m.name not in names]
+                else:
+                    names = [m.name for m in self.candidates(ROLES[op], scale)]
+                found[op][str(scale)] = names
+        return found
+
     def defaults(self) -> dict:
         """op -> scale -> the method (or '+'-joined chain) used when none is named."""
-        scales = {"upscale": (2, 4), "deblur": (1,), "sharpen": (1, 2, 4), "matte": (1,)}
         return {op: {str(s): "+".join(m.name for m, _ in self.chain(op, s)) for s in ss}
-                for op, ss in scales.items()}
+                for op, ss in OP_SCALES.items()}
+
+
+def _version(path) -> tuple:
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    return (str(path), stat.st_size, stat.st_mtime_ns)

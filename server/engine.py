@@ -40,7 +40,8 @@ class Engine:
     def status(self) -> dict:
         return {"device": devices.describe(self.device, self.settings.precision),
                 "methods": self.catalog.info(),
-                "defaults": self.catalog.defaults()}
+                "defaults": self.catalog.defaults(),
+                "choices": self.catalog.choices()}
 
     # -- one job --------------------------------------------------------------
 
@@ -51,7 +52,7 @@ class Engine:
         elif job.op == "adapt":
             self.adapter.check(job)
         elif job.op != "echo":
-            self._stages(job)
+            self._stages(job, choose=False)
 
     def run(self, job: Job, report: Report) -> tuple[list[tuple[dict, np.ndarray, dict | None]], dict]:
         """Returns the result frames (descriptor, array, shared-memory ref or
@@ -85,8 +86,14 @@ class Engine:
             described["strength"] = strength
         return self._image(job, stages, report, strength), described
 
-    def _stages(self, job: Job) -> list[tuple[ImageMethod, int]]:
-        return self.catalog.chain(job.op, job.params.get("scale") or 1, job.params["method"])
+    def _stages(self, job: Job, choose: bool = True) -> list[tuple[ImageMethod, int]]:
+        stages = self.catalog.chain(job.op, job.params.get("scale") or 1, job.params["method"])
+        if not choose:
+            return stages
+        # a method that chooses per image (`auto`) hands over to its choice
+        image = job.inputs["image"][1] if "image" in job.inputs else None
+        return [(m.choose(image, s) if hasattr(m, "choose") and image is not None else m, s)
+                for m, s in stages]
 
     def _image(self, job: Job, stages, report: Report, strength: float = 1.0):
         """Run the stages tile by tile; with strength under 1, the result is
@@ -201,13 +208,13 @@ class Engine:
 
     def _tile_size(self, job: Job, bytes_per_pixel: float, largest: int | None = None) -> int:
         requested = job.params.get("tile") or self.settings.tile
-        if requested:
-            return max(MIN_TILE, requested)
         free, _ = devices.memory(self.device)
         budget = free * (0.6 if self.device.type == "cuda" else 0.25)
         side = int(math.sqrt(budget / bytes_per_pixel)) // 64 * 64 if bytes_per_pixel else 4096
         if self.device.type != "cuda":
             side = min(side, CPU_TILE_LIMIT)
+        if requested:   # smaller tiles on request; larger ones never past the cap
+            return max(MIN_TILE, min(requested, side))
         return min(max(256, min(side, 4096)), largest or 4096)
 
     def _tiled(self, job: Job, sources, formats, out, out_format, tile_fn, scale, margin,

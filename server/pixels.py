@@ -30,6 +30,24 @@ def is_finite(array: np.ndarray) -> bool:
     return all(np.isfinite(array[y:y + rows]).all() for y in range(0, array.shape[0], rows))
 
 
+MAX_FLOAT_SAMPLE = 65504.0   # half precision's largest: networks may run in float16
+
+
+def out_of_range(array: np.ndarray) -> float | None:
+    """None when every sample of a float frame is finite and within
+    ±MAX_FLOAT_SAMPLE; else the first offending magnitude found (NaN, inf or
+    the largest). Larger samples would overflow a model's arithmetic (1e38
+    times a filter weight is infinity) and come back as NaN everywhere."""
+    if array.dtype.kind != "f":
+        return None
+    rows = max(1, (64 << 20) // max(1, array[0].nbytes))
+    for y in range(0, array.shape[0], rows):
+        largest = float(np.abs(array[y:y + rows]).max())
+        if not largest <= MAX_FLOAT_SAMPLE:   # also NaN
+            return largest
+    return None
+
+
 def to_tensor(block: np.ndarray, fmt: str, device: torch.device) -> torch.Tensor:
     """(h, w, c) samples -> float32 (1, c, h, w) on `device`, in [0, 1]."""
     if fmt == "u8":

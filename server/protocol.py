@@ -10,10 +10,10 @@ from sharpfu_client.wire import WireError
 from . import pixels
 from .jobs import Job
 from .ops import OPS
-from .shm import SegmentMapper
+from .shm import Segments
 
 
-def parse_job(header: dict, payloads: list, client: bytes, settings, mapper: SegmentMapper) -> Job:
+def parse_job(header: dict, payloads: list, client: bytes, settings, segments: Segments) -> Job:
     msg_id = header["id"]
     op = header.get("op")
     if not isinstance(op, wire.string_types) or op not in OPS:
@@ -40,36 +40,38 @@ def parse_job(header: dict, payloads: list, client: bytes, settings, mapper: Seg
             len(inline), len(payloads)), msg_id)
     _check_geometry(op, descs, params, settings, msg_id)
 
-    reply_region = reply_ref = None
+    reply_ref = None
     if header.get("reply_shm") is not None:
         reply_ref = header["reply_shm"]
         if not isinstance(reply_ref, dict):
             raise WireError("bad_frame", "'reply_shm' must be an object.", msg_id)
         wire.check_shm_ref(reply_ref, msg_id)
-        reply_region = mapper.view(reply_ref, msg_id)
+        segments.check(reply_ref, msg_id)
 
     inputs, input_refs, held = {}, {}, 0
     payload_iter = iter(payloads)
     for desc in descs:
         nbytes = wire.frame_nbytes(desc)
-        if desc.get("shm") is not None:
-            buffer = mapper.view(desc["shm"], msg_id)
-            input_refs[desc["name"]] = dict(desc["shm"])
-        else:
-            part = next(payload_iter)
-            buffer = part.buffer if hasattr(part, "buffer") else memoryview(part)
-            if buffer.nbytes != nbytes:
-                raise WireError("bad_frame", "Frame %r has %d bytes; %dx%dx%d %s needs %d." % (
-                    desc["name"], buffer.nbytes, desc["width"], desc["height"], desc["channels"],
-                    desc["format"], nbytes), msg_id)
-            held += nbytes
         clean = {k: desc[k] for k in ("name", "width", "height", "channels", "format")}
         # Repeated frames (adapt's samples) are told apart by their position.
         key = desc["name"] if not spec.max_frames else "%s%d" % (desc["name"], len(inputs))
+        if desc.get("shm") is not None:
+            # Checked now, read when the job runs (Job.load_inputs).
+            segments.check(desc["shm"], msg_id)
+            input_refs[key] = dict(desc["shm"])
+            inputs[key] = (clean, None)
+            continue
+        part = next(payload_iter)
+        buffer = part.buffer if hasattr(part, "buffer") else memoryview(part)
+        if buffer.nbytes != nbytes:
+            raise WireError("bad_frame", "Frame %r has %d bytes; %dx%dx%d %s needs %d." % (
+                desc["name"], buffer.nbytes, desc["width"], desc["height"], desc["channels"],
+                desc["format"], nbytes), msg_id)
+        held += nbytes
         inputs[key] = (clean, pixels.as_array(buffer, clean))
     session = header.get("session")
     return Job(id=msg_id, client=client, op=op, params=params, inputs=inputs, held_bytes=held,
-               reply_region=reply_region, reply_ref=reply_ref, input_refs=input_refs,
+               reply_ref=reply_ref, input_refs=input_refs, segments=segments,
                session=session if isinstance(session, str) and session else None)
 
 

@@ -2,7 +2,8 @@
 
 A client that sends a hundred jobs (a batch) must not starve one that sends a
 single job (a GIMP user waiting on a dialog): clients take turns, one job
-each, in the order they first had work queued."""
+each, in the order they first had work queued. A client is a job's flow
+(Job.flow): its session, or its connection when it names none."""
 from __future__ import annotations
 
 import threading
@@ -14,12 +15,12 @@ from .jobs import Job
 class FairQueue:
     def __init__(self):
         self._lock = threading.Condition()
-        self._clients: OrderedDict[bytes, deque[Job]] = OrderedDict()
+        self._clients: OrderedDict[tuple, deque[Job]] = OrderedDict()
         self._closed = False
 
     def put(self, job: Job) -> None:
         with self._lock:
-            self._clients.setdefault(job.client, deque()).append(job)
+            self._clients.setdefault(job.flow, deque()).append(job)
             self._lock.notify()
 
     def get(self, timeout: float | None = None) -> Job | None:
@@ -40,22 +41,22 @@ class FairQueue:
     def remove(self, job: Job) -> bool:
         """Take a queued job out; False when it is no longer queued."""
         with self._lock:
-            jobs = self._clients.get(job.client)
+            jobs = self._clients.get(job.flow)
             if not jobs or job not in jobs:
                 return False
             jobs.remove(job)
             if not jobs:
-                del self._clients[job.client]
+                del self._clients[job.flow]
             return True
 
     def position(self, job: Job) -> int:
         """1 for the job that runs next, 2 for the one after, ..."""
         with self._lock:
-            jobs = self._clients.get(job.client)
+            jobs = self._clients.get(job.flow)
             if not jobs or job not in jobs:
                 return 0
             depth = jobs.index(job)
-            turn = list(self._clients).index(job.client)
+            turn = list(self._clients).index(job.flow)
             # Each client ahead in the rotation runs depth + 1 jobs before
             # ours, each one behind runs depth; none runs more than it has.
             return 1 + depth + sum(min(len(queued), depth + (index < turn))

@@ -77,6 +77,16 @@ class ServerProcess:
         kwargs.setdefault("autostart", False)
         return Client(endpoint=self.connect_endpoint, config_path=str(self.config_path), **kwargs)
 
+    def raw_socket(self):
+        """A bare DEALER socket to the server, let in with the server's key."""
+        import zmq
+        from sharpfu_client.client import authenticate
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        authenticate(sock, self.key.encode())
+        sock.connect(self.connect_endpoint)
+        return sock
+
     def wait_ready(self, timeout: float = 60.0) -> dict:
         deadline = time.monotonic() + timeout
         with self.client(connect_timeout=0.5) as client:

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--make-keys", metavar="DIR",
                         help="write a server and a client CURVE key pair into DIR and exit")
+    parser.add_argument("--force", action="store_true",
+                        help="with --make-keys: replace keys that DIR already holds")
     parser.add_argument("--print-config", action="store_true",
                         help="print the settings in effect and exit")
     parser.add_argument("--version", action="version", version="sharpfu-server " + __version__)

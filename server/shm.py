@@ -1,31 +1,48 @@
-"""Mapping clients' shared-memory segments (see sharpfu_client/shm.py).
+"""Clients' shared-memory segments (see sharpfu_client/shm.py), read and
+written through file descriptors.
 
-A request names a segment, never a path: the name must be the fixed prefix
-plus hex digits, and the segment must be a regular file in the shared-memory
-folder owned by the server's own user. Mappings are cached while their
-segment lives, because mapping afresh would fault in every page again.
+The server never maps a client's segment: a mapping dies with SIGBUS when
+its pages go away (the client truncates the file, or a small /dev/shm has
+no page to give), taking the whole server with it. A read through the file
+descriptor instead comes back short, and a write fails with ENOSPC, and
+both are answered: the job ends with an error, or its result goes inline.
+Reading a hole of a sparse segment commits no memory either.
+
+A request names a segment, never a path: the prefix plus hex digits, a
+regular file in the shared-memory folder, owned by the server's own user,
+open to nobody else (mode 0600), and the request must carry the token whose
+digest the name holds, which only the client that made it knows.
 
 The server also keeps an empty marker segment, named in its status, by
 which a client tells whether it sees the server's shared memory at all, and
-it removes the segments of clients that vanish in the middle of a job.
+removes segments left behind: those of a client that vanished mid-job, and
+(at start and every SWEEP_INTERVAL seconds) those of processes that are gone.
 """
 from __future__ import annotations
 
-import mmap
 import os
 import stat
-from collections import OrderedDict
 
-from sharpfu_client.shm import default_directory, segment_name
+import numpy as np
+
+from sharpfu_client.shm import default_directory, proves, remove_stale, segment_name
 from sharpfu_client.wire import WireError, is_segment_name
 
-CACHE_ENTRIES = 16
+SWEEP_INTERVAL = 10.0    # seconds between sweeps for dead processes' segments
+CHUNK = 1 << 30          # bytes per read or write call (Linux moves at most 2 GiB - 4 KiB)
 
 
-class SegmentMapper:
+class SegmentError(Exception):
+    """A segment that changed under a job; `code` is a wire error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class Segments:
     def __init__(self, directory: str | None = None):
         self.directory = directory if directory is not None else default_directory()
-        self._cache: OrderedDict[str, tuple[tuple, mmap.mmap]] = OrderedDict()
         self.marker = None
         if self.directory is not None:
             self.marker = segment_name()
@@ -40,13 +57,88 @@ class SegmentMapper:
         return self.directory is not None
 
     def touch_marker(self) -> None:
-        """Keep the marker young: clients remove old segments of dead pids,
+        """Keep the marker young: sweeps remove old segments of dead pids,
         and a pid may look dead from another pid namespace."""
         if self.marker is not None:
             try:
                 os.utime(os.path.join(self.directory, self.marker))
             except OSError:
                 pass
+
+    # -- checking, reading, writing -------------------------------------------
+
+    def _open(self, ref: dict, flags: int) -> tuple[int, os.stat_result]:
+        """An fd of a segment the request has proved it owns, and its stat.
+        Raises SegmentError."""
+        name, token = ref.get("segment"), ref.get("token")
+        if not self.available or not isinstance(name, str) or not is_segment_name(name):
+            raise SegmentError("shm_unavailable", "This server has no such shared memory.")
+        if not isinstance(token, str) or not proves(name, token):
+            raise SegmentError("shm_unavailable", "The request does not prove that its client "
+                               "made this shared memory segment (its token is missing or wrong); "
+                               "send the pixels inline.")
+        try:
+            fd = os.open(os.path.join(self.directory, name),
+                         flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            raise SegmentError("shm_unavailable", "The shared memory segment cannot be opened.")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() \
+                or info.st_mode & 0o077:
+            os.close(fd)
+            raise SegmentError("shm_unavailable", "The shared memory segment is not private to "
+                               "this server's user (mode 0600, same owner).")
+        return fd, info
+
+    def check(self, ref: dict, msg_id: str) -> None:
+        """Refuse at once a reference the request cannot use. Raises WireError."""
+        try:
+            fd, info = self._open(ref, os.O_RDONLY)
+        except SegmentError as error:
+            raise WireError(error.code, error.message, msg_id)
+        os.close(fd)
+        if ref["offset"] + ref["size"] > info.st_size:
+            raise WireError("bad_frame", "The frame reaches past the end of its shared memory "
+                            "segment.", msg_id)
+
+    def read(self, ref: dict, out: np.ndarray) -> None:
+        """Copy ref's bytes into `out`. Raises SegmentError when the segment
+        is gone or now shorter."""
+        fd, _ = self._open(ref, os.O_RDONLY)
+        try:
+            view = memoryview(out).cast("B")
+            done = 0
+            while done < len(view):
+                got = os.preadv(fd, [view[done:done + CHUNK]], ref["offset"] + done)
+                if got <= 0:
+                    raise SegmentError("bad_frame", "The shared memory segment was cut short "
+                                       "while the job waited; its pixels are not all there.")
+                done += got
+        finally:
+            os.close(fd)
+
+    def write(self, ref: dict, array: np.ndarray) -> bool:
+        """Copy `array` to ref's place; False when that cannot be done (the
+        segment shrank or vanished, or /dev/shm has no room): the result
+        then goes inline."""
+        try:
+            fd, info = self._open(ref, os.O_WRONLY)
+        except SegmentError:
+            return False
+        try:
+            view = memoryview(np.ascontiguousarray(array)).cast("B")
+            if ref["offset"] + len(view) > info.st_size:
+                return False   # never grow a segment its client shrank
+            done = 0
+            while done < len(view):
+                done += os.pwritev(fd, [view[done:done + CHUNK]], ref["offset"] + done)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    # -- cleaning up ----------------------------------------------------------
 
     def remove(self, names) -> None:
         """Unlink segments of a client that is gone (only this user's, and
@@ -60,69 +152,17 @@ class SegmentMapper:
                     os.unlink(path)
             except OSError:
                 pass
-        self.sweep()
+
+    def sweep(self, keep=()) -> list[str]:
+        """Remove segments of processes that are gone, but not those in use."""
+        if not self.available:
+            return []
+        return remove_stale(self.directory, keep=set(keep) | {self.marker})
 
     def exists(self, name: str) -> bool:
         return os.path.exists(os.path.join(self.directory, name))
 
-    def view(self, ref: dict, msg_id: str) -> memoryview:
-        """A writable view of ref's bytes. Raises WireError."""
-        name = ref["segment"]
-        if not self.available or not is_segment_name(name):
-            raise WireError("shm_unavailable", msg_id=msg_id)
-        path = os.path.join(self.directory, name)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            raise WireError("shm_unavailable", msg_id=msg_id)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
-                raise WireError("shm_unavailable", "The shared memory segment is not this "
-                                "server's user's.", msg_id)
-            end = ref["offset"] + ref["size"]
-            if end > info.st_size:
-                raise WireError("bad_frame", "The frame reaches past the end of its shared "
-                                "memory segment.", msg_id)
-            identity = (info.st_dev, info.st_ino, info.st_size)
-            cached = self._cache.get(name)
-            if cached is None or cached[0] != identity:
-                if cached is not None:
-                    self._forget(name)
-                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-                self._cache[name] = (identity, mmap.mmap(fd, info.st_size, flags=flags))
-            self._cache.move_to_end(name)
-        finally:
-            os.close(fd)
-        self.sweep(limit=CACHE_ENTRIES)
-        return memoryview(self._cache[name][1])[ref["offset"]:end]
-
-    def _forget(self, name: str) -> bool:
-        identity, mapping = self._cache[name]
-        try:
-            mapping.close()
-        except BufferError:
-            return False  # a job still uses it; try again on the next sweep
-        del self._cache[name]
-        return True
-
-    def sweep(self, limit: int = 0) -> None:
-        """Unmap segments their client has removed, and the oldest beyond
-        `limit` (0: only the removed ones)."""
-        for name in list(self._cache):
-            try:
-                info = os.stat(os.path.join(self.directory, name))
-                alive = (info.st_dev, info.st_ino, info.st_size) == self._cache[name][0]
-            except OSError:
-                alive = False
-            if not alive:
-                self._forget(name)
-        while limit and len(self._cache) > limit:
-            if not self._forget(next(iter(self._cache))):
-                break
-
     def close(self) -> None:
-        for name in list(self._cache):
-            self._forget(name)
         if self.marker is not None:
             self.remove([self.marker])
+            self.marker = None

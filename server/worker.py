@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from . import device as devices
-from . import tiling
+from . import pixels, tiling
 from .engine import Engine
 from .jobs import Job, JobError
 from .queue import FairQueue
@@ -76,7 +76,11 @@ class Worker(threading.Thread):
             self._emit(Event("progress", job, fraction=fraction, stage=stage))
 
         try:
+            job.load_inputs()
+            check_inputs(job)
             frames, method = self.engine.run(job, report)
+            check_results(job, frames)
+            frames = job.deliver(frames)
         except tiling.Cancelled:
             self._emit(Event("error", job, code="cancelled", message="The job was cancelled."))
         except JobError as error:
@@ -94,3 +98,26 @@ class Worker(threading.Thread):
         else:
             self._emit(Event("result", job, frames=frames, method=method,
                              elapsed=time.monotonic() - start))
+
+
+def check_inputs(job: Job) -> None:
+    """Float samples the models can work on, or a clear bad_pixels."""
+    for desc, array in job.inputs.values():
+        bad = pixels.out_of_range(array)
+        if bad is None:
+            continue
+        if bad != bad or bad == float("inf"):
+            raise JobError("bad_pixels", "Frame %r contains NaN or infinite values. Replace them "
+                           "(e.g. flatten or clamp the layer) and try again." % desc["name"])
+        raise JobError("bad_pixels", "Frame %r has float samples as large as %.3g; SharpFu "
+                       "takes float images within ±%g (nominally 0 to 1). Clamp or normalise "
+                       "the layer first." % (desc["name"], bad, pixels.MAX_FLOAT_SAMPLE))
+
+
+def check_results(job: Job, frames) -> None:
+    """Never send a float result with NaN or infinity in it."""
+    for desc, array, _ in frames:
+        if not pixels.is_finite(array):
+            raise JobError("model_failed", "The %s operation produced invalid values (NaN or "
+                           "infinity) for frame %r; nothing was returned. See the server log."
+                           % (job.op, desc["name"]))

@@ -153,10 +153,10 @@ def test_adapt_op_makes_a_model_that_upscale_and_sharpen_use(engine):
     assert any("adapting: step 40 of 40" in s for _, s in reports)
     adapted = engine.catalog.methods[name]
     assert isinstance(adapted, AdaptedMethod)
-    assert engine.catalog.defaults()["upscale"]["2"] == "span"   # never a default
+    assert engine.catalog.defaults()["upscale"]["2"] == "span-tuned"   # never a default
 
     low = image[:64, :64]
-    shipped_job = make_job("upscale", {"scale": 2}, image=low)
+    shipped_job = make_job("upscale", {"scale": 2, "method": "span"}, image=low)
     shipped, info = engine.run(shipped_job, lambda f, s: None)
     assert info["name"] == "span"
     ours_job = make_job("upscale", {"scale": 2, "method": name}, image=low)
@@ -303,7 +303,8 @@ def test_adapting_the_deblurrer_makes_a_model_deblur_and_sharpen_use(engine):
     assert info["name"] == name and result[0][1].shape == blurry.shape
     _, info = engine.run(make_job("sharpen", {"scale": 2, "method": name}, image=blurry),
                          lambda f, s: None)
-    assert [stage["name"] for stage in info["stages"]] == [name, "span"]
+    assert [stage["name"] for stage in info["stages"]] == [
+        name, engine.catalog.defaults()["upscale"]["2"]]
 
 
 def test_deblur_adaptation_refuses_a_classical_deblurrer(engine):

@@ -17,7 +17,8 @@ from models import mimo_unet, registry
 from models.architectures import mimo_unet as mimo_unet_arch
 from models.loading import WeightsError
 from models.span import SPAN
-from server import models_folder, tiling
+from models.store import Store
+from server import tiling
 from server.engine import Engine
 from server.methods import network
 from server.methods.network import NetworkMethod, shipped_methods
@@ -230,10 +231,11 @@ def test_the_models_folder_offers_what_it_recognises_and_skips_the_rest(tmp_path
     info = methods["My Deblurrer"]
     assert info["kind"] == "network" and info["source"] == "user checkpoint My Deblurrer.pkl"
     assert info["ops"] == ["deblur", "sharpen"] and info["weights"]["1"]["parameters"] == 88_291
+    # users bring upscalers too (issue 16): SharpFu's SPAN weights are one
+    assert methods["span-x2"]["ops"] == ["upscale", "sharpen"] and methods["span-x2"]["scales"] == [2]
     skipped = {r.getMessage().split(":")[1].split()[-1]: r for r in caplog.records
                if "skipping" in r.getMessage()}
-    assert set(skipped) == {"evil.pkl", "broken.pth", "empty.pt", "span-x2.pth", "README.txt"}
-    assert "only deblurrers" in skipped["span-x2.pth"].getMessage()
+    assert set(skipped) == {"evil.pkl", "broken.pth", "empty.pt", "README.txt"}
     assert "empty" in skipped["empty.pt"].getMessage()
     assert "cannot be loaded safely" in skipped["evil.pkl"].getMessage()
     assert skipped["README.txt"].levelno == logging.INFO
@@ -249,10 +251,10 @@ def test_the_models_folder_offers_what_it_recognises_and_skips_the_rest(tmp_path
 
 
 def test_a_missing_or_odd_models_folder_is_no_error(tmp_path):
-    assert models_folder.scan(tmp_path / "nowhere") == []
+    assert Store(tmp_path / "nowhere").models() == []
     (tmp_path / "file").write_text("")
-    assert models_folder.scan(tmp_path / "file") == []
-    assert models_folder.scan("") == []
+    assert Store(tmp_path / "file").models() == []
+    assert Engine(Settings(device="cpu", models_dir="")).catalog.store is None
 
 
 def test_names_never_collide(tmp_path):
@@ -260,8 +262,11 @@ def test_names_never_collide(tmp_path):
     folder.mkdir()
     for name in ("unsharp.pkl", "deblur.pkl", "deblur.pth"):
         save_official(small_network(), folder / name)
-    names = [m.name for m in models_folder.scan(folder, {"unsharp"})]
-    assert names == ["deblur", "deblur.pth", "unsharp.pkl"]
+    assert [m.name for m in Store(folder).models()] == ["deblur", "deblur.pth", "unsharp"]
+    # a name a built-in method has goes to the file's whole name
+    methods = Engine(Settings(device="cpu", models_dir=str(folder))).catalog.methods
+    assert methods["unsharp"].kind == "classical"
+    assert methods["unsharp.pkl"].source == "user checkpoint unsharp.pkl"
 
 
 @pytest.mark.slow
@@ -465,23 +470,26 @@ def add_model(tmp_path: Path, path: Path):
 
 @pytest.mark.slow
 def test_install_adds_a_recognised_checkpoint_and_refuses_the_rest(tmp_path):
+    """install.py --add-model is `sharpfu models add`: the file is installed
+    in the models folder with its record, under a name without spaces."""
     downloads = tmp_path / "downloads"
     marker = fill_folder(downloads)
     folder = tmp_path / "config" / "sharpfu" / "models"
     done = add_model(tmp_path, downloads / "My Deblurrer.pkl")
     assert done.returncode == 0, done.stderr
-    assert "MIMO-UNet, 8 channels x 1 blocks" in done.stdout and "'My Deblurrer'" in done.stdout
-    assert (folder / "My Deblurrer.pkl").read_bytes() == (downloads / "My Deblurrer.pkl").read_bytes()
-    assert add_model(tmp_path, downloads / "My Deblurrer.pkl").returncode == 0   # again: no-op
+    assert "MIMO-UNet, 8 channels x 1 blocks" in done.stdout and "'My-Deblurrer'" in done.stdout
+    assert Store(folder).load("My-Deblurrer").state_dict().keys() == \
+        small_network().state_dict().keys()
+    again = add_model(tmp_path, downloads / "My Deblurrer.pkl")
+    assert again.returncode == 0 and "installed already" in again.stdout
     for name, why in (("evil.pkl", "cannot be loaded safely"), ("broken.pth", "safely"),
-                      ("span-x2.pth", "only deblurrers"), ("README.txt", "not a weights file"),
-                      ("missing.pkl", "is not a file")):
+                      ("README.txt", "not a weights file"), ("missing.pkl", "is not a file")):
         refused = add_model(tmp_path, downloads / name)
         assert refused.returncode != 0 and why in refused.stderr, (name, refused.stderr)
-        assert not (folder / name).exists()
     assert not marker.exists()
-    assert sorted(p.name for p in folder.iterdir()) == ["My Deblurrer.pkl"]
+    assert sorted(p.name for p in folder.iterdir()) == ["My-Deblurrer.json",
+                                                        "My-Deblurrer.safetensors"]
     (downloads / "other").mkdir()
     save_official(small_network(seed=3), downloads / "other" / "My Deblurrer.pkl")
     clash = add_model(tmp_path, downloads / "other" / "My Deblurrer.pkl")
-    assert clash.returncode != 0 and "already holds a different" in clash.stderr
+    assert clash.returncode != 0 and "installed already" in clash.stderr

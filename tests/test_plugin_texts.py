@@ -93,9 +93,14 @@ def test_the_methods_of_a_real_server(server):
     for op, scale in (("upscale", 2), ("upscale", 4), ("deblur", 1), ("sharpen", 1),
                       ("matte", 1)):
         offered = [value for value, _ in methods.choices(status, op, scale)]
-        installed = {m["name"] for m in status["methods"] if op in m["ops"] and (
-            scale in m["scales"] or (op == "sharpen" and 1 in m["scales"]))}
+        installed = {m["name"] for m in status["methods"]
+                     if op in m["ops"] and scale in m["scales"]}
+        if op == "sharpen":   # a deblurrer is AI Sharpen's first stage
+            installed = {m["name"] for m in status["methods"] if "deblur" in m["ops"]}
         assert offered[0] == "" and sorted(offered[1:]) == sorted(installed)
+        # the server's order, best first: the default opens the list
+        assert offered[1:] == status["choices"][op][str(scale)]
+        assert offered[1] == status["defaults"][op][str(scale)].split("+")[0]
 
 
 def test_the_status_is_cached_briefly_and_a_stale_one_serves_without_a_server(tmp_path):

@@ -45,3 +45,14 @@ def test_position_predicts_the_order_jobs_run_in(clients):
     predicted = {j.id: queue.position(j) for j in jobs}
     ran = [queue.get(0).id for _ in jobs]
     assert [predicted[i] for i in ran] == list(range(1, len(jobs) + 1))
+
+
+def test_connections_of_one_session_share_one_turn():
+    queue = FairQueue()
+    flood = [Job(id="f%d" % n, client=b"conn%d" % n, op="echo", params={}, inputs={},
+                 session="s" * 32) for n in range(5)]
+    for j in flood:
+        queue.put(j)
+    single = job(b"gimp", 0)
+    queue.put(single)
+    assert [queue.get(0).id for _ in range(3)] == ["f0", "gimp0", "f1"]

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import zmq
 
 from sharpfu_client import Cancelled, Client, ConnectionLost, Frame, JobFailed, Timeout, wire
 
@@ -207,13 +206,6 @@ def test_shared_memory_needs_the_servers_marker(server):
         assert not client.use_shm   # as from a sandbox with its own /dev/shm
 
 
-def raw_socket(server):
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(server.endpoint)
-    return sock
-
-
 def ask(sock, parts, timeout=5.0):
     sock.send_multipart(parts)
     if not sock.poll(int(timeout * 1000)):
@@ -221,8 +213,8 @@ def ask(sock, parts, timeout=5.0):
     return wire.unpack(sock.recv_multipart())[0]
 
 
-def test_wrong_key_is_refused_and_answered(server):
-    sock = raw_socket(server)
+def test_a_wrong_signature_is_refused_and_answered(server):
+    sock = server.raw_socket()   # let in, but signing with another key
     header = wire.make_header("status")
     reply = ask(sock, wire.pack(header, (), b"not the key"))
     assert reply["type"] == "error" and reply["code"] == "bad_signature"
@@ -245,7 +237,7 @@ def test_limits_are_enforced_before_any_work(fresh_server):
 
 def test_a_message_over_the_size_cap_drops_only_that_connection(fresh_server):
     proc = fresh_server(server_settings={"max_megapixels": 0.01})
-    sock = raw_socket(proc)
+    sock = proc.raw_socket()
     desc = {"name": "image", "width": 100, "height": 100, "channels": 4, "format": "u8"}
     header = wire.make_header("job", op="echo", params={}, frames=[desc])
     sock.send_multipart(wire.pack(header, [b"\0" * (300 * 1024 * 1024 // 100)]))

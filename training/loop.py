@@ -15,7 +15,9 @@ rest:
   last step's weights, which matters in a short run;
 * the run (`train`): batches made in the training process or ahead in
   worker processes (training/batches.py), a budget of training time on
-  whose clock the schedule runs, validation every so often on the training
+  whose clock the schedule runs, or of steps (--steps: on a machine shared
+  with other jobs the clock says little about how far a run got, and the
+  same command then makes the same run), validation every so often on the training
   device, checkpoint.pt in the run folder every few minutes (a run started
   again with the same --run resumes from it), log.jsonl (loss, learning
   rate and validation over time), and at the end the weights with their
@@ -231,8 +233,14 @@ def options(parser: argparse.ArgumentParser, *, minutes: float, lr: float, batch
     parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--ema", type=float, default=ema)
+    parser.add_argument("--clip", type=float, default=None,
+                        help="clip the gradient norm at this value (default: the task's "
+                             "choice; fine-tuning pretrained weights wants it)")
     parser.add_argument("--minutes", type=float, default=minutes,
                         help="training time (the learning-rate schedule runs on this clock)")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="train for this many steps instead, the schedule running on "
+                             "them (--minutes is then ignored)")
     parser.add_argument("--init", type=Path, help="start from these weights")
     parser.add_argument("--validate-every", type=float, default=validate_every, help="seconds")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds")
@@ -286,11 +294,21 @@ def train(task: Task) -> None:
     init = None
     if state is None and args.init:
         init = task.start_from(networks, args.init)
-        init = dict(init, weights=str(args.init),
+        from models.download import sha256_of
+        init = dict(init, weights=str(args.init), sha256=sha256_of(args.init),
                     earlier_runs=training_history(task.history_of(args.init)))
         print("started from %s" % args.init, flush=True)
-    loop = Loop(networks, task.forward, task.loss, lr=args.lr, clip=task.clip,
+    clip = args.clip or task.clip
+    loop = Loop(networks, task.forward, task.loss, lr=args.lr, clip=clip,
                 ema=args.ema if task.ema else None, bf16=args.bf16)
+
+    def schedule() -> dict:
+        return {"batch": args.batch, "planned_steps": args.steps,
+                "optimiser": "Adam, lr %g, warm-up then cosine to 1%% over the training "
+                             "%s%s" % (args.lr, "steps" if args.steps else "time",
+                                       ", gradient norm clipped at %g" % clip if clip else ""),
+                "ema": args.ema if task.ema else None}
+
     if state is not None:
         loop.restore(state["loop"])
         if not args.export_only:
@@ -304,6 +322,7 @@ def train(task: Task) -> None:
             "device": describe_device(device, torch.get_num_threads()),
             "hyper_parameters": task.hyper_parameters,
             "init": init,
+            "schedule": schedule(),
             "data": dict(task.data(), folders=[str(p) for p in args.photos],
                          source="scripts/fetch_training_photos.py rebuilds the folders from "
                                 "public packages (see their ATTRIBUTION.md)")}}
@@ -327,14 +346,13 @@ def train(task: Task) -> None:
 
     def export(validation: dict) -> None:
         meta = state["meta"]
+        # The run's own schedule, kept in its checkpoint: an --export-only
+        # command line need not repeat the options the run was trained with
         training = {"commands": meta["commands"], "data": meta["data"], "git": meta["git"],
                     "device": meta["device"], "torch": torch.__version__,
                     "started": meta["started"], "training_seconds": round(state["elapsed"], 1),
-                    "steps": state["step"], "batch": args.batch,
-                    "optimiser": "Adam, lr %g, warm-up then cosine to 1%% over the training "
-                                 "time%s" % (args.lr, ", gradient norm clipped at %g" % task.clip
-                                             if task.clip else ""),
-                    "ema": args.ema if task.ema else None, "init": meta.get("init")}
+                    "steps": state["step"], **(meta.get("schedule") or schedule()),
+                    "init": meta.get("init")}
         task.export({name: {k: v.detach().float().contiguous().cpu() for k, v in w.items()}
                      for name, w in loop.averaged().items()}, training, validation, curve)
 
@@ -354,6 +372,10 @@ def train(task: Task) -> None:
     stream = batches(task.sampler(seed), task.draw, seed, args.workers,
                      pin_memory=device.type == "cuda")
     budget = args.minutes * 60.0
+
+    def progress() -> float:
+        return state["step"] / args.steps if args.steps else state["elapsed"] / budget
+
     print("training %s: %d parameters, %s" % (
         task.name, sum(p.numel() for net in networks.values() for p in net.parameters()),
         state["meta"]["device"]), flush=True)
@@ -366,15 +388,15 @@ def train(task: Task) -> None:
         log.flush()
     last_val = last_save = state["elapsed"]
     losses, parts = [], []
-    while state["elapsed"] < budget:
+    while progress() < 1.0:
         started = time.perf_counter()
         batch = _to(next(stream), device)
-        loss, part = loop.step(batch, state["elapsed"] / budget, state["step"] + 1)
+        loss, part = loop.step(batch, progress(), state["step"] + 1)
         state["step"] += 1
         losses.append(loss)
         parts.append(part)
         state["elapsed"] += time.perf_counter() - started
-        done = state["elapsed"] >= budget
+        done = progress() >= 1.0
         if done or state["elapsed"] - last_val >= args.validate_every:
             point, full = evaluate()
             curve.append(point)

@@ -5,6 +5,11 @@ Pillow has no 16-bit colour modes, so 16-bit PNGs go through imagecodecs
 and TIFFs through tifffile; everything 8-bit goes through Pillow. The ICC
 profile travels with the pixels, and EXIF where Pillow can carry it.
 Files are written whole or not at all (a temporary name, then a rename).
+
+Reading is bounded before anything is decoded: the pixel count comes from
+the file's header and is checked against a limit (the server's, for the job
+at hand), and a colour profile larger than MAX_ICC_BYTES is dropped, never
+decompressed whole.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 import imagecodecs
 import numpy as np
 import tifffile
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 DTYPES = {"u8": np.dtype("u1"), "u16": np.dtype("<u2"), "f32": np.dtype("<f4")}
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
@@ -30,6 +35,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 EXIF_HEADER = b"Exif\x00\x00"
+MAX_PIXELS = 256_000_000        # the server's default limit per frame
+MAX_ICC_BYTES = 8 << 20         # printers' profiles reach a few MB; more is not a profile
 
 
 class ImageError(Exception):
@@ -86,7 +93,9 @@ def format_for(path: str) -> str:
 
 # -- reading ------------------------------------------------------------------
 
-def read(path: str) -> Picture:
+def read(path: str, max_pixels: int = MAX_PIXELS) -> Picture:
+    """The picture in a file; ImageError when it cannot be read or has more
+    than `max_pixels` pixels (told from its header, before decoding)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(32)
@@ -95,10 +104,12 @@ def read(path: str) -> Picture:
     # The content decides the decoder, not the name: a .png may be a JPEG.
     try:
         if head[:4] in TIFF_MAGIC:
-            return _read_tiff(path)
-        if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16:
-            return _read_png16(path)
-        return _read_pillow(path)
+            return _read_tiff(path, max_pixels)
+        if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":
+            _check_pixels(*struct.unpack(">II", head[16:24]), max_pixels)
+            if head[24] == 16:
+                return _read_png16(path)
+        return _read_pillow(path, max_pixels)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -108,11 +119,28 @@ def read(path: str) -> Picture:
             str(error) or type(error).__name__)) from None
 
 
-def _read_pillow(path: str) -> Picture:
-    with Image.open(path) as image:
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageError("the image is %dx%d, %.1f megapixels; at most %.1f can be worked on "
+                         "here (the server's max_megapixels, divided by the scale's square)"
+                         % (width, height, width * height / 1e6, max_pixels / 1e6))
+
+
+def _capped_profile(icc: bytes | None, notes: list[str]) -> bytes | None:
+    if icc and len(icc) > MAX_ICC_BYTES:
+        notes.append("its colour profile (%.1f MB) was dropped: profiles over %d MB are not "
+                     "kept" % (len(icc) / 1e6, MAX_ICC_BYTES >> 20))
+        return None
+    return icc or None
+
+
+def _read_pillow(path: str, max_pixels: int = MAX_PIXELS) -> Picture:
+    notes: list[str] = []
+    with _open_pillow(path, max_pixels, notes) as image:
+        _check_pixels(*image.size, max_pixels)
         image.load()
-        info, mode, notes = dict(image.info), image.mode, []
-        icc = info.get("icc_profile") or None
+        info, mode = dict(image.info), image.mode
+        icc = _capped_profile(info.get("icc_profile"), notes)
         if mode in ("1", "L", "LA", "RGB", "RGBA"):
             pixels = np.asarray(image.convert("L") if mode == "1" else image)
         elif mode in ("P", "PA"):
@@ -138,21 +166,70 @@ def _read_pillow(path: str) -> Picture:
     return Picture(_as_3d(pixels), icc, info.get("exif") or None, notes)
 
 
+def _open_pillow(path: str, max_pixels: int, notes: list[str]) -> Image.Image:
+    """Image.open (which reads only the header) with our pixel limit instead
+    of Pillow's own, checked by the caller before anything is decoded, and
+    with PNG colour profiles up to MAX_ICC_BYTES instead of 1 MB; a PNG with
+    a larger one opens without it."""
+    saved = Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK
+    Image.MAX_IMAGE_PIXELS = None
+    PngImagePlugin.MAX_TEXT_CHUNK = MAX_ICC_BYTES
+    try:
+        try:
+            return Image.open(path)
+        except ValueError as error:
+            if "MAX_TEXT_CHUNK" not in str(error):
+                raise
+            with open(path, "rb") as handle:
+                data = _without_chunks(handle.read(), b"iCCP")
+            notes.append("its colour profile was dropped: profiles over %d MB are not kept"
+                         % (MAX_ICC_BYTES >> 20))
+            return Image.open(io.BytesIO(data))
+    finally:
+        Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = saved
+
+
+def _without_chunks(data: bytes, kind: bytes) -> bytes:
+    """A PNG file's bytes without its chunks of one kind."""
+    kept, position = [data[:len(PNG_SIGNATURE)]], len(PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length = struct.unpack(">I", data[position:position + 4])[0]
+        chunk = data[position:position + 12 + length]
+        if chunk[4:8] != kind:
+            kept.append(chunk)
+        position += 12 + length
+    return b"".join(kept)
+
+
 def _read_png16(path: str) -> Picture:
     with open(path, "rb") as handle:
         data = handle.read()
     pixels = imagecodecs.png_decode(data)
     icc = exif = None
+    notes: list[str] = []
     for kind, body in _png_chunks(data):
         if kind == b"iCCP":
-            name_end = body.find(b"\x00")
-            try:
-                icc = zlib.decompress(body[name_end + 2:]) if name_end > 0 else None
-            except zlib.error:
-                icc = None
+            icc = _inflate_profile(body, notes)
         elif kind == b"eXIf":
             exif = EXIF_HEADER + body
-    return Picture(_as_3d(pixels.astype("<u2")), icc, exif)
+    return Picture(_as_3d(pixels.astype("<u2")), icc, exif, notes)
+
+
+def _inflate_profile(body: bytes, notes: list[str]) -> bytes | None:
+    """An iCCP chunk's profile, decompressed no further than MAX_ICC_BYTES."""
+    name_end = body.find(b"\x00")
+    if name_end <= 0:
+        return None
+    inflater = zlib.decompressobj()
+    try:
+        icc = inflater.decompress(body[name_end + 2:], MAX_ICC_BYTES)
+    except zlib.error:
+        return None
+    if inflater.unconsumed_tail:
+        notes.append("its colour profile was dropped: profiles over %d MB are not kept"
+                     % (MAX_ICC_BYTES >> 20))
+        return None
+    return icc
 
 
 def _png_chunks(data: bytes):
@@ -165,19 +242,21 @@ def _png_chunks(data: bytes):
         position += 12 + length
 
 
-def _read_tiff(path: str) -> Picture:
+def _read_tiff(path: str, max_pixels: int) -> Picture:
+    notes: list[str] = []
     with tifffile.TiffFile(path) as tiff:
         page = tiff.pages[0]
+        _check_pixels(page.imagewidth, page.imagelength * max(1, page.imagedepth), max_pixels)
         photometric = int(page.photometric)
         if photometric not in (1, 2):   # minisblack, rgb; Pillow knows palettes, CMYK, ...
-            return _read_pillow(path)
+            return _read_pillow(path, max_pixels)
+        bits = page.bitspersample
         pixels = page.asarray()
         if page.axes.startswith("S"):     # planar: one plane per channel
             pixels = np.moveaxis(pixels, 0, -1)
         extras = tuple(int(e) for e in page.extrasamples)
         tag = page.tags.get(34675)        # InterColorProfile
-        icc = bytes(tag.value) if tag is not None else None
-    notes = []
+        icc = _capped_profile(bytes(tag.value) if tag is not None else None, notes)
     pixels = _as_3d(pixels)
     colour = 3 if photometric == 2 else 1
     if pixels.shape[2] > colour + 1:
@@ -192,9 +271,19 @@ def _read_tiff(path: str) -> Picture:
         raise ImageError("TIFF samples of type %s are not supported; use 8 or 16-bit integers "
                          "or 32-bit floats" % pixels.dtype)
     pixels = pixels.astype(pixels.dtype.newbyteorder("<"))
+    if pixels.dtype.kind == "u" and 1 < bits < 8 * pixels.dtype.itemsize:
+        pixels = _full_range(pixels, bits)   # 12-bit scans, 4-bit greys: not nearly black
     if pixels.shape[2] == colour + 1 and extras[:1] == (1,):
         pixels = _unpremultiply(pixels)   # SharpFu works on straight alpha
     return Picture(pixels, icc, None, notes)
+
+
+def _full_range(pixels: np.ndarray, bits: int) -> np.ndarray:
+    """Samples of `bits` bits (0 .. 2^bits - 1) scaled to their type's full
+    range, rounded to nearest."""
+    top = np.iinfo(pixels.dtype).max
+    scaled = (pixels.astype(np.uint64) * top * 2 + (1 << bits) - 1) // (2 * ((1 << bits) - 1))
+    return np.minimum(scaled, top).astype(pixels.dtype)
 
 
 def _unpremultiply(pixels: np.ndarray) -> np.ndarray:
@@ -297,9 +386,13 @@ def _write_whole(path: str, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 is for secrets, not images
+        try:   # a file replaced keeps its mode; mkstemp's 0600 is for secrets, not images
+            mode = os.stat(path).st_mode & 0o777
+        except OSError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         try:

@@ -4,6 +4,7 @@
     sharpfu deblur scans/ -o sharp/
     sharpfu matte photo.png --mask rough.png -o alpha.png --bits 16
     sharpfu status
+    sharpfu models list       # and add, remove, show, pull: see models_cmd.py
 
 It works through the SharpFu server like the GIMP plug-ins do, and starts
 one when none runs. Each file either fails on one line of stderr or is
@@ -24,12 +25,12 @@ from tqdm import tqdm
 
 from sharpfu_client import Cancelled, Client, Frame, SharpFuError
 from sharpfu_client import config as config_module
-from sharpfu_client import launcher
+from sharpfu_client import launcher, methods
 from sharpfu_client.adapt import TILE_SIDE, adapt, sample_tiles, task_for
 from sharpfu_client.cluster import Cluster, server_settings
 from sharpfu_client.operations import OPERATIONS
 
-from . import imageio
+from . import imageio, models_cmd
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 RUN_WORDS = {"classical": "classical method, not AI", "network": "AI model"}
@@ -40,6 +41,7 @@ LUMA = (0.299, 0.587, 0.114)   # ITU-R 601, as Pillow and most tools make grey
 ADAPT_IMAGES = 8               # images of a batch that adaptation samples tiles from
 ADAPT_TILES = 16
 LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
+MIN_TILE, MAX_TILE = 64, 16384  # the server's smallest tile and its 'tile' parameter's maximum
 
 
 def say(message: str) -> None:
@@ -73,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--method", metavar="NAME",
                        help="model or method to use (see 'sharpfu status'); default: the best "
                             "installed")
-    group.add_argument("--tile", metavar="N", type=_tile, help="tile side in pixels")
+    group.add_argument("--tile", metavar="N", type=_tile,
+                       help="tile side in pixels, %d to %d (default: from free memory; the "
+                            "server never exceeds what its memory allows)" % (MIN_TILE, MAX_TILE))
 
     parser = argparse.ArgumentParser(prog="sharpfu", description="AI restoration with the "
                                      "SharpFu server: upscale, deblur, sharpen, refine mattes.")
@@ -84,8 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                                       description=help_text + " Several inputs or a folder make "
                                       "a batch; -o is then a folder.")
         command.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
-        command.add_argument("-o", "--output", required=True, metavar="OUT",
-                             help="output file, or folder for a batch")
+        command.add_argument("-o", "--output", metavar="OUT",
+                             help="output file, or folder for a batch (never an input, unless "
+                                  "--in-place)")
+        command.add_argument("--in-place", action="store_true",
+                             help="replace the inputs with the results (each file is replaced "
+                                  "whole, in one step, once its result is ready); -o may then "
+                                  "be left out")
         scale = OPERATIONS[name].params.get("scale")
         if scale is not None:
             command.add_argument("--scale", type=int, choices=scale.choices,
@@ -144,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="Show the server, its device and its methods.")
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
     status.set_defaults(run=run_status, parser=status)
+    models_cmd.add_parser(commands)
     return parser
 
 
@@ -171,14 +181,22 @@ def _positive_int(text: str) -> int:
 
 def _tile(text: str) -> int:
     value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (automatic) or more")
+    if value != 0 and not MIN_TILE <= value <= MAX_TILE:
+        raise argparse.ArgumentTypeError("must be 0 (automatic) or %d to %d" % (MIN_TILE,
+                                                                                 MAX_TILE))
     return value
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "local", False):
+        # the model store is local files: no server involved
+        try:
+            sys.exit(args.run(args))
+        except config_module.ConfigError as error:
+            say("error: %s" % error)
+            sys.exit(EXIT_FAILED)
     interrupt = Interrupt()
     previous = signal.signal(signal.SIGINT, interrupt.handle)
     client = None
@@ -243,7 +261,7 @@ def connect(client: Client | Cluster, args) -> dict:
 # -- image ops ----------------------------------------------------------------
 
 def run_images(args, client, interrupt: Interrupt) -> int:
-    pairs, failed = plan(args.inputs, args.output, args.parser)
+    pairs, failed = plan(args)
     everything = [source for source, _ in pairs]
     skipped = 0
     if args.resume:
@@ -281,7 +299,7 @@ def run_adaptation(args, client, interrupt: Interrupt, sources: list[str], param
     frames = []
     for path in chosen:
         try:
-            frames.append(to_frame(read(path).pixels, "sample"))
+            frames.append(to_frame(read(path, input_limit(client, {})).pixels, "sample"))
         except Failure as failure:
             say("adaptation skips %s: %s" % (failure.path, failure.reason))
     if not frames:
@@ -352,7 +370,7 @@ class Batch:
     def submit(self, source: str, target: str) -> None:
         try:
             check_output(target)   # before the work, not after it
-            picture = read(source)
+            picture = read(source, input_limit(self.client, self.params))
             job = self.client.submit(self.args.op, [to_frame(picture.pixels, "image")],
                                      self.params)
         except Failure as failure:
@@ -406,11 +424,18 @@ class Batch:
             ", ".join(parts), seconds, self.written / seconds, self.pixels_out / 1e6 / seconds)
 
 
-def plan(inputs: list[str], output: str, parser) -> tuple[list[tuple[str, str]], int]:
-    """(input, output) pairs, and how many inputs already failed."""
+def plan(args) -> tuple[list[tuple[str, str]], int]:
+    """(input, output) pairs, and how many inputs already failed. Refuses
+    (exit 2) outputs that would write over an input without --in-place; says
+    which outputs cannot be written before anything is read or sent."""
+    parser, output = args.parser, args.output
+    if args.in_place and args.resume:
+        parser.error("--resume skips inputs whose output exists; with --in-place every one does")
+    if output is None and not args.in_place:
+        parser.error("the following arguments are required: -o/--output (or --in-place)")
     files, failed = [], 0
-    batch = len(inputs) > 1
-    for path in inputs:
+    batch = len(args.inputs) > 1
+    for path in args.inputs:
         if os.path.isdir(path):
             batch = True
             found = sorted(entry.path for entry in os.scandir(path) if entry.is_file()
@@ -425,23 +450,54 @@ def plan(inputs: list[str], output: str, parser) -> tuple[list[tuple[str, str]],
             failed += 1
         else:
             files.append(path)
+    if output is None:
+        return [(f, f) for f in files], failed
     into_folder = batch or os.path.isdir(output) or output.endswith(os.sep)
+    if into_folder and os.path.exists(output) and not os.path.isdir(output):
+        parser.error("with several inputs or a folder, -o must be a folder; %s is a file"
+                     % output)
+    if into_folder and not os.path.exists(output) \
+            and os.path.splitext(output)[1].lower() in IMAGE_EXTENSIONS:
+        parser.error("with several inputs or a folder, -o must be a folder; %s is named like an "
+                     "image file (end it with %s to make a folder of that name)"
+                     % (output, os.sep))
+    pairs = [(f, os.path.join(output, os.path.basename(f)) if into_folder else output)
+             for f in files]
+    targets = set()
+    sources = {_identity(f) for f in files}
+    for source, target in pairs:
+        if os.path.abspath(target) in targets:
+            parser.error("several inputs would be written to %s" % target)
+        targets.add(os.path.abspath(target))
+        if not args.in_place and _identity(target) in sources:
+            parser.error("%s would be written over the input %s; give --in-place to replace "
+                         "inputs with their results, or choose another -o" % (target, source))
     if into_folder:
-        if os.path.exists(output) and not os.path.isdir(output):
-            parser.error("with several inputs, -o must be a folder; %s is a file" % output)
         try:
             os.makedirs(output, exist_ok=True)
         except OSError as error:
             say("error: %s: %s" % (output, error.strerror))
-            return [], failed + 1
-    pairs = [(f, os.path.join(output, os.path.basename(f)) if into_folder else output)
-             for f in files]
-    targets = set()
-    for _, target in pairs:
-        if os.path.abspath(target) in targets:
-            parser.error("several inputs would be written to %s" % target)
-        targets.add(os.path.abspath(target))
-    return pairs, failed
+            return [], failed + len(pairs) + 1
+    writable = []
+    for source, target in pairs:
+        try:
+            check_output(target)
+        except Failure as failure:
+            say("error: %s: %s" % (failure.path, failure.reason))
+            failed += 1
+        else:
+            writable.append((source, target))
+    return writable, failed
+
+
+def _identity(path: str):
+    """What makes two paths one file: device and inode when it exists (links,
+    other spellings), else the absolute path."""
+    try:
+        info = os.stat(path)
+        return info.st_dev, info.st_ino
+    except OSError:
+        return os.path.abspath(path)
 
 
 def job_params(args) -> dict:
@@ -499,11 +555,21 @@ def run_matte(args, client: Client, interrupt: Interrupt) -> int:
         args.parser.error("the matte is written as a PNG (or TIFF); name the output .png")
     if args.cutout and os.path.splitext(args.cutout)[1].lower() not in (".png", ".tif", ".tiff"):
         args.parser.error("the cut-out is written as a PNG (or TIFF); name it .png")
+    inputs = {_identity(args.image), _identity(args.mask)}
+    for path in filter(None, (target, args.cutout)):
+        if _identity(path) in inputs:
+            args.parser.error("%s would be written over an input; choose another name" % path)
+        try:
+            check_output(path)
+        except Failure as failure:
+            say("error: %s: %s" % (failure.path, failure.reason))
+            return EXIT_FAILED
     connect(client, args)
     with tqdm(total=1, disable=True if args.quiet else None, file=sys.stderr,
               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]") as bar:
         try:
-            image, mask = read(args.image), read(args.mask)
+            image, mask = (read(path, input_limit(client, {})) for path in (args.image,
+                                                                              args.mask))
             if image.size != mask.size:
                 raise Failure(args.mask, "the mask is %dx%d but the image is %dx%d; they must "
                               "be the same size" % (mask.size + image.size))
@@ -546,9 +612,9 @@ def mask_channel(pixels: np.ndarray) -> np.ndarray:
 
 # -- files and frames ---------------------------------------------------------
 
-def read(path: str) -> imageio.Picture:
+def read(path: str, max_pixels: int = imageio.MAX_PIXELS) -> imageio.Picture:
     try:
-        picture = imageio.read(path)
+        picture = imageio.read(path, max_pixels)
     except imageio.ImageError as error:
         raise Failure(path, str(error)) from None
     for note in picture.notes:
@@ -556,11 +622,32 @@ def read(path: str) -> imageio.Picture:
     return picture
 
 
+def input_limit(client, params: dict) -> int:
+    """The most pixels an input may have for the server to take the job: its
+    max_pixels for the result, so an image that would be refused is never
+    decoded."""
+    limits = (getattr(client, "server_status", None) or {}).get("limits") or {}
+    scale = params.get("scale") or 1
+    return (limits.get("max_pixels") or imageio.MAX_PIXELS) // (scale * scale)
+
+
 def check_output(path: str) -> None:
+    """Refuse, before any work, an output that cannot be written: an unknown
+    extension, a folder where the file would go, a folder that does not
+    exist or cannot be written to."""
     try:
         imageio.format_for(path)
     except imageio.ImageError as error:
         raise Failure(path, str(error)) from None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise Failure(path, "cannot write: it is a folder")
+    if not os.path.isdir(folder):
+        raise Failure(path, "cannot write: %s %s" % (folder, "is not a folder" if
+                                                       os.path.exists(folder) else
+                                                       "does not exist"))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise Failure(path, "cannot write: no permission to write in %s" % folder)
 
 
 def write(path: str, picture: imageio.Picture) -> None:
@@ -620,7 +707,15 @@ def describe_status(status: dict) -> str:
             (device.get("memory_free") or 0) / gib, (device.get("memory_total") or 0) / gib),
         "Jobs: %d running, %d queued" % (jobs.get("running", 0), jobs.get("queued", 0)),
     ]
-    methods = status.get("methods") or []
+    return "\n".join(lines + describe_choices(status))
+
+
+def describe_choices(status: dict) -> list[str]:
+    """Per op: the default, then every method a job may name, best first
+    (sharpfu_client.methods: the order the GIMP dialogs list them in), with
+    the scales each serves. `sharpfu status` and `sharpfu models list` both
+    print this."""
+    lines = []
     ops = status.get("ops") or {}
     all_defaults = status.get("defaults") or {}
     for op in [op for op in ops if op in all_defaults] + [op for op in all_defaults
@@ -632,16 +727,26 @@ def describe_status(status: dict) -> str:
         scales = sorted(defaults.items(), key=lambda item: int(item[0]))
         lines.append("  default: " + ", ".join(
             name if len(scales) == 1 else "%s (%sx)" % (name, scale) for scale, name in scales))
-        for method in methods:
-            if op in (method.get("ops") or []):
-                # where a model comes from (shipped, or a user's checkpoint)
-                # matters to whoever picks one by name
-                source = method.get("source")
-                lines.append("  %-14s %s (%s%s)" % (
-                    method.get("name"), method.get("title", ""),
-                    STATUS_WORDS.get(method.get("kind"), method.get("kind")),
-                    "; " + source if source and source != "built in" else ""))
-    return "\n".join(lines)
+        ranked = methods.by_scale(status, op)
+        served: dict[str, list[int]] = {}
+        order: list[dict] = []
+        for scale, infos in ranked:
+            for method in infos:
+                if method["name"] not in served:
+                    served[method["name"]] = []
+                    order.append(method)
+                served[method["name"]].append(scale)
+        for method in order:
+            # where a model comes from (shipped, installed, a user's
+            # checkpoint) matters to whoever picks one by name
+            source = method.get("source")
+            at = "" if len(ranked) == 1 else " [%s]" % ", ".join(
+                "%dx" % s for s in served[method["name"]])
+            lines.append("  %-14s %s (%s%s)%s" % (
+                method.get("name"), method.get("title", ""),
+                STATUS_WORDS.get(method.get("kind"), method.get("kind")),
+                "; " + source if source and source != "built in" else "", at))
+    return lines
 
 
 if __name__ == "__main__":

@@ -168,6 +168,21 @@ class Job(object):
                                 header.get("detail")))
 
 
+# Handshakes that fail because the two sides hold different keys (or one
+# has none): the server refuses the credentials, or the mechanisms differ.
+EVENT_HANDSHAKE_FAILED_AUTH = getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0x4000)
+EVENT_HANDSHAKE_FAILED_PROTOCOL = getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0x2000)
+REFUSED = (EVENT_HANDSHAKE_FAILED_AUTH, EVENT_HANDSHAKE_FAILED_PROTOCOL)
+
+
+def authenticate(sock, key):
+    """Present the key's PLAIN credentials when connecting (a server with a
+    key turns away connections without them during the handshake)."""
+    if key:
+        sock.setsockopt(zmq.PLAIN_USERNAME, wire.CONNECT_USER)
+        sock.setsockopt(zmq.PLAIN_PASSWORD, wire.connect_password(key))
+
+
 def check_limits(server_status, job):
     """Refuse here what the server would refuse: a message over its size cap
     would not even be answered (ZeroMQ drops the connection)."""
@@ -183,6 +198,12 @@ def check_limits(server_status, job):
     max_bytes = limits.get("max_message_bytes")
     if max_bytes and max(f.nbytes for f in job.frames) > max_bytes:
         raise too_large
+
+
+def _event_of(message):
+    """The event number of a socket monitor message."""
+    import struct
+    return struct.unpack("=HI", bytes(message[0])[:6])[0]
 
 
 class Waiting(object):
@@ -236,6 +257,7 @@ class Client(Waiting):
         self._replies = {}
         self._pool = None
         self._unsigned_replies = False   # a server answered, but not with our key
+        self._refused = False            # a server turned this client's key away
 
     # -- connection ---------------------------------------------------------
 
@@ -245,7 +267,10 @@ class Client(Waiting):
         client_config = self.config.get("client") or {}
         if client_config.get("curve_server_public_file"):
             self._set_curve(sock, client_config)
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        else:
+            authenticate(sock, self.key)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | EVENT_HANDSHAKE_FAILED_AUTH
+                                                | EVENT_HANDSHAKE_FAILED_PROTOCOL)
         sock.connect(self.endpoint)
         self._socket = sock
 
@@ -289,11 +314,17 @@ class Client(Waiting):
             return self.status(timeout=self.connect_timeout)
         except (Timeout, ConnectionLost):
             pass
-        if self._unsigned_replies:
+        if (self._unsigned_replies or self._refused) and (
+                self.config.get("client") or {}).get("curve_server_public_file"):
             raise SharpFuError(
-                "The SharpFu server at %s answers, but does not sign its messages with this "
-                "client's key: they use different configurations. Run install.py again, or give "
-                "both the same 'key'." % self.endpoint, "bad_signature")
+                "The SharpFu server at %s refuses this client's CURVE keys: its "
+                "curve_clients_dir must hold this client's public certificate, and "
+                "curve_server_public_file must be that server's." % self.endpoint, "bad_signature")
+        if self._unsigned_replies or self._refused:
+            raise SharpFuError(
+                "The SharpFu server at %s answers, but holds another key than this client "
+                "(or none, or CURVE keys): they use different configurations. Run install.py "
+                "again, or give both the same 'key'." % self.endpoint, "bad_signature")
         if not self.autostart:
             raise ServerUnavailable(launcher.unreachable(self.config, self.endpoint))
         if not config_module.is_local_endpoint(self.endpoint):
@@ -409,31 +440,44 @@ class Client(Waiting):
     def _send_job(self, job):
         header = wire.make_header("job", op=job.op, params=job.params, session=self.session,
                                   frames=[f.descriptor() for f in job.frames])
-        pool = self._shm_pool()
-        payloads = []
-        if pool is not None:
-            inputs = sum(f.nbytes for f in job.frames)
-            scale = job.params.get("scale", 1) if isinstance(job.params.get("scale"), int) else 1
-            reply = max(f.nbytes for f in job.frames) * scale * scale
-            if job._lease is None or job._lease.size < inputs + reply:
-                if job._lease is not None:
-                    pool.release(job._lease)
-                job._lease = pool.acquire(inputs + reply)
+        payloads = [f.data for f in job.frames]
+        if self._lease_for(job):
             offset = 0
             for desc, frame in zip(header["frames"], job.frames):
                 job._lease.write(offset, frame.data)
-                desc["shm"] = {"segment": job._lease.name, "offset": offset, "size": frame.nbytes}
+                desc["shm"] = job._lease.ref(offset, frame.nbytes)
                 offset += frame.nbytes
-            header["reply_shm"] = {"segment": job._lease.name, "offset": offset,
-                                   "size": job._lease.size - offset}
-        else:
-            payloads = [f.data for f in job.frames]
+            payloads = []
+            if job._lease.size > offset:
+                header["reply_shm"] = job._lease.ref(offset, job._lease.size - offset)
         if job.id is not None:
             self._jobs.pop(job.id, None)
         job.id = header["id"]
         job.last_heard = now()
         self._jobs[job.id] = job
         self._send(header, payloads)
+
+    def _lease_for(self, job):
+        """Give the job a segment for its inputs and, where /dev/shm has room,
+        its result; False when the pixels must travel inline."""
+        pool = self._shm_pool()
+        if pool is None:
+            return False
+        inputs = sum(f.nbytes for f in job.frames)
+        scale = job.params.get("scale", 1) if isinstance(job.params.get("scale"), int) else 1
+        reply = max(f.nbytes for f in job.frames) * scale * scale
+        if job._lease is not None and job._lease.size >= inputs + reply:
+            return True
+        self._release_lease(job)
+        # A small or full /dev/shm (Docker gives 64 MB): the result comes
+        # inline, or everything does.
+        for size in (inputs + reply, inputs):
+            try:
+                job._lease = pool.acquire(size)
+                return True
+            except (OSError, IOError, ValueError):
+                continue
+        return False
 
     def cancel(self, job):
         """Ask the server to stop a job. The job then ends as cancelled (or
@@ -477,7 +521,10 @@ class Client(Waiting):
         poller.register(self._monitor, zmq.POLLIN)
         events = dict(poller.poll(int(timeout * 1000)))
         if self._monitor in events:
-            self._monitor.recv_multipart()
+            event = self._monitor.recv_multipart()
+            if _event_of(event) in REFUSED:
+                self._refused = True   # no connection was made: nothing is lost
+                return
             self._connection_lost()
             return
         while self._socket is not None and self._socket.poll(0, zmq.POLLIN):

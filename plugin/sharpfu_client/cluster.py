@@ -21,7 +21,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from . import config as config_module
 from . import wire
-from .client import Client, Frame, Job, Result, Waiting, check_limits, now
+from .client import Client, Frame, Job, Result, Waiting, authenticate, check_limits, now
 from .errors import ConnectionLost, ServerUnavailable, SharpFuError
 
 ACK_TIMEOUT = 10.0   # seconds for some server to acknowledge a job before it is sent again
@@ -75,6 +75,8 @@ class Cluster(Waiting):
             if settings.get("curve_server_public_file"):
                 # CURVE keys are taken per connect: each server may have its own.
                 self.controls[endpoint]._set_curve(self._socket, settings)
+            else:
+                authenticate(self._socket, self.key)
             self._socket.connect(endpoint)
         self._monitor = self._socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
 

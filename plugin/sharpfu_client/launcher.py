@@ -43,7 +43,25 @@ def start_argv(config, endpoint):
 
 
 def log_path():
+    """The autostarted server's log: capped and rotated by the server."""
     return os.path.join(config_module.state_dir(), "server.log")
+
+
+def console_path():
+    """What an autostarted server prints before its log is set up (and
+    warnings after): a crash's last words. Emptied at each start."""
+    return os.path.join(config_module.state_dir(), "server-console.log")
+
+
+def _private_file(path):
+    """`path` emptied (or created) for writing, readable by this user only."""
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+        os.chmod(directory, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def _clean_environment():
@@ -56,7 +74,8 @@ def _clean_environment():
 
 
 def start(config, endpoint):
-    """Start the server detached; returns (Popen, log file path).
+    """Start the server detached; returns (Popen, the file its console
+    output goes to).
 
     Raises OSError when the command cannot be run, ValueError when there is
     no command."""
@@ -66,11 +85,9 @@ def start(config, endpoint):
     idle = config.get("client", {}).get("autostart_idle_exit", DEFAULT_IDLE_EXIT)
     if idle:
         argv += ["--idle-exit", str(int(idle))]
-    path = log_path()
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory)
-    log = open(path, "ab")
+    argv += ["--log-file", log_path()]
+    path = console_path()
+    log = _private_file(path)
     kwargs = {"stdin": open(os.devnull, "rb"), "stdout": log, "stderr": subprocess.STDOUT,
               "env": _clean_environment(), "cwd": os.path.expanduser("~")}
     if sys.platform == "win32":

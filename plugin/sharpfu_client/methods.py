@@ -1,6 +1,13 @@
 # -*- coding: utf-8 -*-
-"""The methods a dialog offers for an operation: those the server has
-installed, as its status lists them, "Best available" first.
+"""The methods a user can choose for an operation, best first, as the server
+ranks them: the first is what runs when a job names none ("Best
+available"). The GIMP dialogs' method lists, `sharpfu status` and
+`sharpfu models list` all come from here, so they agree.
+
+The server sends the ranking in its status (`choices`: op -> scale -> method
+names, docs/PROTOCOL.md); for a server from before it, which has only
+`methods` and `defaults`, the same order is rebuilt as well as it can be
+(the default first, then networks before classical methods).
 
 A dialog should open at once, so the status is kept for a short while in
 the state folder (STATUS_CACHE) and asked of a running server only when that
@@ -36,32 +43,59 @@ def label(method):
     return words + (u" (AI)" if method.get("kind") == "network" else u" (classical, not AI)")
 
 
-def offers(method, op, scale):
-    """Whether `method` can be named for `op` at `scale`: AI Sharpen takes a
-    deblurrer (its first stage) or an upscaler for its scale."""
-    if op not in (method.get("ops") or []):
-        return False
-    scales = method.get("scales") or [1]
-    return scale in scales or (op == "sharpen" and 1 in scales)
+def ranked(status, op, scale=1):
+    """The method infos (from status["methods"]) a job of `op` at `scale` may
+    name, best first."""
+    status = status or {}
+    by_name = dict((m.get("name"), m) for m in status.get("methods") or [])
+    names = ((status.get("choices") or {}).get(op) or {}).get(str(scale))
+    if names is None:
+        names = _rebuilt(status, op, scale)
+    return [by_name[name] for name in names if name in by_name]
+
+
+def by_scale(status, op):
+    """(scale, ranked method infos) for every scale the status knows for
+    `op`, smallest first."""
+    status = status or {}
+    scales = ((status.get("choices") or {}).get(op) or (status.get("defaults") or {}).get(op)
+              or {})
+    return [(int(scale), ranked(status, op, int(scale))) for scale in sorted(scales, key=int)]
 
 
 def choices(status, op, scale=1):
     """(value, label) for a dialog's method field: "Best available" (the
     server's default, named), then every installed method that can do `op`
-    at `scale`, AI first."""
+    at `scale`, best first."""
     status = status or {}
-    methods = status.get("methods") or []
-    by_name = dict((m.get("name"), m) for m in methods)
+    by_name = dict((m.get("name"), m) for m in status.get("methods") or [])
     default = ((status.get("defaults") or {}).get(op) or {}).get(str(scale))
     best = u"Best available"
     if default:
         parts = [by_name.get(name, {"name": name}) for name in default.split("+")]
         best += u": " + u", then ".join(label(part) for part in parts)
-    found = [(BEST, best)]
-    usable = [m for m in methods if offers(m, op, scale)]
-    usable.sort(key=lambda m: (m.get("kind") != "network", bool(m.get("adaptation")),
-                               short_title(m).lower()))
-    return found + [(m["name"], label(m)) for m in usable]
+    return [(BEST, best)] + [(m["name"], label(m)) for m in ranked(status, op, scale)]
+
+
+def _offers(method, op, scale):
+    """Whether a server without `choices` would take `method` for `op` at
+    `scale`: AI Sharpen's first stage is a deblurrer, its last an upscaler
+    for a scale above 1."""
+    if op not in (method.get("ops") or []):
+        return False
+    scales = method.get("scales") or [1]
+    if op == "sharpen":
+        return "deblur" in (method.get("ops") or []) or (scale > 1 and scale in scales)
+    return scale in scales
+
+
+def _rebuilt(status, op, scale):
+    methods = [m for m in status.get("methods") or [] if _offers(m, op, scale)]
+    default = ((status.get("defaults") or {}).get(op) or {}).get(str(scale)) or ""
+    first = default.split("+")[0]
+    methods.sort(key=lambda m: (m.get("name") != first, m.get("kind") != "network",
+                                bool(m.get("adaptation")), short_title(m).lower()))
+    return [m.get("name") for m in methods]
 
 
 def cache_path():
@@ -86,8 +120,8 @@ def cached_status(endpoint, ask, clock=time.time, path=None):
     status = ask()
     if status is None:
         return cached.get("status") if cached else None
-    kept = {"methods": status.get("methods"), "defaults": status.get("defaults"),
-            "limits": status.get("limits")}
+    kept = dict((name, status.get(name)) for name in ("methods", "defaults", "choices",
+                                                        "limits"))
     try:
         directory = os.path.dirname(path)
         if not os.path.isdir(directory):

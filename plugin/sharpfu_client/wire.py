@@ -13,9 +13,12 @@ A message is one ZeroMQ multipart message:
 """
 from __future__ import absolute_import, division, print_function
 
+import calendar
+import collections
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 
@@ -35,6 +38,10 @@ CHANNEL_COUNTS = (1, 2, 3, 4)  # grey, grey+alpha, RGB, RGBA
 MAX_SIDE = 524288          # GIMP's own limit on an image side
 MAX_ID_LENGTH = 64
 MAX_HEADER_BYTES = 1 << 20
+MIN_SESSION_LENGTH = 16
+REPLAY_WINDOW = 120.0      # seconds a signed message's date may be from the receiver's clock
+REPLAY_RECORD = 1 << 16    # signatures remembered (jupyter_client keeps as many)
+_ID_CHARACTERS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 
 # Every error code the server or the client library can produce, each with a
 # sentence a user can act on. The server may send a more specific sentence.
@@ -92,6 +99,21 @@ def utc_now():
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ" % int(now % 1 * 1e6)
 
 
+_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d{1,6})?Z$")
+
+
+def parse_date(text):
+    """Seconds since the epoch of a header's ISO 8601 UTC `date`, or None."""
+    match = _DATE.match(text) if isinstance(text, string_types) else None
+    if match is None:
+        return None
+    try:
+        seconds = calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+    return seconds + float(match.group(2) or 0)
+
+
 def make_header(msg_type, parent=None, **fields):
     """A header dict with the fields every message carries."""
     header = {
@@ -113,6 +135,16 @@ def sign(key, header_bytes):
     if not key:
         return b""
     return hmac.new(key, header_bytes, hashlib.sha256).hexdigest().encode("ascii")
+
+
+CONNECT_USER = b"sharpfu"
+
+
+def connect_password(key):
+    """The ZeroMQ PLAIN password of a client holding `key`: derived from it,
+    so that the key itself never travels. A server with a key lets in only
+    connections that present it, before they can send a single message."""
+    return hmac.new(key, b"sharpfu connect 1", hashlib.sha256).hexdigest().encode("ascii")
 
 
 def encode_header(header):
@@ -144,8 +176,11 @@ def unpack(parts, key=b""):
     header_bytes = _bytes(parts[2])
     if len(header_bytes) > MAX_HEADER_BYTES:
         raise WireError("bad_header", "The header is larger than 1 MiB.")
+    non_finite = []
     try:
-        header = json.loads(header_bytes.decode("utf-8"))
+        header = json.loads(header_bytes.decode("utf-8"),
+                            parse_constant=lambda name: non_finite.append(name),
+                            parse_float=lambda text: _finite_float(text, non_finite))
     except (ValueError, UnicodeDecodeError):
         raise WireError("bad_header", "The header is not valid UTF-8 JSON.")
     if not isinstance(header, dict):
@@ -156,6 +191,11 @@ def unpack(parts, key=b""):
     msg_id = str(msg_id)
     if key and not hmac.compare_digest(sign(key, header_bytes), signature):
         raise WireError("bad_signature", msg_id=msg_id)
+    if non_finite:
+        # JSON has no NaN or infinity; Python's parser would take them (and
+        # 1e999 as infinity), and a limit compared with NaN is never exceeded.
+        raise WireError("bad_header", "The header holds a number that is not finite (%s)."
+                        % non_finite[0], msg_id)
     version = header.get("protocol")
     if not isinstance(version, integer_types) or isinstance(version, bool):
         raise WireError("bad_header", "The header needs 'protocol': an integer.", msg_id)
@@ -172,7 +212,74 @@ def unpack(parts, key=b""):
     parent = header.get("parent")
     if parent is not None and not (isinstance(parent, string_types) and len(parent) <= MAX_ID_LENGTH):
         raise WireError("bad_header", "'parent' must be null or a message id.", msg_id)
+    session = header.get("session")
+    if session is not None and not is_session_id(session):
+        raise WireError("bad_header", "'session' must be a random id of %d to %d letters, digits, "
+                        "'-' or '_'." % (MIN_SESSION_LENGTH, MAX_ID_LENGTH), msg_id)
     return header, list(parts[3:])
+
+
+def _finite_float(text, non_finite):
+    value = float(text)
+    if value - value != 0.0:   # infinity or NaN (math.isfinite is not in Python 2.7)
+        non_finite.append(text)
+    return value
+
+
+def is_session_id(session):
+    """Session ids prove, with a job id, who may cancel a job: they must be
+    long enough to be unguessable and plain enough to log."""
+    return (isinstance(session, string_types)
+            and MIN_SESSION_LENGTH <= len(session) <= MAX_ID_LENGTH
+            and all(c in _ID_CHARACTERS for c in session))
+
+
+class ReplayGuard(object):
+    """Takes each signed message once, and only while its date is within
+    REPLAY_WINDOW seconds of this clock, so that a recorded message cannot be
+    sent again (as jupyter_client's session keeps a digest history).
+
+    Signatures are remembered for twice the window (a message dated at the
+    window's end is still acceptable one window after it arrived). At most
+    `capacity` are kept; when an old one must make room, messages dated at
+    or before it are refused from then on, so a flood can shrink the window
+    but never reopen it."""
+
+    def __init__(self, window=REPLAY_WINDOW, capacity=REPLAY_RECORD):
+        self.window = window
+        self.capacity = capacity
+        self._seen = {}                        # signature -> message date
+        self._order = collections.deque()      # (time taken, date, signature)
+        self._floor = float("-inf")            # no date at or before this is taken
+
+    def __len__(self):
+        return len(self._seen)
+
+    def check(self, header, signature, now=None):
+        """Raises WireError for a replayed, stale or undated message; else
+        records it."""
+        now = time.time() if now is None else now
+        msg_id = header.get("id")
+        date = parse_date(header.get("date"))
+        if date is None:
+            raise WireError("bad_header", "A signed message needs 'date': its ISO 8601 UTC time "
+                            "of sending, such as 2025-01-31T12:00:00.000000Z.", msg_id)
+        signature = bytes(signature)
+        while self._order and now - self._order[0][0] > 2 * self.window:
+            del self._seen[self._order.popleft()[2]]
+        if abs(now - date) > self.window or date <= self._floor:
+            raise WireError("bad_signature", "The message is dated %s, more than %d s from the "
+                            "receiver's clock: it is a recording sent again, or one of the two "
+                            "clocks is wrong." % (header.get("date"), self.window), msg_id)
+        if signature in self._seen:
+            raise WireError("bad_signature", "This signed message was received before; a message "
+                            "is taken only once.", msg_id)
+        self._seen[signature] = date
+        self._order.append((now, date, signature))
+        if len(self._order) > self.capacity:
+            _, old_date, old = self._order.popleft()
+            del self._seen[old]
+            self._floor = max(self._floor, old_date)
 
 
 def frame_nbytes(desc):
@@ -211,15 +318,23 @@ def check_frame(desc, max_pixels, msg_id=None):
     return frame_nbytes(desc)
 
 
+MAX_SHM_OFFSET = 1 << 48   # past any segment a machine can hold
+
+
 def check_shm_ref(ref, msg_id=None):
-    """A reference into a client's shared-memory segment: {segment, offset, size}."""
+    """A reference into a client's shared-memory segment: {segment, offset,
+    size, token}; the token proves the client made the segment (section 5)."""
     segment = ref.get("segment")
     if not isinstance(segment, string_types) or not is_segment_name(segment):
         raise WireError("bad_frame", "Shared-memory segment names look like 'sharpfu-' followed by hex digits.", msg_id)
     for field in ("offset", "size"):
         value = ref.get(field)
-        if not isinstance(value, integer_types) or isinstance(value, bool) or value < 0:
-            raise WireError("bad_frame", "Shared-memory %r must be a non-negative integer." % field, msg_id)
+        if not isinstance(value, integer_types) or isinstance(value, bool) or not 0 <= value <= MAX_SHM_OFFSET:
+            raise WireError("bad_frame", "Shared-memory %r must be an integer from 0 to 2^48." % field, msg_id)
+    token = ref.get("token")
+    if token is not None and not (isinstance(token, string_types) and len(token) == 32
+                                  and all(c in _HEX for c in token)):
+        raise WireError("bad_frame", "A shared-memory 'token' is 32 lower-case hex digits.", msg_id)
 
 
 SEGMENT_PREFIX = "sharpfu-"

@@ -1,10 +1,13 @@
 """Trained image-to-image networks as catalog methods: one class runs any
-architecture the registry knows (models/registry.py), for SharpFu's shipped
-weights, the checkpoints users bring (server/models_folder.py) and adapted
-networks (server/adaptation/).
+architecture the registry knows (models/registry.py: SharpFu's own and
+spandrel's), for SharpFu's shipped weights, the models installed in the
+models folder (models/store.py: pulled from the catalogue, added by the
+user, copied in by hand) and adapted networks (server/adaptation/).
 
 A method serves one flavour of a network with a set of weights per scale:
-`span` upscales 2x with span-x2 and 4x with span-x4. Weights are read
+`span` upscales 2x with span-x2 and 4x with span-x4. A flavour whose 4x
+weights have no 2x sibling serves 2x too, its 4x output reduced with an
+antialiased bicubic filter (as Real-ESRGAN's users do). Weights are read
 lazily, on the first job that needs them, through models/loading.py
 (safetensors or weights-only checkpoints, nothing looser); what the tiler
 needs (the context each output pixel depends on, the input-size multiple,
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from models import registry
+from models.architectures import mimo_unet
 
 from . import ImageMethod
 
@@ -44,12 +48,19 @@ class NetworkMethod(ImageMethod):
         self.name, self.title, self.description, self.source = name, title, description, source
         self.task = specs[0].task
         self.ops = IMAGE_TASKS[self.task]
-        self.scales = tuple(sorted(self.weights))
+        # served scale -> the weights' scale that makes it
+        self.sources = {scale: scale for scale in self.weights}
+        if 4 in self.weights and 2 not in self.weights:
+            self.sources[2] = 4
+        self.scales = tuple(sorted(self.sources))
         self.margin = max(s.receptive_radius for s in specs)
         self.alignment = math.lcm(*(s.alignment for s in specs))
-        # The engine multiplies this by the scale squared; the largest of the
-        # flavour's figures covers every scale it serves.
-        self.bytes_per_pixel = max(s.bytes_per_pixel for s in specs)
+        # The engine multiplies this by the scale served, squared; the
+        # largest of the flavour's figures covers every scale it serves (a
+        # 4x network serving 2x works at 4x).
+        self.bytes_per_pixel = max(self.weights[source].spec.bytes_per_pixel
+                                   * (source / served) ** 2
+                                   for served, source in self.sources.items())
         self.preference = preference
         self.models: dict[int, torch.nn.Module] = {}
         self.dtype, self.device = torch.float32, torch.device("cpu")
@@ -62,7 +73,9 @@ class NetworkMethod(ImageMethod):
     def load(self, device: torch.device, dtype: torch.dtype) -> None:
         models = {}
         for scale, weights in self.weights.items():
-            model = weights.load().to(device=device, dtype=dtype)
+            # networks that do not run in half precision stay in float32
+            model = weights.load().to(device=device, dtype=dtype if weights.spec.half_precision
+                                      else torch.float32)
             if device.type == "cuda":
                 # cuDNN's fastest half-precision convolutions want NHWC.
                 model = model.to(memory_format=torch.channels_last)
@@ -80,26 +93,33 @@ class NetworkMethod(ImageMethod):
         return [self.models[scale]] if scale in self.models else []
 
     def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
-        model = self.models[scale]
-        multiple = self.weights[scale].spec.multiple
+        source = self.sources[scale]
+        model = self.models[source]
+        multiple = self.weights[source].spec.multiple
         height, width = x.shape[-2:]
         pad_h, pad_w = (-height) % multiple, (-width) % multiple
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        x = x.to(self.dtype)
+        x = x.to(next(model.parameters()).dtype)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x)[..., :height * scale, :width * scale]
+        out = model(x)[..., :height * source, :width * source].float()
+        if source != scale:
+            out = F.interpolate(out, size=(height * scale, width * scale), mode="bicubic",
+                                antialias=True, align_corners=False)
         # A network's additive output can overshoot a little at hard edges;
         # pixel values outside [0, 1] mean nothing here.
-        return out.float().clamp_(0.0, 1.0)
+        return out.clamp_(0.0, 1.0)
 
 
 def _describe(weights: registry.Weights) -> dict:
     found = {"name": weights.name, "architecture": weights.architecture.name,
-             "flavour": weights.spec.flavour, "parameters": weights.parameters}
+             "flavour": weights.spec.flavour, "parameters": weights.parameters,
+             "exact_tiles": weights.spec.exact_tiles}
     if weights.path is not None and weights.record is None:
         found["file"] = weights.path.name
+    if weights.record and weights.record.get("licence"):
+        found["licence"] = weights.record["licence"]
     headline = validation_headline(weights.record)
     if headline:
         found["validation"] = headline
@@ -128,16 +148,32 @@ def validation_headline(record: dict | None) -> dict | None:
             for case, numbers in validation_cases(record).items()} or None
 
 
+def installed(weights: registry.Weights) -> bool:
+    """Weights from the models folder (a store record, or none at all: a
+    file copied in by hand), not shipped with SharpFu."""
+    return weights.record is None or "store" in weights.record
+
+
 def preference(weights: registry.Weights) -> float:
     """Where the catalog ranks a network when none is named (the highest
-    first; classical methods stand at 0). A user's checkpoint (no record) is
-    what they brought for the job: above everything SharpFu ships, the
-    bigger first (MIMO-UNet+ before MIMO-UNet). SharpFu's own weights rank
-    above the classical method only if their record shows them ahead of
-    every baseline on every validation case; otherwise they stay available
-    by name, below it."""
-    if weights.record is None:
-        return 2.0 + weights.parameters / 1e9
+    first; classical methods stand at 0).
+
+    * SharpFu's own weights rank above the classical method only if their
+      record shows them ahead of every baseline on every validation case;
+      otherwise they stay available by name, below it.
+    * Models from the models folder are offered by name (and in the GIMP
+      dialogs' lists) below SharpFu's validated networks and above the
+      classical methods, the bigger first: SharpFu knows nothing of how
+      they do on its benchmarks, and community upscalers are mostly trained
+      for another look (GAN-sharpened). The exception is the authors'
+      MIMO-UNet checkpoints, which SharpFu recognises as its own
+      architecture and knows to be far better trained than its own small
+      deblurrer (docs/models/mimo-unet.md): they rank above everything
+      SharpFu ships, MIMO-UNet+ before MIMO-UNet."""
+    if installed(weights):
+        if weights.architecture.name == mimo_unet.NAME:
+            return 2.0 + weights.parameters / 1e9
+        return 0.5 + weights.parameters / 1e9
     cases = validation_cases(weights.record).values()
     beaten = bool(cases) and all(
         numbers["network"] > max([v for k, v in numbers.items() if k != "network"],
@@ -165,4 +201,44 @@ def shipped_methods(directory=None) -> list[NetworkMethod]:
                 source=first["source"], preference=min(preference(w) for w in group)))
         except (ValueError, KeyError, TypeError) as error:
             log.warning("not offering network %s: %s", name, error)
+    return methods
+
+
+def installed_method(name: str, weights: registry.Weights) -> NetworkMethod:
+    """The method that serves one model from the models folder."""
+    spec, record = weights.spec, weights.record or {}
+    what = "%dx upscaling" % spec.scale if spec.task == "upscale" else "deblurring"
+    if weights.record is None:
+        title = "%s %s, from %s" % (spec.flavour, what, weights.path.name)
+        source = "user checkpoint %s" % weights.path.name
+    else:
+        title = record.get("title") if record.get("title") not in (None, name) else \
+            "%s %s (%s)" % (spec.flavour, what, name)
+        source = record.get("source") or "models folder"
+    description = record.get("description") or "%s: %s (%s), %s parameters; licence %s." % (
+        "Your checkpoint %s" % weights.path if weights.record is None else "Installed model "
+        + name, weights.architecture.title, spec.flavour, format(weights.parameters, ","),
+        record.get("licence") or "unknown")
+    return NetworkMethod(name, [weights], title=title, description=description, source=source,
+                         preference=preference(weights))
+
+
+def installed_methods(models, taken: set[str] = frozenset()) -> list[NetworkMethod]:
+    """A method for each usable image-to-image model of the models folder
+    (models/store.py's entries), named after it, or after its file where a
+    built-in method has that name already."""
+    methods, names = [], set(taken)
+    for model in models:
+        if model.weights is None or model.weights.spec.task not in IMAGE_TASKS:
+            continue
+        name = next((n for n in (model.name, model.path.name) if n not in names), None)
+        if name is None:
+            log.warning("models folder: %s is not offered: a method named %r exists already",
+                        model.path.name, model.name)
+            continue
+        try:
+            methods.append(installed_method(name, model.weights))
+            names.add(name)
+        except (ValueError, KeyError, TypeError, OSError) as error:
+            log.warning("models folder: not offering %s: %s", model.name, error)
     return methods

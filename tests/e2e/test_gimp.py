@@ -683,11 +683,11 @@ def test_the_dialogs_offer_only_what_can_be_chosen(gui, gimp):
             ("sharpfu-batch", "sharpen", 2, "methods_sharpen"),
             ("sharpfu-refine-matte", "matte", 1, "methods")):
         offered = [value for value, _ in found[name][key]]
-        # "Best available" first, then exactly the installed methods for this op and scale
-        installed = {m["name"] for m in status["methods"] if op in m["ops"] and (
-            scale in m["scales"] or (op == "sharpen" and 1 in m["scales"]))}
+        # "Best available" first, then exactly the methods the server ranks for
+        # this op and scale, in its order
+        installed = status["choices"][op][str(scale)]
         assert offered[0] == "" and found[name][key][0][1].startswith("Best available")
-        assert sorted(offered[1:]) == sorted(installed), (name, key, offered, installed)
+        assert offered[1:] == installed, (name, key, offered, installed)
         assert [list(e) for e in found[name][key]] == [
             list(e) for e in methods.choices(status, op, scale)]
         assert not any("channels" in text or "blocks" in text for _, text in found[name][key])
