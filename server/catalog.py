@@ -20,6 +20,8 @@ from .jobs import JobError
 from .methods import Method
 from .methods.auto_upscale import AutoUpscale
 from .methods.colour_matte import ColourLineMatte
+from .methods.guided_filter import GuidedFilterMatte
+from .methods.laplacian_matte import LaplacianMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
 from .methods.network import installed_methods, shipped_methods
@@ -38,7 +40,8 @@ class Catalog:
         self.settings = settings
         self._lock = threading.Lock()
         self.methods: dict[str, Method] = {}
-        for method in (Lanczos(), UnsharpMask(), ColourLineMatte()):
+        for method in (Lanczos(), UnsharpMask(), ColourLineMatte(), GuidedFilterMatte(),
+                       LaplacianMatte()):
             self.add(method)
         # SharpFu's trained networks; the classical methods stay as the fallback
         for method in shipped_methods() + mask_refiner_methods():

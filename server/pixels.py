@@ -144,3 +144,23 @@ def _push_pull(pooled: torch.Tensor) -> torch.Tensor:
         own = c / w.clamp_min(1e-12)
         colour = torch.where(w > 1e-6, own, up)
     return colour[0]
+
+
+def shrink_bands(bands: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Area-shrink an image, given as bands of its rows, to `size`: each band
+    in width first, then all of them in height. Area averaging is separable,
+    so this equals shrinking the whole image at once."""
+    narrow = torch.cat([F.interpolate(x, size=(x.shape[-2], size[1]), mode="area")
+                        for x in bands], 2)
+    return F.interpolate(narrow, size=size, mode="area")
+
+
+def shrunk(frame: np.ndarray, fmt: str, channels: int, size: tuple[int, int],
+           device: torch.device) -> torch.Tensor:
+    """Frame (h, w, c) area-shrunk to `size` as (1, channels, *size) float32,
+    a band of rows at a time: a 24 MP frame in float32 at once would need
+    gigabytes."""
+    height, width = frame.shape[:2]
+    step = max(64, 2_000_000 // width)
+    return shrink_bands([to_tensor(frame[top:top + step], fmt, device)[:, :channels]
+                         for top in range(0, height, step)], size)

@@ -129,8 +129,9 @@ def run_tiled(sources: Sequence[np.ndarray], formats: Sequence[str], out: np.nda
             if tuple(result.shape) != expected:
                 raise RuntimeError("tile function returned %s, expected %s"
                                    % (tuple(result.shape), expected))
-            block = result[0].permute(1, 2, 0).float().cpu().numpy()
-            block *= row_weight
+            # A new array: the result may be a view of the tile function's
+            # own data (a stored alpha), which weighting in place would spoil.
+            block = result[0].permute(1, 2, 0).float().cpu().numpy() * row_weight
             block *= col_weights[j][None, :, None]
             top = y * scale - band_top
             band[top:top + block.shape[0], x * scale:x * scale + block.shape[1]] += block

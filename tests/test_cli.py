@@ -145,8 +145,8 @@ def test_matte_writes_a_one_channel_png(sharpfu, tmp_path, bits, mode):
     assert pixels.dtype == (np.uint8 if bits == 8 else np.dtype("<u2"))
     top = 255 if bits == 8 else 65535
     assert pixels[:, :10].max() == 0 and pixels[:, -10:].min() == top
-    # the trained refiner is the default once its weights are shipped
-    assert "matte used" in result.stderr and "(AI model)" in result.stderr
+    # the default is the classical band solver, and the CLI says it is not AI
+    assert "matte used" in result.stderr and "(classical method, not AI)" in result.stderr
 
 
 def test_matte_takes_the_alpha_of_a_plain_colour_mask(tmp_path):

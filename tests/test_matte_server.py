@@ -1,5 +1,7 @@
-"""The `matte` op with the trained refiner: its place in the catalog, frame
-formats, tiling, the foreground frame, and a live server end to end."""
+"""The `matte` op: its methods' places in the catalog (the classical band
+solver the default, the trained refiner and the colour-line matte by name),
+frame formats, tiling, the foreground frame, cancelling, and a live server
+and the CLI end to end."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,13 +40,15 @@ def to_format(values: np.ndarray, fmt: str) -> np.ndarray:
     return (values * SCALE[fmt] + 0.5).astype(dtype)
 
 
-def test_the_refiner_is_the_default_and_the_classical_matte_stays():
+def test_the_band_solver_is_the_default_and_the_others_stay():
     catalog = engine().catalog
-    assert catalog.defaults()["matte"]["1"] == "mask-refiner"
+    assert catalog.defaults()["matte"]["1"] == "laplacian"
     infos = {m["name"]: m for m in catalog.info()}
+    assert infos["laplacian"]["kind"] == "classical"
     assert infos["mask-refiner"]["kind"] == "network"
     assert infos["colour-line"]["kind"] == "classical"
-    assert isinstance(catalog.pick("matte", None), MaskRefiner)
+    assert infos["guided-filter"]["kind"] == "classical"
+    assert isinstance(catalog.pick("matte", "mask-refiner"), MaskRefiner)
 
 
 @pytest.mark.parametrize("fmt", ["u8", "u16", "f32"])
@@ -87,7 +91,7 @@ def test_big_images_are_refined_at_the_working_size_and_come_back_full_size(monk
         seen.append(tuple(image_lo.shape[-2:]))
         return real(self, image_lo, mask_lo, iterations)
     monkeypatch.setattr(MaskRefiner, "refine", refine)
-    alpha = run("matte", {}, image=image, mask=mask)
+    alpha = run("matte", {"method": "mask-refiner"}, image=image, mask=mask)
     assert seen == [(120, 160)] and alpha.shape == (240, 320, 1)
     assert np.abs(alpha[..., 0] / 255 - truth).mean() < 0.6 * np.abs(mask[..., 0] / 255 - truth).mean()
 
@@ -112,7 +116,7 @@ def test_foreground_frame_is_free_of_the_old_background():
 
 def test_iterations_are_a_parameter_within_bounds():
     image, mask, _ = scene(64, 64)
-    one = run("matte", {"iterations": 1}, image=image, mask=mask)
+    one = run("matte", {"method": "mask-refiner", "iterations": 1}, image=image, mask=mask)
     assert one.shape == (64, 64, 1)
     with pytest.raises(wire.WireError):
         make_job("matte", {"iterations": 9}, image=image, mask=mask)
@@ -145,7 +149,7 @@ def test_matte_through_a_live_server(server):
     seen = []
     with server.client() as client:
         status = client.status()
-        assert status["defaults"]["matte"]["1"] == "mask-refiner"
+        assert status["defaults"]["matte"]["1"] == "laplacian"
         result = client.run("matte", frames, {"foreground": True},
                             progress=lambda f, s: seen.append(f))
     alpha = result.frame("alpha")

@@ -517,8 +517,10 @@ REFINE_MATTE = Procedure(
     "sharpfu-refine-matte", "matte", u"AI _Refine Matte\u2026",
     u"Turn a rough mask of the layer's subject into a clean alpha matte with SharpFu",
     u"Refines the layer's rough outline (its layer mask, the selection or its alpha channel) "
-    u"into an alpha matte with every strand of hair, at the layer's full resolution, with "
-    u"SharpFu's matting model. The matte becomes the layer's mask (the old mask's contents are "
+    u"into an alpha matte with every strand of hair, at the layer's full resolution: by "
+    u"default with closed-form matting over a band around the outline that widens where the "
+    u"subject lies farther in (a classical method), or with SharpFu's trained refiner chosen "
+    u"as the method. The matte becomes the layer's mask (the old mask's contents are "
     u"replaced; a layer without one gets one), and optionally a cut-out layer above it holds "
     u"the subject with the old background's colours removed from its edges. One undo step.",
     ["<Image>/Layer/Mask", FILTER_MENU], [
@@ -527,7 +529,8 @@ REFINE_MATTE = Procedure(
         from_param("cutout", "matte", "foreground", u"Add a cu_t-out layer",
                    u"Also add a layer above, holding the subject with clean edge colours"),
         from_param("iterations", "matte", "iterations", u"_Passes",
-                   u"Refinement passes of the model (0: its default)"),
+                   u"Refinement passes of the trained refiner (0: its default; the "
+                   u"classical methods take none)"),
         METHOD],
     [Return("cutout-layer", "layer", u"Cut-out layer",
             u"The cut-out layer, when one was asked for", optional=True),
@@ -539,7 +542,7 @@ REFINE_MATTE = Procedure(
            "menus": [FILTER_MENU],
            "blurb": u"Refine the layer's rough mask into a clean matte with SharpFu",
            "help": u"Takes the active layer's mask (or, when it has none, the selection) as a "
-                   u"rough mask of the subject and refines it with SharpFu's matting model into "
+                   u"rough mask of the subject and refines it with SharpFu's matting into "
                    u"a soft, detailed alpha matte, which becomes the layer's mask. With both a "
                    u"mask and a selection, only the selected part of the mask changes.",
            "returns": [Return("method-used", "string", u"Method used",

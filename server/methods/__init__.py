@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 
@@ -77,3 +78,12 @@ class MatteMethod(Method):
         h, w), coarse mask (1, 1, h, w), box (top, left, height, width)) ->
         alpha (1, 1, h, w). By default, `forward` on each tile."""
         return lambda colour, coarse, box: self.forward(colour, coarse)
+
+    def prepare_whole(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, Callable]:
+        """`prepare` on whole tensors (1, 3, h, w) and (1, 1, h, w) as float
+        frames, for a `forward` that takes the engine's path: the colour
+        frame (h, w, 3) and the tile function."""
+        colour, coarse = [np.ascontiguousarray(t[0].permute(1, 2, 0).float().cpu().numpy())
+                          for t in (image[:, :3], mask)]
+        return colour, self.prepare(colour, "f32", 3, coarse, "f32", None,
+                                    lambda fraction, stage: None)

@@ -108,12 +108,7 @@ class MaskRefiner(MatteMethod):
         height, width = image.shape[:2]
 
         def whole(array, fmt, channels):
-            # A band of rows at a time: a 24 MP frame in float32 at once
-            # would need gigabytes.
-            step = max(64, 2_000_000 // width)
-            bands = [pixels.to_tensor(array[top:top + step], fmt, self.device)[:, :channels]
-                     for top in range(0, height, step)]
-            return shrink_bands(bands, working_size(height, width))
+            return pixels.shrunk(array, fmt, channels, working_size(height, width), self.device)
 
         progress(0.0, "%s: working resolution" % self.title)
         image_lo = whole(image, image_format, colour_channels)
@@ -125,11 +120,8 @@ class MaskRefiner(MatteMethod):
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Whole tensors (1, 3, h, w) and (1, 1, h, w) in, alpha out, through
         the same tiler as the engine (the benchmark and tests use this)."""
-        frames = [np.ascontiguousarray(t[0].permute(1, 2, 0).float().cpu().numpy())
-                  for t in (image[:, :3], mask)]
-        upsampling = self.prepare(frames[0], "f32", 3, frames[1], "f32", None,
-                                  lambda fraction, stage: None)
-        return upsampling.whole(frames[0], self.device)
+        colour, upsampling = self.prepare_whole(image, mask)
+        return upsampling.whole(colour, self.device)
 
 
 class Upsampling:
@@ -178,15 +170,6 @@ def footprint(start: int, stop: int, length: int, low: int, margin: int) -> slic
     hi = (min(stop + margin, length) - 0.5) * low / length - 0.5
     return slice(max(int(math.floor(lo)) - guided_upsampler.WINDOW - 1, 0),
                  min(int(math.ceil(hi)) + guided_upsampler.WINDOW + 2, low))
-
-
-def shrink_bands(bands: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Area-shrink an image, given as bands of its rows, to `size`: each band
-    in width first, then all of them in height. Area averaging is separable,
-    so this equals shrinking the whole image at once."""
-    narrow = torch.cat([F.interpolate(x, size=(x.shape[-2], size[1]), mode="area")
-                        for x in bands], 2)
-    return F.interpolate(narrow, size=size, mode="area")
 
 
 def mask_refiner_methods(directory=None) -> list[MaskRefiner]:
