@@ -76,7 +76,7 @@ for name in SETTINGS["procedures"]:
     if preview is not None:
         preview.button.clicked()
         end = time.time() + 300
-        while preview.status.get_text().startswith("Computing") and time.time() < end:
+        while preview.busy and time.time() < end:
             pump(0.2)
         pump(1.0)
     frame = window.get_window().get_frame_extents()

@@ -29,7 +29,8 @@ from sharpfu_client import Client, SharpFuError, methods  # noqa: E402
 from sharpfu_client.config import ConfigError  # noqa: E402
 from sharpfu_client.layers import Refusal, free_memory  # noqa: E402
 from sharpfu_client.operations import OPERATIONS, PREVIEW, filter_for  # noqa: E402
-from sharpfu_client.plugin_jobs import ELLIPSIS, job_params, method_words  # noqa: E402
+from sharpfu_client.plugin_jobs import (ELLIPSIS, STARTING_SERVER, job_params,  # noqa: E402
+                                        method_words)
 from sharpfu_client.preview import Crop  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -245,13 +246,15 @@ class Preview(object):
     the dialog's method, scale and strength, by the filter's own job. The
     job runs in a thread, so that the dialog stays responsive, and its
     answer comes back through GLib.idle_add; changing the settings makes a
-    preview stale. `crop` (a sharpfu_client.preview.Crop), `before` and
-    `after` (Frames in the image's precision): what is shown; above 1x,
-    before is the crop plainly enlarged, as strength 0 would leave it."""
+    preview stale. `busy` while a job for the current settings runs;
+    `crop` (a sharpfu_client.preview.Crop), `before` and `after` (Frames in
+    the image's precision): what is shown; above 1x, before is the crop
+    plainly enlarged, as strength 0 would leave it."""
 
     def __init__(self, window, config, spec, image, layer):
         self.config, self.spec, self.image, self.layer = config, spec, image, layer
         self.crop = self.before = self.after = None
+        self.busy = False
         self.asked = 0      # presses and changes so far: the answer to an older one is dropped
         self.button = Gtk.Button.new_with_mnemonic(PREVIEW[0])
         self.button.set_tooltip_text(PREVIEW[1])
@@ -289,6 +292,7 @@ class Preview(object):
     def drop(self):
         """A job under way stops, its answer unwanted."""
         self.asked += 1
+        self.busy = False
 
     def stale(self):
         self.drop()
@@ -298,6 +302,7 @@ class Preview(object):
 
     def compute(self):
         self.asked += 1
+        self.busy = True
         scale = int(self.config.get_property("scale")) if self.spec.scales else 1
         try:
             # What the filter sends starts at change.source: the crop keeps its alignment
@@ -307,6 +312,7 @@ class Preview(object):
             frame = gimp_pixels.read(self.layer, crop.source,
                                      gimp_pixels.sample_format(self.image))
         except Refusal as refusal:
+            self.busy = False
             self.say(refusal.message)
             return
         config = self.config
@@ -322,12 +328,15 @@ class Preview(object):
         def cancelled():
             return asked != self.asked
 
+        def tell(text):
+            GLib.idle_add(self.told, asked, text)
+
         def progress(fraction, stage):
-            GLib.idle_add(self.progress, asked, fraction)
+            tell(u"Computing the preview%s %d %%" % (ELLIPSIS, round(100 * fraction)))
         try:
             client = Client(beside=HERE)
             try:
-                client.connect()
+                client.connect(on_start=lambda endpoint: tell(STARTING_SERVER))
                 before = frame
                 if crop.scale > 1:
                     before = client.run(self.spec.op, [frame], dict(params, strength=0.0),
@@ -346,14 +355,15 @@ class Preview(object):
             answer = u"The preview failed unexpectedly (%s: %s)." % (type(error).__name__, error)
         GLib.idle_add(self.show, asked, answer)
 
-    def progress(self, asked, fraction):
+    def told(self, asked, text):
         if asked == self.asked:
-            self.say(u"Computing the preview%s %d %%" % (ELLIPSIS, round(100 * fraction)))
+            self.say(text)
         return False
 
     def show(self, asked, answer):
         if asked != self.asked:
             return False
+        self.busy = False
         if not isinstance(answer, tuple):
             self.say(answer)
             return False
