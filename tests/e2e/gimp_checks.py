@@ -926,8 +926,8 @@ def press_preview(name, image, layer, dump_as=None, **settings):
 
 @check("gui")
 def preview():
-    """The Preview button in AI Upscale's and AI Deblur's dialogs, and the
-    filters' results on the same layers, for test_gimp.py to compare."""
+    """The Preview button in the filters' dialogs, and the filters' results
+    on the same layers, for test_gimp.py to compare."""
     plugin_modules()
     found = {}
     # Upscale: the preview looks around the selection (the filter ignores it)
@@ -935,9 +935,12 @@ def preview():
     image.select_rectangle(Gimp.ChannelOps.REPLACE, 270, 180, 60, 40)
     found["upscale"] = press_preview("sharpfu-ai-upscale", image, layer, "upscale", scale="2",
                                      strength=70.0)
-    for strength, name in ((70.0, "upscale_filter"), (0.0, "upscale_plain")):
-        result = run("sharpfu-ai-upscale", image, [layer], scale="2", output="new-image",
-                     strength=strength)
+    # Sharpen at 2x: the deblurrer, then the upscaler
+    found["sharpen"] = press_preview("sharpfu-ai-sharpen", image, layer, "sharpen", scale="2")
+    for procedure, strength, name in (("sharpfu-ai-upscale", 70.0, "upscale_filter"),
+                                      ("sharpfu-ai-upscale", 0.0, "upscale_plain"),
+                                      ("sharpfu-ai-sharpen", 100.0, "sharpen_filter")):
+        result = run(procedure, image, [layer], scale="2", output="new-image", strength=strength)
         dump(name + ".raw", raw(result["result_image"].get_layers()[0], "R'G'B' u8"))
         found[name] = plain(result)
     # Deblur at 1x: the filter sends the selection with context from (75, 13)

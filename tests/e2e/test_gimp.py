@@ -724,16 +724,17 @@ def differences(a, b) -> tuple[int, int]:
 
 
 def test_the_preview_shows_what_the_filter_makes_of_its_crop(gui):
-    """Pressed in the plug-in's own dialogs: AI Upscale at 2x and 70 %
-    around the selection of a 512x384 layer, AI Deblur at 1x around a
-    selection whose context starts at (75, 13). Their after equals the
-    filter's result on the same pixels, to within one level in a few
-    samples: the same job on a smaller input may round a float differently.
-    Before: the crop plainly enlarged (the filter at strength 0), or as it
-    was."""
+    """Pressed in the plug-in's own dialogs: AI Upscale at 2x and 70 % and
+    AI Sharpen at 2x around the selection of a 512x384 layer, AI Deblur at
+    1x around a selection whose context starts at (75, 13). Their after
+    equals the filter's result on the same pixels, to within one level in a
+    few samples: the same job on a smaller input may round a float
+    differently. Before: the crop plainly enlarged (the filter at strength
+    0), or as it was."""
     found = gui["preview"]
     for name, crop, size, caption in (
             ("upscale", Crop(512, 384, 2, (300, 200)), 256, "Before, plainly enlarged"),
+            ("sharpen", Crop(512, 384, 2, (300, 200)), 256, "Before, plainly enlarged"),
             ("deblur", Crop(400, 300, 1, (263, 191), (75, 13)), 256, "Before")):
         shown = found[name]
         assert shown["texts"][0] == "Computing the preview\u2026", shown["texts"]
@@ -749,13 +750,17 @@ def test_the_preview_shows_what_the_filter_makes_of_its_crop(gui):
         assert shown["captions"] == [caption, "After"]
         assert shown["stale"] == ["The settings changed: press Preview to see them.", False]
     assert found["upscale"]["texts"][-1].endswith(" at 70 % strength.")
-    assert found["upscale_filter"]["status"] == found["upscale_plain"]["status"] == "success"
+    for name in ("upscale_filter", "upscale_plain", "sharpen_filter"):
+        assert found[name]["status"] == "success", found[name]
     x, y, w, h = found["upscale"]["target"]
     window = np.s_[2 * y:2 * (y + h), 2 * x:2 * (x + w)]
-    for which, filtered in (("after", "upscale_filter.raw"), ("before", "upscale_plain.raw")):
-        preview = dumped(gui, "upscale.%s.raw" % which, 2 * w, 2 * h)
-        largest, count = differences(preview, dumped(gui, filtered, 1024, 768)[window])
-        assert largest <= 1 and count <= preview.size // 1000, (which, largest, count)
+    for shown, filtered in (("upscale.after", "upscale_filter"),
+                            ("upscale.before", "upscale_plain"),
+                            ("sharpen.after", "sharpen_filter"),
+                            ("sharpen.before", "upscale_plain")):
+        preview = dumped(gui, shown + ".raw", 2 * w, 2 * h)
+        largest, count = differences(preview, dumped(gui, filtered + ".raw", 1024, 768)[window])
+        assert largest <= 1 and count <= preview.size // 1000, (shown, largest, count)
     # deblur: only the selection changed, (203, 141) to (323, 241)
     assert found["deblur_filter"]["status"] == "success"
     x, y, w, h = found["deblur"]["target"]
