@@ -1,6 +1,7 @@
 """Screenshots of SharpFu's GIMP dialogs, for README.md: GIMP 3.2's GUI under
 Xvfb, each dialog as the plug-in builds it (plugin/sharpfu/dialogs.py), with
-the methods of a real SharpFu server in its dropdown.
+the methods of a real SharpFu server in its dropdown and, where a dialog
+has one, its preview computed by that server.
 
     .venv/bin/python scripts/dialog_screenshots.py --gimp-root ROOT
     .venv/bin/python scripts/dialog_screenshots.py          # the system's gimp-3.2
@@ -71,6 +72,13 @@ for name in SETTINGS["procedures"]:
     window = dialogs.build(proc, config, PROCEDURES[name], image, [layer], size)
     window.show_all()
     pump(2.0)
+    preview = getattr(window, "sharpfu_preview", None)
+    if preview is not None:
+        preview.button.clicked()
+        end = time.time() + 300
+        while preview.busy and time.time() < end:
+            pump(0.2)
+        pump(1.0)
     frame = window.get_window().get_frame_extents()
     grab = os.path.join(SETTINGS["work"], "screen.xwd")
     shutil.copy(os.path.join(SETTINGS["fbdir"], "Xvfb_screen0"), grab)

@@ -9,19 +9,29 @@ GimpProcedureDialog makes a field of each argument; on top of that:
     is off, scales the chosen filter does not offer (AI Batch), outlines the
     layer lacks (AI Refine Matte), the folders unless the batch works on one;
   * the result's size in pixels and memory is shown as the scale changes;
-  * a result over the limit (sharpfu_client.layers.ResultSize) is confirmed.
+  * a result over the limit (sharpfu_client.layers.ResultSize) is confirmed;
+  * the filters' Preview button shows before and after for a crop of the
+    layer (sharpfu_client.preview), computed by the filter's own job.
 """
 import os
+import threading
+import traceback
 
 import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
-from gi.repository import GObject, Gimp, GimpUi, Gtk  # noqa: E402
+from gi.repository import GLib, GObject, Gimp, GimpUi, Gtk  # noqa: E402
 
-from sharpfu_client import Client, methods  # noqa: E402
-from sharpfu_client.layers import free_memory  # noqa: E402
-from sharpfu_client.operations import OPERATIONS, filter_for  # noqa: E402
+import gimp_pixels  # noqa: E402
+import in_place  # noqa: E402
+from sharpfu_client import Client, SharpFuError, methods  # noqa: E402
+from sharpfu_client.config import ConfigError  # noqa: E402
+from sharpfu_client.layers import Refusal, free_memory  # noqa: E402
+from sharpfu_client.operations import OPERATIONS, PREVIEW, filter_for  # noqa: E402
+from sharpfu_client.plugin_jobs import (ELLIPSIS, STARTING_SERVER, job_params,  # noqa: E402
+                                        method_words)
+from sharpfu_client.preview import Crop  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,6 +78,8 @@ def build(procedure, config, spec, image=None, drawables=(), size=None):
         follow_the_filter(window, config)
     if spec.op == "matte" and drawables:
         offer_sources(window, config, image, drawables[0])
+    if spec.preview and drawables:
+        window.sharpfu_preview = Preview(window, config, spec, image, drawables[0])
     if size is not None:
         window.sharpfu_size = SizeLabel(window, config, size)
     return window
@@ -226,6 +238,163 @@ class SizeLabel(object):
         if size.too_large(free_memory()):
             text += u". That is very large: you will be asked to confirm."
         self.label.set_text(text)
+
+
+class Preview(object):
+    """Before and after for a crop of the layer around the selection (else
+    the image's centre), computed when the Preview button is pressed, with
+    the dialog's method, scale and strength, by the filter's own job. The
+    job runs in a thread, so that the dialog stays responsive, and its
+    answer comes back through GLib.idle_add; changing the settings makes a
+    preview stale. `busy` while a job for the current settings runs;
+    `crop` (a sharpfu_client.preview.Crop), `before` and `after` (Frames in
+    the image's precision): what is shown; above 1x, before is the crop
+    plainly enlarged, as strength 0 would leave it."""
+
+    def __init__(self, window, config, spec, image, layer):
+        self.config, self.spec, self.image, self.layer = config, spec, image, layer
+        self.crop = self.before = self.after = None
+        self.busy = False
+        self.asked = 0      # presses and changes so far: the answer to an older one is dropped
+        self.button = Gtk.Button.new_with_mnemonic(PREVIEW[0])
+        self.button.set_tooltip_text(PREVIEW[1])
+        self.button.connect("clicked", lambda *_: self.compute())
+        self.status = Gtk.Label()
+        self.status.set_xalign(0.0)
+        self.status.set_line_wrap(True)
+        self.status.set_max_width_chars(60)
+        top = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=12)
+        top.pack_start(self.button, False, False, 0)
+        top.pack_start(self.status, True, True, 0)
+        self.images, self.captions = [], []
+        self.row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+        for _ in range(2):
+            column = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=3)
+            self.captions.append(Gtk.Label())
+            self.images.append(Gtk.Image())
+            column.pack_start(self.captions[-1], False, False, 0)
+            column.pack_start(self.images[-1], False, False, 0)
+            self.row.pack_start(column, True, True, 0)
+        self.row.set_no_show_all(True)      # until there is something to show
+        box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
+        box.pack_start(top, False, False, 0)
+        box.pack_start(self.row, False, False, 0)
+        window.get_content_area().pack_end(box, False, False, 6)
+        box.show_all()
+        for name in ("method", "scale", "strength"):
+            if config.find_property(name) is not None:
+                config.connect("notify::" + name, lambda *_: self.stale())
+        window.connect("destroy", lambda *_: self.drop())
+
+    def say(self, text):
+        self.status.set_text(text)
+
+    def drop(self):
+        """A job under way stops, its answer unwanted."""
+        self.asked += 1
+        self.busy = False
+
+    def stale(self):
+        self.drop()
+        if self.status.get_text():
+            self.row.set_sensitive(False)
+            self.say(u"The settings changed: press Preview to see them.")
+
+    def compute(self):
+        self.asked += 1
+        self.busy = True
+        scale = int(self.config.get_property("scale")) if self.spec.scales else 1
+        try:
+            # What the filter sends starts at change.source: the crop keeps its alignment
+            change = in_place.LayerChange(self.image, self.layer, scale)
+            crop = Crop(self.layer.get_width(), self.layer.get_height(), scale,
+                        centre(self.image, self.layer), (change.source.x, change.source.y))
+            frame = gimp_pixels.read(self.layer, crop.source,
+                                     gimp_pixels.sample_format(self.image))
+        except Refusal as refusal:
+            self.busy = False
+            self.say(refusal.message)
+            return
+        config = self.config
+        params = job_params(scale if self.spec.scales else None, config.get_property("method"),
+                            config.get_property("strength"))
+        self.say(u"Computing the preview" + ELLIPSIS)
+        worker = threading.Thread(target=self.work, args=(self.asked, crop, frame, params))
+        worker.daemon = True
+        worker.start()
+
+    def work(self, asked, crop, frame, params):
+        """In the thread: the jobs, and nothing of GIMP or GTK but idle_add."""
+        def cancelled():
+            return asked != self.asked
+
+        def tell(text):
+            GLib.idle_add(self.told, asked, text)
+
+        def progress(fraction, stage):
+            tell(u"Computing the preview%s %d %%" % (ELLIPSIS, round(100 * fraction)))
+        try:
+            client = Client(beside=HERE)
+            try:
+                client.connect(on_start=lambda endpoint: tell(STARTING_SERVER))
+                before = frame
+                if crop.scale > 1:
+                    before = client.run(self.spec.op, [frame], dict(params, strength=0.0),
+                                        cancelled=cancelled).frame("image")
+                result = client.run(self.spec.op, [frame], params, progress, cancelled)
+            finally:
+                client.close()
+            answer = (crop, crop.shown(before), crop.shown(result.frame("image")),
+                      method_words(result.method))
+        except SharpFuError as error:
+            answer = error.message
+        except ConfigError as error:
+            answer = str(error)
+        except Exception as error:      # noqa: BLE001 - a bug: said, not left unanswered
+            traceback.print_exc()
+            answer = u"The preview failed unexpectedly (%s: %s)." % (type(error).__name__, error)
+        GLib.idle_add(self.show, asked, answer)
+
+    def told(self, asked, text):
+        if asked == self.asked:
+            self.say(text)
+        return False
+
+    def show(self, asked, answer):
+        if asked != self.asked:
+            return False
+        self.busy = False
+        if not isinstance(answer, tuple):
+            self.say(answer)
+            return False
+        self.crop, self.before, self.after, words = answer
+        crop = self.crop
+        for image, frame in zip(self.images, (self.before, self.after)):
+            image.set_from_pixbuf(gimp_pixels.pixbuf(self.layer, frame))
+        self.captions[0].set_text(u"Before, plainly enlarged" if crop.scale > 1 else u"Before")
+        self.captions[1].set_text(u"After")
+        self.row.set_sensitive(True)
+        self.row.set_no_show_all(False)
+        self.row.show_all()
+        text = u"%d \u00d7 %d pixels of the layer, by %s" % (
+            crop.target.width, crop.target.height, words)
+        strength = self.config.get_property("strength")
+        text += u" at %d %% strength." % round(strength) if strength < 100 else u"."
+        if self.config.get_property("adapt"):
+            text += u" Without adapting first, which OK does."
+        self.say(text)
+        return False
+
+
+def centre(image, layer):
+    """Where the preview looks, in layer coordinates: the selection's centre
+    (its part on the layer), else the image's."""
+    if not Gimp.Selection.is_empty(image):
+        found, x, y, width, height = layer.mask_intersect()
+        if found:
+            return x + width / 2.0, y + height / 2.0
+    _, x, y = layer.get_offsets()
+    return image.get_width() / 2.0 - x, image.get_height() / 2.0 - y
 
 
 def confirm(title, question):

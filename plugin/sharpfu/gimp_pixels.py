@@ -9,7 +9,8 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 gi.require_version("Babl", "0.1")
-from gi.repository import Babl, Gegl, Gimp  # noqa: E402
+gi.require_version("GdkPixbuf", "2.0")
+from gi.repository import Babl, GdkPixbuf, Gegl, GLib, Gimp  # noqa: E402
 
 from sharpfu_client import Frame, layers  # noqa: E402
 
@@ -82,6 +83,18 @@ def write_direct(drawable, frame):
                _babl_format(drawable, frame.format), frame.data)
     buffer.flush()
     drawable.update(0, 0, frame.width, frame.height)
+
+
+def pixbuf(drawable, frame):
+    """A frame of the drawable's pixels (as read() and the server give them),
+    as an 8-bit sRGB GdkPixbuf with alpha, for showing in a dialog."""
+    rect = Gegl.Rectangle.new(0, 0, frame.width, frame.height)
+    buffer = Gegl.Buffer.new(_babl_format(drawable, frame.format), 0, 0, frame.width,
+                             frame.height)
+    buffer.set(rect, _babl_format(drawable, frame.format), bytes(frame.data))
+    data = buffer.get(rect, 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.NONE)
+    return GdkPixbuf.Pixbuf.new_from_bytes(GLib.Bytes.new(data), GdkPixbuf.Colorspace.RGB, True,
+                                           8, frame.width, frame.height, frame.width * 4)
 
 
 def new_image(source, layer, frame):

@@ -12,7 +12,7 @@ from __future__ import absolute_import
 
 from xml.sax.saxutils import escape, quoteattr
 
-from .operations import PROCEDURES
+from .operations import PREVIEW, PROCEDURES
 
 DOMAIN = "sharpfu"          # the help domain's name
 FOLDER = "help"             # in the plug-in's folder
@@ -44,6 +44,9 @@ def page(procedure):
                                            if choice.help else u"")
                 for choice in argument.choices)
         fields.append(entry + u"</dd>")
+    if procedure.preview:
+        fields.append(u"<dt>%s (a button)</dt><dd>%s.</dd>" % (words(PREVIEW[0]),
+                                                            escape(PREVIEW[1])))
     others = u"".join(u'<li><a href="%s">%s</a></li>' % (page_name(other), escape(other.title))
                       for other in PROCEDURES.values() if other is not procedure)
     signature = u"".join(u"<li><code>%s</code>: %s</li>" % (escape(argument.name),

@@ -291,14 +291,16 @@ class Procedure(object):
     BATCH_OPS). arguments: GIMP 3's, in order, after run-mode (and, for an
     image procedure, the image and drawables). gimp2: what differs in GIMP
     2.10: its own "arguments" (names of GIMP 3's or of GIMP2_ONLY), and the
-    "label", "blurb", "help", "menus" or "returns" it has instead."""
+    "label", "blurb", "help", "menus" or "returns" it has instead. preview:
+    GIMP 3's dialog has a Preview button (PREVIEW)."""
 
     def __init__(self, name, op, label, blurb, help, menus, arguments, returns, gimp2=None,
-                 image=True):
+                 image=True, preview=False):
         self.name, self.op, self.label, self.blurb, self.help = name, op, label, blurb, help
         self.menus, self.arguments, self.returns = list(menus), list(arguments), list(returns)
         self.gimp2 = dict(gimp2 or {})
         self.image = image    # an image procedure: the image and its drawables come first
+        self.preview = preview
 
     def __repr__(self):
         return "Procedure(%r)" % self.name
@@ -354,8 +356,16 @@ def gimp2_label(argument):
 
 
 # Access keys the dialogs' own buttons take (_Help, _Reset, _Cancel, _OK,
-# _Load Saved Settings, _Save Settings): no field's label may use them.
-BUTTON_KEYS = "hrcols"
+# _Load Saved Settings, _Save Settings, the filters' Pre_view): no field's
+# label may use them.
+BUTTON_KEYS = "hrcolsv"
+
+# The filters' Preview button (GIMP 3), its label and what it does.
+PREVIEW = (u"Pre_view", u"Shows a part of the layer before and after, about 256 pixels a side "
+           u"of the result around the selection (else the image's centre), computed as OK "
+           u"would with the method, scale and strength chosen (not adapting first). After a "
+           u"change of those, press it again. Above 1x, before is that part plainly enlarged, as "
+           u"strength 0 leaves it")
 
 # The arguments several procedures share.
 METHOD = from_param("method", None, "method", u"_Method",
@@ -428,7 +438,7 @@ def filter_procedure(name, op, label, blurb, help):
                      + ([ALLOW_LARGE] if scaled else []) + [strength_argument(op)],
                      FILTER_RETURNS,
                      gimp2={"arguments": [a.name for a in arguments]
-                            + ["method", "high-bit-depth-as-8-bit"]})
+                            + ["method", "high-bit-depth-as-8-bit"]}, preview=True)
 
 
 SHARPEN = filter_procedure(

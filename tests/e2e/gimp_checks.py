@@ -826,14 +826,9 @@ def radio_states(window, name):
 def dialog_fields():
     """The dialogs as the plug-in builds them (its own dialogs module),
     inspected before they are shown."""
-    global dialogs, Gdk, GimpUi, Gtk
-    folder = os.path.join(Gimp.directory(), "plug-ins", "sharpfu")
-    sys.path.insert(0, folder)
-    import dialogs
+    plugin_modules()
     import in_place
-    from gi.repository import Gdk, GimpUi, Gtk
     from sharpfu_client.operations import PROCEDURES
-    dialogs.init()
     found = {}
     image = load("rgb8.png")
     layer = image.get_layers()[0]
@@ -875,14 +870,106 @@ def dialog_fields():
     record("dialog_fields", procedures=found)
 
 
-def noise_image(side):
-    image = Gimp.Image.new(side, side, Gimp.ImageBaseType.RGB)
+def plugin_modules():
+    """The plug-in's own modules (dialogs, server_job, ...), importable here."""
+    global dialogs, Gdk, GimpUi, GLib, Gtk
+    folder = os.path.join(Gimp.directory(), "plug-ins", "sharpfu")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import dialogs
+    from gi.repository import Gdk, GimpUi, GLib, Gtk
+    dialogs.init()
+
+
+def press_preview(name, image, layer, dump_as=None, **settings):
+    """Build the plug-in's dialog for `name` with `settings`, press its
+    Preview button and let GTK's main loop run until the answer is in;
+    returns what the dialog showed, the before and after dumped to
+    dump_as + ".before.raw" and ".after.raw" (their Frames' bytes)."""
+    from sharpfu_client.operations import PROCEDURES
+    proc = PDB.lookup_procedure(name)
+    config = proc.create_config()
+    for key, value in settings.items():
+        config.set_property(key.replace("_", "-"), value)
+    window = dialogs.build(proc, config, PROCEDURES[name], image, [layer])
+    window.show_all()
+    pane = window.sharpfu_preview
+    texts, iterations = [], 0
+    pane.button.clicked()
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        text = pane.status.get_text()
+        if not texts or texts[-1] != text:
+            texts.append(text)
+        if not pane.busy:
+            break
+        GLib.MainContext.default().iteration(False)
+        iterations += 1
+        time.sleep(0.02)
+    found = {"texts": texts, "iterations": iterations, "row_visible": pane.row.get_visible()}
+    if pane.after is not None:
+        crop = pane.crop
+        found["target"] = [crop.target.x, crop.target.y, crop.target.width, crop.target.height]
+        found["source"] = [crop.source.x, crop.source.y, crop.source.width, crop.source.height]
+        for which, frame in (("before", pane.before), ("after", pane.after)):
+            found[which] = [frame.width, frame.height, frame.channels, frame.format]
+            if dump_as:
+                dump("%s.%s.raw" % (dump_as, which), bytes(frame.data))
+        found["images"] = [[shown.get_pixbuf().get_width(), shown.get_pixbuf().get_height()]
+                           for shown in pane.images]
+        found["captions"] = [caption.get_text() for caption in pane.captions]
+        config.set_property("strength", 50.0)
+        found["stale"] = [pane.status.get_text(), pane.row.get_sensitive()]
+    window.destroy()
+    return found
+
+
+@check("gui")
+def preview():
+    """The Preview button in the filters' dialogs, and the filters' results
+    on the same layers, for test_gimp.py to compare."""
+    plugin_modules()
+    found = {}
+    # Upscale: the preview looks around the selection (the filter ignores it)
+    image, layer = noise_image(512, 384, alpha=False)
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 270, 180, 60, 40)
+    found["upscale"] = press_preview("sharpfu-ai-upscale", image, layer, "upscale", scale="2",
+                                     strength=70.0)
+    # Sharpen at 2x: the deblurrer, then the upscaler
+    found["sharpen"] = press_preview("sharpfu-ai-sharpen", image, layer, "sharpen", scale="2")
+    for procedure, strength, name in (("sharpfu-ai-upscale", 70.0, "upscale_filter"),
+                                      ("sharpfu-ai-upscale", 0.0, "upscale_plain"),
+                                      ("sharpfu-ai-sharpen", 100.0, "sharpen_filter")):
+        result = run(procedure, image, [layer], scale="2", output="new-image", strength=strength)
+        dump(name + ".raw", raw(result["result_image"].get_layers()[0], "R'G'B' u8"))
+        found[name] = plain(result)
+    # Deblur at 1x: the filter sends the selection with context from (75, 13)
+    image, layer = noise_image(400, 300, alpha=False)
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 203, 141, 120, 100)
+    found["deblur"] = press_preview("sharpfu-ai-deblur", image, layer, "deblur")
+    dump("deblur_layer.raw", raw(layer, "R'G'B' u8"))
+    found["deblur_filter"] = plain(run("sharpfu-ai-deblur", image, [layer]))
+    dump("deblur_filter.raw", raw(layer, "R'G'B' u8"))
+    # No server: said in words, in the dialog
+    os.environ["SHARPFU_ENDPOINT"] = "tcp://127.0.0.1:9"
+    try:
+        found["no_server"] = press_preview("sharpfu-ai-deblur", image, layer)
+    finally:
+        del os.environ["SHARPFU_ENDPOINT"]
+    record("preview", **found)
+
+
+def noise_image(width, height=None, alpha=True):
+    """A width x height (square by default) image of one layer of noise."""
+    height = height or width
+    image = Gimp.Image.new(width, height, Gimp.ImageBaseType.RGB)
     image.undo_disable()
-    layer = Gimp.Layer.new(image, "noise", side, side, Gimp.ImageType.RGBA_IMAGE, 100.0,
-                           Gimp.LayerMode.NORMAL)
+    layer = Gimp.Layer.new(image, "noise", width, height, Gimp.ImageType.RGBA_IMAGE if alpha
+                           else Gimp.ImageType.RGB_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
     image.insert_layer(layer, None, 0)
     buffer = layer.get_buffer()
-    buffer.set(Gegl.Rectangle.new(0, 0, side, side), "R'G'B'A u8", os.urandom(side * side * 4))
+    buffer.set(Gegl.Rectangle.new(0, 0, width, height), "R'G'B'A u8" if alpha else "R'G'B' u8",
+               os.urandom(width * height * (4 if alpha else 3)))
     buffer.flush()
     image.undo_enable()
     return image, layer
@@ -943,7 +1030,54 @@ def cancel_batch():
                  "upscale 2400x2400", ["upscale 24x16"])
 
 
+@check("gui")
+def progress_pace():
+    """Every call the plug-in makes to GIMP's progress while a filter's job
+    of 10 s or more runs on the CPU, timed: the filter's own job
+    (server_job.run, as AI Upscale runs it) in this GIMP, with GIMP's
+    progress functions wrapped. Last of the suite: the progress is this
+    script's."""
+    plugin_modules()
+    import in_place
+    import server_job
+    real, calls = server_job.Gimp, []
+
+    class Timed(object):
+        def __getattr__(self, name):
+            function = getattr(real, name)
+            if not name.startswith("progress_"):
+                return function
+
+            def timed(*args):
+                calls.append([round(time.time() - started, 3), name] + [
+                    a if isinstance(a, (float, str)) else None for a in args])
+                return function(*args)
+            return timed
+    server_job.Gimp = Timed()
+    try:
+        for side in (800, 1200, 1800):      # larger until a job takes 10 s
+            image, layer = noise_image(side, alpha=False)
+            frame = in_place.LayerChange(image, layer, 2).read()
+            image.delete()
+            del calls[:]
+            started = time.time()
+            result = server_job.run("upscale", [frame], {"scale": 2}, "AI Upscale", started)
+            server_job.finish("AI Upscale", result.words.done(result), False)
+            seconds = time.time() - started
+            if seconds >= 10:
+                break
+    finally:
+        server_job.Gimp = real
+        # This script's own progress, which a plug-in's ends with it: left
+        # open, a display's status bar would show it, and a click on its
+        # Cancel would end the script
+        Gimp.progress_end()
+    record("progress_pace", side=side, seconds=round(seconds, 2), calls=calls)
+
+
 for function in SUITES[PARAMS["suite"]]:  # noqa: F821
+    if PARAMS.get("only") and function.__name__ not in PARAMS["only"]:  # noqa: F821
+        continue    # a quick rerun of some checks
     try:
         function()
     except Exception:

@@ -142,7 +142,10 @@ def test_the_help_pages_go_with_the_plugin(home, config):
     for name in ("sharpfu-ai-upscale", "sharpfu-ai-sharpen", "sharpfu-ai-deblur",
                  "sharpfu-batch", "sharpfu-refine-matte"):
         assert 'id="%s" ref="%s.html"' % (name, name) in index
-        assert "<h1>" in (folder / (name + ".html")).read_text()
+        page = (folder / (name + ".html")).read_text()
+        assert "<h1>" in page
+        # the Preview button, in the filters' dialogs only
+        assert ("<dt>Preview (a button)</dt>" in page) == ("ai-" in name), name
     assert not (home / ".config/GIMP/2.10/plug-ins/sharpfu_gimp2/help").exists()
 
 
