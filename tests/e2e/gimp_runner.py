@@ -40,6 +40,7 @@ class Gimp:
         self.settings = settings            # GIMP's settings folder, as the host sees it
         self.plugins = settings / "plug-ins"
         self.workdirs = []
+        self._lock = None
 
     def __repr__(self):
         return "Gimp(%s, %s)" % (self.version, self.root or "system")
@@ -54,12 +55,34 @@ class Gimp:
         self.workdirs.append(folder)
         return folder
 
+    def hold(self, timeout: float = 3600.0) -> None:
+        """Take this GIMP for one test run: a chroot's GIMP keeps its settings,
+        and so the installed plug-in, in one folder that every run shares, so
+        a second run at once would install over the first's. Waits for the
+        run before it (released by clean_up, or when that process ends)."""
+        import fcntl
+        path = self.settings.parent / (".sharpfu-e2e-%s.lock" % self.version)
+        self._lock = open(path, "w")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise GimpFailed("another test run has held GIMP %s for over %d s (%s)"
+                                     % (self.version, timeout, path))
+                time.sleep(2)
+
     def clean_up(self):
         """Remove the work folders, unless SHARPFU_E2E_KEEP asks to keep them
-        for a look at what GIMP wrote."""
+        for a look at what GIMP wrote, and let the next run have this GIMP."""
         if not os.environ.get("SHARPFU_E2E_KEEP"):
             for folder in self.workdirs:
                 shutil.rmtree(folder, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def inside(self, path: Path) -> str:
         """A host path as GIMP sees it."""

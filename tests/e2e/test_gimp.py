@@ -121,6 +121,7 @@ def gimp(request, tmp_path_factory):
     log. It runs on the CPU, so that a job lasts long enough to be cancelled
     and every machine computes the same pixels."""
     gimp = locate(request.param, tmp_path_factory.mktemp("gimp-settings"))
+    gimp.hold()
     gimp.server = ServerProcess(gimp.workdir("server"), key="5eed" * 16,
                                 server_settings={"device": "cpu"}).start()
     # No server_command: the host's interpreter is not inside a chroot anyway,
