@@ -102,6 +102,7 @@ class Engine:
         scale = math.prod(s for _, s in stages)
         channels = desc["channels"]
         has_alpha = channels in (2, 4)
+        bounded = desc["format"] != "f32"       # float pictures may hold light above 1
         if has_alpha:
             report(0.0, "preparing transparent areas")
             image = pixels.fill_transparent(image, desc["format"])
@@ -118,7 +119,13 @@ class Engine:
             if rgb_only and colour_channels == 1:
                 colour = colour.expand(-1, 3, -1, -1)
             original = colour
-            for method, stage_scale in stages:
+            for n, (method, stage_scale) in enumerate(stages):
+                if n and bounded:
+                    # Between stages, the picture the next network sees is
+                    # what the first would have written: it was trained on
+                    # 0..1, and overshoots outside it (sharp noise, clipped
+                    # highlights) are amplified, not restored
+                    colour = colour.clamp(0.0, 1.0)
                 colour = method.forward(colour, stage_scale).float()
             if strength < 1.0:
                 plain = lanczos_upscale(original, scale).clamp_(0.0, 1.0)

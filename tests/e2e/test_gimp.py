@@ -450,7 +450,7 @@ def test_refine_matte_gives_the_layer_the_cli_matte_and_a_cut_out(headless, imag
                       "method"],
         "returns": ["cutout-layer", "method-used"]}, record["registration"]
     assert record["status"] == "success", record
-    assert record["has_mask"] and record["method"] == "mask-refiner"
+    assert record["has_mask"] and record["method"] == "laplacian"   # the default since issue 18
     assert record["cutout"] == {"name": "Background (cut-out)", "has_alpha": True,
                                 "size": [64, 48], "position": 0}, record["cutout"]
     # the CLI, on the same pixels and the same (rough) selection, gives the same matte
