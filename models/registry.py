@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import mimo_unet_weights, span
+from . import drunet, mimo_unet_weights, span
 from . import guided_upsampler, matte_refiner
 from .loading import WeightsError, load_state_dict
 
@@ -69,6 +69,24 @@ def _detect_guided_upsampler(state: dict[str, torch.Tensor]) -> dict | None:
     return {"guide": int(state["guide.2.weight"].shape[0]),
             "channels": int(state["detail.0.weight"].shape[0])}
 
+def _detect_drunet(state: dict[str, torch.Tensor]) -> dict | None:
+    if not all(key in state for key in ("head.weight", "tail.weight", "downs.0.weight",
+                                        "ups.0.weight")):
+        return None
+    levels = 1 + max(int(m.group(1)) for key in state
+                     for m in [re.match(r"downs\.(\d+)\.weight$", key)] if m)
+    channels = [int(state["head.weight"].shape[0])] + [
+        int(state["downs.%d.weight" % i].shape[0]) for i in range(levels)]
+
+    def count(prefix: str) -> int:
+        found = [int(m.group(1)) for key in state
+                 for m in [re.match(re.escape(prefix) + r"\.(\d+)\.conv1\.weight$", key)] if m]
+        return 1 + max(found) if found else 0
+    blocks = [count("encoders.%d" % i) for i in range(levels)] + [count("body")]
+    return {"colours": int(state["tail.weight"].shape[0]), "channels": channels,
+            "blocks": blocks}
+
+
 ARCHITECTURES = {
     "span": Architecture(
         name="span", title="SPAN (Swift Parameter-free Attention Network)",
@@ -82,6 +100,13 @@ ARCHITECTURES = {
         detect=_detect_matte_refiner, build=matte_refiner.MatteRefiner,
         receptive_radius=lambda **_: matte_refiner.RECEPTIVE_RADIUS,
         multiple=lambda **_: matte_refiner.MULTIPLE),
+    # The denoiser of blind deconvolution; it runs on canvases the splitting
+    # pads to its multiple (server/deblurring/denoiser.py).
+    "drunet": Architecture(
+        name="drunet", title="DRUNet denoiser (noise-level conditioned U-Net)",
+        detect=_detect_drunet, build=drunet.DRUNet,
+        receptive_radius=lambda **params: drunet.receptive_radius(**params),
+        multiple=lambda channels, **_: 2 ** (len(channels) - 1)),
     "guided-upsampler": Architecture(
         name="guided-upsampler", title="Guided matte upsampler (FeatSharp-style)",
         detect=_detect_guided_upsampler, build=guided_upsampler.GuidedUpsampler,

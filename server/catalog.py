@@ -13,6 +13,7 @@ import torch
 from . import device as devices
 from .jobs import JobError
 from .methods import Method
+from .methods.blind_deconvolution import shipped as shipped_blind_deconvolution
 from .methods.colour_matte import ColourLineMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
@@ -39,6 +40,8 @@ class Catalog:
             self.add(method)
         for method in shipped_deblurrers():
             self.add(method)
+        for method in shipped_blind_deconvolution():
+            self.add(method)
         # Checkpoints the user brought (install.py --add-model), named after
         # their files; a name already taken goes to the file's full name.
         for method in scan_models_folder(getattr(settings, "models_dir", ""), set(self.methods)):
@@ -50,8 +53,7 @@ class Catalog:
     def candidates(self, role: str, scale: int = 1) -> list[Method]:
         """Methods for a role, best first (Method.rank: networks before
         classical ones, unless a network's own record ranks it lower; for
-        deblurring, a user's MIMO-UNet+ before MIMO-UNet before SharpFu's
-        own)."""
+        deblurring, by what each measured: server/methods/deblur_rule.py)."""
         found = [m for m in self.methods.values() if role in m.ops
                  and (role != "upscale" or scale in m.scales)]
         return sorted(found, key=lambda m: -m.rank())

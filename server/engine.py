@@ -12,12 +12,13 @@ import torch
 
 from . import device as devices
 from .adapted import Adapter
-from . import pixels, tiling
+from . import ops, pixels, tiling
 from .catalog import Catalog
 from .jobs import Job, JobError
 from .methods import ImageMethod, MatteMethod
 from .methods import foreground
 from .methods.lanczos import upscale as lanczos_upscale
+from .deblurring import blind
 
 log = logging.getLogger("sharpfu.engine")
 
@@ -50,7 +51,9 @@ class Engine:
         elif job.op == "adapt":
             self.adapter.check(job)
         elif job.op != "echo":
-            self._stages(job)
+            stages = self._stages(job)
+            if job.op in ("deblur", "sharpen"):
+                self._check_deblur(job, stages)
 
     def run(self, job: Job, report: Report) -> tuple[list[tuple[dict, np.ndarray, dict | None]], dict]:
         """Returns the result frames (descriptor, array, shared-memory ref or
@@ -72,20 +75,112 @@ class Engine:
         return self._image(job, stages, report), _describe(stages)
 
     def _stages(self, job: Job) -> list[tuple[ImageMethod, int]]:
-        return self.catalog.chain(job.op, job.params.get("scale") or 1, job.params["method"])
+        stages = self.catalog.chain(job.op, job.params.get("scale") or 1, job.params["method"])
+        if job.op == "sharpen" and job.params["strength"] == 0.0 and len(stages) > 1:
+            # nothing of the deblurring is wanted: only the upscaler runs
+            stages = stages[1:]
+        return stages
+
+    def _check_deblur(self, job: Job, stages) -> None:
+        size = job.params["kernel_size"]
+        if size and (size < 3 or size % 2 == 0):
+            raise JobError("bad_params", "Option 'kernel_size' must be 0 (automatic) or an odd "
+                                         "number of pixels from 3 to %d, not %d." % (
+                                             ops.MAX_KERNEL, size))
+        deblurrer = stages[0][0]
+        if job.params["kernel"] and not getattr(deblurrer, "estimates_kernel", False):
+            raise JobError("bad_params", "%s estimates no blur kernel, so it cannot return one; "
+                                         "use a method that does (see status) or leave out "
+                                         "'kernel'." % deblurrer.title)
 
     def _image(self, job: Job, stages, report: Report):
         desc, image = job.inputs["image"]
-        scale = math.prod(s for _, s in stages)
-        channels = desc["channels"]
+        if job.op in ("deblur", "sharpen") and job.params["strength"] == 0.0 and \
+                (job.params.get("scale") or 1) == 1:
+            # strength 0 is the input, exactly: nothing runs
+            out, ref = job.allocate(dict(desc))
+            out[...] = image
+            report(1.0, "strength 0: unchanged")
+            return [(dict(desc), out, ref)]
+        if getattr(stages[0][0], "whole_image", False):
+            return self._whole_image(job, stages, report)
+        return self._tiled_stages(job, image, desc["format"], desc, stages, report)
+
+    def _whole_image(self, job: Job, stages, report: Report):
+        """A first stage that needs the whole picture (blind deconvolution),
+        then the rest of the chain in tiles over its result."""
+        desc, image = job.inputs["image"]
+        fmt, channels = desc["format"], desc["channels"]
         has_alpha = channels in (2, 4)
         if has_alpha:
             report(0.0, "preparing transparent areas")
-            image = pixels.fill_transparent(image, desc["format"])
+            image = pixels.fill_transparent(image, fmt)
+        for method, _ in stages:
+            self.catalog.ensure_loaded(method, self.device)
+        method, rest = stages[0][0], stages[1:]
+        share = 0.7 if rest else 1.0
+
+        def progress(fraction: float, stage: str) -> None:
+            if job.cancel.is_set():
+                raise tiling.Cancelled()
+            report(share * fraction, "%s: %s" % (method.title, stage))
+
+        x = pixels.to_tensor(image, fmt, self.device)[0]
+        colour = x[:channels - has_alpha]
+        request = blind.Request(strength=job.params["strength"],
+                                kernel_size=job.params["kernel_size"],
+                                tile=job.params.get("tile") or 0)
+        try:
+            outcome = method.run_whole(colour, request, progress)
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is translated
+            if not devices.is_out_of_memory(error):
+                raise
+            devices.release_cached(self.device)
+            raise JobError("out_of_memory")
+        # deconvolution overshoots a little at edges; keep the input's range
+        low, high = min(0.0, float(colour.min())), max(1.0, float(colour.max()))
+        result = outcome.image.clamp(low, high)
+        if has_alpha:
+            result = torch.cat([result, x[channels - 1:]], 0)
+        job.outcome = {"deblur": outcome.describe()}
+        frames = []
+        if not rest:
+            out, ref = job.allocate(dict(desc))
+            pixels.store(result.permute(1, 2, 0).cpu().numpy(), out, fmt)
+            frames.append((dict(desc), out, ref))
+        else:
+            intermediate = result.permute(1, 2, 0).contiguous().cpu().numpy()
+            del x, colour, result
+            frames += self._tiled_stages(
+                job, intermediate, "f32", desc, rest,
+                lambda fraction, stage: report(share + (1 - share) * fraction, stage),
+                alpha_ready=True)
+        if job.params["kernel"]:
+            kernel = outcome.kernel.float()
+            kernel = (kernel / kernel.max()).cpu().numpy()[:, :, None]
+            kernel_desc = {"name": "kernel", "width": kernel.shape[1], "height": kernel.shape[0],
+                           "channels": 1, "format": "f32"}
+            out, ref = job.allocate(kernel_desc)
+            out[...] = kernel
+            frames.append((kernel_desc, out, ref))
+        return frames
+
+    def _tiled_stages(self, job: Job, image: np.ndarray, fmt: str, desc: dict, stages,
+                      report: Report, alpha_ready: bool = False):
+        """The chain in tiles over `image` (in `fmt`), the result in the
+        input frame's format `desc`."""
+        scale = math.prod(s for _, s in stages)
+        channels = desc["channels"]
+        has_alpha = channels in (2, 4)
+        if has_alpha and not alpha_ready:
+            report(0.0, "preparing transparent areas")
+            image = pixels.fill_transparent(image, fmt)
         for method, _ in stages:
             self.catalog.ensure_loaded(method, self.device)
         colour_channels = channels - has_alpha
         rgb_only = any(m.rgb_only for m, _ in stages)
+        # a deblurring stage's strength mixes its result with its input
+        strength = job.params.get("strength", 1.0) if job.op in ("deblur", "sharpen") else 1.0
 
         def tile_fn(inputs: list[torch.Tensor]) -> torch.Tensor:
             x = inputs[0]
@@ -93,7 +188,10 @@ class Engine:
             if rgb_only and colour_channels == 1:
                 colour = colour.expand(-1, 3, -1, -1)
             for method, stage_scale in stages:
+                before = colour
                 colour = method.forward(colour, stage_scale).float()
+                if strength < 1.0 and "deblur" in method.ops and stage_scale == 1:
+                    colour = before + strength * (colour - before)
             if rgb_only and colour_channels == 1:
                 colour = colour.mean(1, keepdim=True)
             if alpha is not None:
@@ -109,7 +207,7 @@ class Engine:
         align = math.lcm(*(m.alignment for m, _ in stages))
         bytes_per_pixel = max(m.bytes_per_pixel for m, _ in stages) * scale * scale
         title = " + ".join(m.title for m, _ in stages)
-        self._tiled(job, [image], [desc["format"]], out, desc["format"], tile_fn, scale, margin,
+        self._tiled(job, [image], [fmt], out, desc["format"], tile_fn, scale, margin,
                     bytes_per_pixel, title, report, align)
         return [(out_desc, out, ref)]
 

@@ -41,6 +41,8 @@ class Param:
         return value
 
 
+MAX_KERNEL = 99
+
 COMMON = {
     "method": Param(str, help="name of the model or method to use (see status); null: the best "
                               "installed"),
@@ -86,13 +88,28 @@ class OpSpec:
                            for name, p in self.all_params().items()}}
 
 
+# What deblurring takes, in `deblur` and in `sharpen`'s deblurring stage.
+DEBLUR = {
+    "strength": Param(float, 1.0, minimum=0.0, maximum=1.0,
+                      help="how much of the deblurring to apply: 0 returns the input exactly, 1 "
+                           "the full result, in between a mix of the two"),
+    "kernel_size": Param(int, 0, minimum=0, maximum=MAX_KERNEL,
+                         help="side in pixels of the blur kernel to estimate, odd, 3 to %d; 0: "
+                              "automatic (4%% of the shorter side, 15 to 47). Methods that "
+                              "estimate no kernel ignore it" % MAX_KERNEL),
+    "kernel": Param(bool, False,
+                    help="also return the estimated blur kernel as frame 'kernel' (f32, 1 "
+                         "channel, its largest value scaled to 1); only methods that estimate "
+                         "one"),
+}
+
 OPS = {spec.name: spec for spec in (
     OpSpec("upscale", ("image",),
            {"scale": Param(int, 2, choices=(2, 4), help="output size factor")},
            "Enlarge the image 2x or 4x."),
-    OpSpec("deblur", ("image",), {}, "Remove blur at the same size."),
+    OpSpec("deblur", ("image",), dict(DEBLUR), "Remove blur at the same size."),
     OpSpec("sharpen", ("image",),
-           {"scale": Param(int, 1, choices=(1, 2, 4), help="output size factor")},
+           {"scale": Param(int, 1, choices=(1, 2, 4), help="output size factor"), **DEBLUR},
            "Deblur, then upscale: AI Sharpen."),
     OpSpec("matte", ("image", "mask"),
            {"foreground": Param(bool, False, help="also return the foreground colours "

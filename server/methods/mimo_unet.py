@@ -17,7 +17,7 @@ import torch
 
 from models import mimo_unet, mimo_unet_weights, registry
 
-from . import ImageMethod
+from . import ImageMethod, deblur_rule
 
 log = logging.getLogger("sharpfu.methods")
 
@@ -44,7 +44,7 @@ class MimoUNetMethod(ImageMethod):
         self.margin = mimo_unet_weights.receptive_radius(**params)
         self.bytes_per_pixel = BYTES_PER_PIXEL_PER_CHANNEL * params["channels"]
         self.parameters = parameter_count(**params)
-        self.preference = _preference(self.parameters, record)
+        self.preference = _preference(self.parameters, record, self.path)
         self.model: torch.nn.Module | None = None
         self.device, self.dtype = torch.device("cpu"), torch.float32
 
@@ -89,27 +89,23 @@ def parameter_count(channels: int, blocks: int) -> int:
         return sum(p.numel() for p in mimo_unet.MIMOUNet(channels, blocks).parameters())
 
 
-def _preference(parameters: int, record: dict | None) -> float:
+def _preference(parameters: int, record: dict | None, path: Path) -> float:
     """Where the catalog ranks this deblurrer when none is named (the highest
-    first; classical methods stand at 0). A user's checkpoint (no record) is
-    the authors' training at full size: above everything SharpFu ships, the
-    bigger first (MIMO-UNet+ before MIMO-UNet). SharpFu's own weights rank
-    above the classical unsharp mask only if their record shows them ahead of
-    both the blurry input and the unsharp mask on every validation case;
-    otherwise they stay available by name, below it."""
-    if record is None:
-        return 2.0 + parameters / 1e9
-    return 1.0 + parameters / 1e9 if validated_better(record) else -1.0
+    first; classical methods stand at 0): by what it measured on the
+    deblurring benchmark's cases (server/methods/deblur_rule.py), from a
+    measurement beside its file or its record's validation. A user's
+    checkpoint never measured here ranks below every measured deblurrer and
+    above the unsharp mask, the bigger first (MIMO-UNet+ before MIMO-UNet).
+    SharpFu's own weights rank above the unsharp mask only if they measured
+    ahead of both the blurry input and the unsharp mask on every case."""
+    return deblur_rule.preference(deblur_rule.measured(path, record), parameters / 1e9)
 
 
 def validated_better(record: dict) -> bool:
     """True if, on every validation case of the record, the network's mean
     PSNR is above the blurry input's and the unsharp mask's."""
-    cases = [v for v in (record.get("validation") or {}).values()
-             if isinstance(v, dict) and "network" in v]
-    return bool(cases) and all(
-        case["network"] > max(case["blurry_input"], case.get("unsharp", float("-inf")))
-        for case in cases)
+    cases = deblur_rule.measured(None, record)
+    return bool(cases) and deblur_rule.ahead_of_baselines(cases)
 
 
 def shipped(directory: str | Path | None = None) -> list[MimoUNetMethod]:
