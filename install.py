@@ -15,6 +15,7 @@ It is safe to run again: what is already in place is left as it is.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -30,6 +31,17 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+
+
+def help_files() -> dict[str, bytes]:
+    """The help pages of the GIMP 3 plug-in (sharpfu_client.help_pages),
+    made from the checkout's table of procedures."""
+    sys.path.insert(0, str(ROOT / "plugin"))
+    try:
+        from sharpfu_client import help_pages
+    finally:
+        sys.path.pop(0)
+    return help_pages.files()
 
 
 def _load_config_module():
@@ -128,11 +140,18 @@ class Installer:
 
     def install_project(self) -> None:
         target = ".[test]" if self.args.dev else "."
+        # An editable install lists the project's packages once: a checkout
+        # whose pyproject.toml changed (a new package, a new dependency) is
+        # installed again.
+        stamp = Path(self.args.venv) / "sharpfu-pyproject.sha256"
+        project = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
         if self.installed("sharpfu") and (not self.args.dev or self.installed("pytest")) \
-                and self.editable_here():
+                and self.editable_here() and stamp.is_file() and stamp.read_text() == project:
             self.say("sharpfu: installed from %s" % ROOT)
             return
         self.run([str(self.python), "-m", "pip", "install", "--editable", target])
+        if not self.args.dry_run:
+            stamp.write_text(project)
         self.changed.append("sharpfu")
 
     def editable_here(self) -> bool:
@@ -208,10 +227,13 @@ PLUGIN = "sharpfu"
 PLUGIN_SOURCE = ROOT / "plugin" / "sharpfu"
 CLIENT_SOURCE = ROOT / "plugin" / "sharpfu_client"
 CLIENT = "sharpfu_client"
+HELP = "help"        # GIMP 3's help pages, made from the table of procedures
 VENDOR = "_vendor"
 VENDOR_RECORD = "sharpfu-vendor.json"
 PYZMQ = "pyzmq>=25"
-OWN_MARK = b"sharpfu-ai-upscale"   # in sharpfu.py: tells our folder from another plug-in's
+# In sharpfu.py (sharpfu_gimp2.py): tells our folder from another plug-in's.
+# The first is in every version since the table of procedures, the second in earlier ones.
+OWN_MARKS = (b"from sharpfu_client.operations import", b"sharpfu-ai-upscale")
 FLATPAK_ID = "org.gimp.GIMP"
 SANDBOXED = ("flatpak", "snap")
 LINUX_WHEELS = ("manylinux_2_28_%s", "manylinux_2_17_%s", "manylinux2014_%s")
@@ -359,6 +381,51 @@ def wheel_platforms(kind: str) -> list[str]:
     return [tag % arch for tag in LINUX_WHEELS]
 
 
+def system_root(plugins: Path) -> Path:
+    """The root of the system whose GIMP owns this plug-ins folder: the
+    nearest folder above it that holds a GIMP 3 in usr/bin (a chroot, a
+    container's file system), else /."""
+    for folder in plugins.resolve().parents:
+        if folder != Path("/") and any((folder / "usr" / "bin").glob("gimp*-3*")):
+            return folder
+    return Path("/")
+
+
+def gimp_system_python(plugins: Path) -> tuple[Path, str | None]:
+    """(root, python3 as that system sees it) for a system GIMP's plug-ins
+    folder: GIMP runs Python plug-ins through their #!/usr/bin/env python3,
+    so with the python3 on its system's PATH."""
+    root = system_root(plugins)
+    for folder in ("/usr/bin", "/usr/local/bin", "/bin"):
+        candidate = os.path.join(folder, "python3")
+        if os.path.exists(str(root) + candidate):
+            return root, candidate
+    found = shutil.which("python3") if root == Path("/") else None
+    return root, found
+
+
+def python_imports(root: Path, python: str, module: str) -> bool:
+    """Whether `python` of the system at `root` can import `module`: run
+    there (chroot when the root is another one and we may), else looked for
+    in its site folders."""
+    if root == Path("/"):
+        return subprocess.run([python, "-c", "import " + module],
+                              capture_output=True).returncode == 0
+    chroot = shutil.which("chroot")
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and chroot:
+        try:
+            done = subprocess.run([chroot, str(root), python, "-c", "import " + module],
+                                  capture_output=True, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+        except OSError:
+            done = None
+        if done is not None and done.returncode in (0, 1):  # 1: it ran, the import failed
+            return done.returncode == 0
+    patterns = ("usr/lib/python3*/*-packages/%s", "usr/lib/python3/dist-packages/%s",
+                "usr/local/lib/python3*/*-packages/%s")
+    return any(list(root.glob(pattern % module)) or list(root.glob(pattern % module + ".py"))
+               for pattern in patterns)
+
+
 def distribution_hint(package: str) -> str:
     """How this Linux distribution installs a Python package of the system's."""
     names = {"zmq": {"debian": "python3-zmq", "fedora": "python3-zmq", "arch": "python-pyzmq",
@@ -432,21 +499,23 @@ class GimpPlugins:
                          "it yourself before using SharpFu: %s" % (
                              gimp.name, " ".join(map(str, command))))
 
-    def sources(self, gimp: Gimp) -> dict[Path, Path]:
-        """Relative path in the plug-in folder -> file to copy there."""
-        files = {Path(f.name): f for f in sorted(
+    def sources(self, gimp: Gimp) -> dict[Path, bytes]:
+        """Relative path in the plug-in folder -> what goes there."""
+        files = {Path(f.name): f.read_bytes() for f in sorted(
             (LEGACY_SOURCE if gimp.legacy else PLUGIN_SOURCE).glob("*.py"))}
-        files.update({Path(CLIENT) / f.name: f for f in sorted(CLIENT_SOURCE.glob("*.py"))})
+        files.update({Path(CLIENT) / f.name: f.read_bytes()
+                      for f in sorted(CLIENT_SOURCE.glob("*.py"))})
+        if not gimp.legacy:     # GIMP 3's Help buttons show these pages
+            files.update({Path(name): content for name, content in help_files().items()})
         return files
 
     def copy_files(self, gimp: Gimp) -> list[str]:
-        """Copy what differs (by content and mode), remove our stale modules."""
+        """Copy what differs (by content and mode), remove our stale files."""
         copied, changes = [], []
         wanted = self.sources(gimp)
-        for relative, source in wanted.items():
+        for relative, content in wanted.items():
             target = gimp.folder / relative
             mode = 0o755 if relative == Path(gimp.plugin + ".py") else 0o644
-            content = source.read_bytes()
             if target.exists() and target.read_bytes() == content:
                 if os.name != "nt" and target.stat().st_mode & 0o777 != mode:
                     changes.append("mode of %s" % relative)
@@ -460,15 +529,24 @@ class GimpPlugins:
                 temporary.write_bytes(content)
                 temporary.chmod(mode)
                 os.replace(temporary, target)
-        for folder in (gimp.folder, gimp.folder / CLIENT):
-            for stale in sorted(folder.glob("*.py")) if folder.is_dir() else ():
-                if stale.relative_to(gimp.folder) not in wanted:
-                    changes.append("removed %s" % stale.relative_to(gimp.folder))
-                    if not self.args.dry_run:
-                        stale.unlink()
+        ours = [gimp.folder, gimp.folder / CLIENT]
+        stale = [found for folder in ours if folder.is_dir()
+                 for found in sorted(folder.glob("*.py"))]
+        if (gimp.folder / HELP).is_dir():
+            stale += sorted(p for p in (gimp.folder / HELP).rglob("*") if p.is_file())
+        for found in stale:
+            if found.relative_to(gimp.folder) not in wanted:
+                changes.append("removed %s" % found.relative_to(gimp.folder))
+                if not self.args.dry_run:
+                    found.unlink()
         if copied:
             changes.insert(0, ", ".join(copied) if len(copied) <= 3 else
                            "%d files copied" % len(copied))
+            if not self.args.dry_run and gimp.script.exists():
+                # GIMP asks a plug-in for its procedures again only when the plug-in's own
+                # file is newer than what it recorded; the menus' words live in the client
+                # library (the table), so any change must count as one.
+                os.utime(gimp.script)
         return changes
 
     def write_plugin_config(self, gimp: Gimp, config: dict) -> list[str]:
@@ -563,20 +641,24 @@ class GimpPlugins:
         return ["%s for Python %s" % (wheel.name, version)]
 
     def check_system_python(self, gimp: Gimp) -> None:
-        """A GIMP of the distribution runs Python plug-ins with the system's
-        python3: say what to install when it lacks gi or pyzmq."""
-        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") \
-            else shutil.which("python3")
-        if not python:
-            self.say("%s: no python3 found; GIMP needs it for Python plug-ins. Install your "
-                     "distribution's python3 and GIMP's Python support." % gimp.name)
+        """A GIMP of the distribution runs Python plug-ins with its system's
+        python3: say what to install when that one lacks gi or pyzmq. The
+        system is the one the plug-ins folder belongs to: the host's, or, for
+        a folder inside another root (a chroot, a container's file system),
+        that root's."""
+        root, python = gimp_system_python(gimp.plugins)
+        where = "" if root == Path("/") else " in %s" % root
+        if python is None:
+            self.say("%s: no python3 found%s; GIMP needs it for Python plug-ins. Install your "
+                     "distribution's python3 and GIMP's Python support." % (gimp.name, where))
             return
         for module in ("gi", "zmq"):
-            done = subprocess.run([python, "-c", "import " + module], capture_output=True)
-            if done.returncode != 0:
-                self.say("%s: %s cannot import %s, which the plug-in needs. Install it with:\n"
-                         "    %s" % (gimp.name, python, "pyzmq" if module == "zmq" else
-                                     "PyGObject (gi)", distribution_hint(module)))
+            if not python_imports(root, python, module):
+                self.say("%s: %s%s cannot import %s, which the plug-in needs. Install it "
+                         "there with:\n    %s" % (
+                             gimp.name, python, where,
+                             "pyzmq" if module == "zmq" else "PyGObject (gi)",
+                             distribution_hint(module)))
 
     # -- removing ---------------------------------------------------------------
 
@@ -586,7 +668,7 @@ class GimpPlugins:
             script = gimp.script
             if not script.exists():
                 continue
-            if OWN_MARK not in script.read_bytes():
+            if not any(mark in script.read_bytes() for mark in OWN_MARKS):
                 self.say("%s: %s is not SharpFu's plug-in; left alone" % (gimp.name, gimp.folder))
                 continue
             self.say("%s: removing %s" % (gimp.name, gimp.folder))

@@ -8,7 +8,7 @@ Protocol, per domain (bench/adapt_domains.py: text and screenshots, line art,
 fur and foliage close-ups, astronomy; and the in-domain held-out photos of
 scripts/train_sr.py VALIDATION, from ../shared/data/photos):
   ground truth -> degradation (b) Pillow LANCZOS to half size + JPEG 75, or
-  (a) Pillow BICUBIC (scripts/degradations.py FIXED) -> low-resolution input;
+  (a) Pillow BICUBIC (training/degradations.py THUMBNAIL_CASES) -> low-resolution input;
   the adapt op sees ONLY those inputs, as tiles picked by the client
   library's sample_tiles (as `sharpfu upscale --adapt` does: one adaptation
   shared by the domain's batch, POUF's setting); then each input is upscaled
@@ -20,7 +20,7 @@ Seconds per image: the adaptation's wall time divided by the domain's images,
 plus the mean upscale time; measured on this (shared) CPU.
 
 With --task deblur, the deblurrer instead: ground truth -> one of
-scripts/blur_kernels.py's fixed blurs (Gaussian sigma 2, or motion 15 px at
+training/degradations.py's fixed blurs (Gaussian sigma 2, or motion 15 px at
 30 degrees) -> the blurry input, the only thing the adapt op sees (task
 "deblur", tiles of 512 px, one adaptation per domain); each input deblurred
 by the shipped network and by the adapted one; PSNR over RGB with 8 px
@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,14 +43,15 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import adapt_domains  # noqa: E402
-from enginekit import make_job  # noqa: E402
-from scripts import blur_kernels, degradations  # noqa: E402
-from scripts.train_sr import DEFAULT_PHOTOS, validation_set  # noqa: E402
 from server.engine import Engine  # noqa: E402
+from server.jobs import local_job  # noqa: E402
+from training import degradations, metrics  # noqa: E402
+from training.degradations import BLUR_CASES  # noqa: E402
+from training.photos import DEFAULT_PHOTOS, validation_set  # noqa: E402
+from training.record import machine  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from sharpfu_client import Frame  # noqa: E402
 from sharpfu_client.adapt import DEFAULT_TILES, TILE_SIDE, sample_tiles  # noqa: E402
@@ -76,17 +75,17 @@ class Upscaling:
         return degradations.crop_to_multiple(image, SCALE)
 
     def degrade(self, truth: Image.Image) -> Image.Image:
-        return degradations.FIXED[self.degradation](truth, SCALE)
+        return degradations.THUMBNAIL_CASES[self.degradation](truth, SCALE)
 
     def restore(self, engine: Engine, low: Image.Image, method: str | None):
         return run(engine, "upscale", {"scale": SCALE, "method": method}, low)
 
     def score(self, result: Image.Image, truth: Image.Image) -> float:
-        return degradations.y_psnr(result, truth)
+        return metrics.y_psnr(result, truth)
 
 
 class Deblurring:
-    """A fixed blur of scripts/blur_kernels.py, restored at the same size."""
+    """A fixed blur of training/degradations.py, restored at the same size."""
 
     task = "deblur"
     measure = "PSNR"
@@ -99,17 +98,17 @@ class Deblurring:
         return image.convert("RGB")
 
     def degrade(self, truth: Image.Image) -> Image.Image:
-        return Image.fromarray(blur_kernels.FIXED[self.blur].apply(np.asarray(truth)))
+        return Image.fromarray(BLUR_CASES[self.blur].apply(np.asarray(truth)))
 
     def restore(self, engine: Engine, blurry: Image.Image, method: str | None):
         return run(engine, "deblur", {"method": method}, blurry)
 
     def score(self, result: Image.Image, truth: Image.Image) -> float:
-        return blur_kernels.psnr(np.asarray(result), np.asarray(truth))
+        return metrics.psnr(np.asarray(result), np.asarray(truth))
 
 
 def run(engine: Engine, op: str, params: dict, image: Image.Image) -> tuple[Image.Image, float]:
-    job = make_job(op, params, image=np.array(image))
+    job = local_job(op, params, image=np.array(image))
     start = time.perf_counter()
     results, info = engine.run(job, lambda f, s: None)
     return Image.fromarray(results[0][1]), time.perf_counter() - start
@@ -124,7 +123,7 @@ def adapt(engine: Engine, task, lows: list[Image.Image], steps: int | None,
               for k, s in enumerate(samples)}
     params = {"scale": SCALE, "task": task.task, "compressed": task.compressed,
               "trainable": trainable, **({"steps": steps} if steps else {})}
-    job = make_job("adapt", params, **arrays)
+    job = local_job("adapt", params, **arrays)
     engine.check(job)
     last = [0.0]
 
@@ -200,27 +199,13 @@ def goals(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    return "%s, %d cores, %.0f GiB RAM, %s" % (cpu, os.cpu_count() or 0, memory,
-                                               platform.platform(terse=True))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=("upscale", "deblur"), default="upscale",
                         help="which network adapts (default: the x2 upscaler)")
     parser.add_argument("--degradation", choices=sorted(DEGRADATIONS), default="b",
                         help="upscale: (a) bicubic or (b) Lanczos + JPEG 75 (default)")
-    parser.add_argument("--blur", choices=sorted(blur_kernels.FIXED), default="motion-15",
+    parser.add_argument("--blur", choices=sorted(BLUR_CASES), default="motion-15",
                         help="deblur: the blur of the inputs (default motion-15)")
     parser.add_argument("--steps", type=int, help="adaptation steps (default: the server's)")
     parser.add_argument("--trainable", choices=("all", "low-rank"), default="all",
@@ -238,14 +223,14 @@ def main() -> None:
         task = Deblurring(args.blur)
         what = ("Blur: %s; the deblurrer; adaptation sees only the blurry inputs (up to %d "
                 "tiles of %d px, one adaptation per domain)" % (
-                    blur_kernels.FIXED[args.blur].title, DEFAULT_TILES, TILE_SIDE["deblur"]))
+                    BLUR_CASES[args.blur].title, DEFAULT_TILES, TILE_SIDE["deblur"]))
         options = "--task deblur --blur %s" % args.blur
     else:
         degradation = DEGRADATIONS[args.degradation]
         task = Upscaling(degradation)
         what = ("Degradation (%s) %s; x2; adaptation sees only the low-resolution inputs (up "
                 "to %d tiles of %d px, one adaptation per domain)" % (
-                    args.degradation, degradations.FIXED_TITLES[degradation], DEFAULT_TILES,
+                    args.degradation, degradations.THUMBNAIL_TITLES[degradation], DEFAULT_TILES,
                     TILE_SIDE["upscale"]))
         options = "--degradation %s" % args.degradation
     domains = adapt_domains.domains()

@@ -18,10 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from serverproc import ServerProcess  # noqa: E402
-
+from server.scratch import ServerProcess  # noqa: E402
 from sharpfu_cli import imageio  # noqa: E402
 from sharpfu_client import Frame  # noqa: E402
 

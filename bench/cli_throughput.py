@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import adapt_domains  # noqa: E402
-from adapt_quality import machine  # noqa: E402
-from serverproc import ServerProcess  # noqa: E402
+from server.scratch import ServerProcess  # noqa: E402
+from training.record import machine  # noqa: E402
 
 SUMMARY = re.compile(r"(\d+) written in ([\d.]+) s: ([\d.]+) images/s, ([\d.]+) output MP/s")
 

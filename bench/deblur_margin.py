@@ -8,9 +8,9 @@ torch.load(weights_only=True)); or "CxB" (e.g. 32x8) for a network of that
 size with fixed random weights.
 
 MIMO-UNet's theoretical reach is far beyond any practical margin (241 input
-pixels for MIMO-UNet, 577 for MIMO-UNet+: models/mimo_unet_weights.py), but
+pixels for MIMO-UNet, 577 for MIMO-UNet+: models/architectures/mimo_unet.py), but
 what lies far away contributes little. For each held-out photo, blurred by
-each fixed case of scripts/blur_kernels.py, the network runs on the whole
+each fixed case of training/degradations.py, the network runs on the whole
 photo and on the two tiles either side of a vertical edge (the edge on a
 multiple of 4, as the tiler places it); the table gives, for each size of
 difference, the distance from the edge beyond which no output pixel differs
@@ -31,9 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models import mimo_unet_weights  # noqa: E402
-from scripts import blur_kernels  # noqa: E402
-from scripts.train_sr import DEFAULT_PHOTOS, validation_set  # noqa: E402
+from models import registry  # noqa: E402
+from models.architectures.mimo_unet import Restorer  # noqa: E402
+from training.degradations import BLUR_CASES  # noqa: E402
+from training.photos import DEFAULT_PHOTOS, validation_set  # noqa: E402
 
 LEVELS = (2.0, 1.0, 0.5, 0.25)     # in 8-bit levels
 EDGE = 320                          # the tile edge, in pixels from the left
@@ -44,8 +45,8 @@ def network(spec: str) -> torch.nn.Module:
     if "x" in spec and not Path(spec).exists():
         channels, blocks = map(int, spec.split("x"))
         torch.manual_seed(0)
-        return mimo_unet_weights.build(channels, blocks).eval()
-    return mimo_unet_weights.load(spec)[0]
+        return Restorer(channels, blocks).eval()
+    return registry.load(spec).model
 
 
 @torch.inference_mode()
@@ -80,7 +81,7 @@ def main() -> None:
         model = network(spec)
         worst = dict.fromkeys(LEVELS, 0)
         for name, sharp in photos.items():
-            for case_name, case in blur_kernels.FIXED.items():
+            for case_name, case in BLUR_CASES.items():
                 error = edge_error(model, case.apply(sharp))
                 reaches = [reach(error, level) for level in LEVELS]
                 worst = {level: max(worst[level], r) for level, r in zip(LEVELS, reaches)}

@@ -1,8 +1,8 @@
 """Deblurring quality benchmark: how much of a blur each method undoes.
 
-On the held-out photos of scripts/train_sr.py and scripts/train_deblur.py
-(never trained on), each blurred in three ways (scripts/blur_kernels.py
-FIXED), whole photos, edges extended by symmetric reflection:
+On the held-out photos of training/photos.py (never trained on), each
+blurred in three ways (training/degradations.py BLUR_CASES), whole photos,
+edges extended by symmetric reflection:
   (a) Gaussian blur, sigma 2 px;
   (b) linear motion blur, 15 px at 30 degrees;
   (c) (b), then Gaussian noise of sigma 2/255 and 8-bit rounding;
@@ -47,23 +47,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from enginekit import make_job  # noqa: E402
-from scripts import blur_kernels  # noqa: E402
-from scripts.train_sr import DEFAULT_PHOTOS, VALIDATION, validation_set  # noqa: E402
 from server.engine import Engine  # noqa: E402
+from server.jobs import local_job  # noqa: E402
 from server.settings import Settings  # noqa: E402
-from sr_quality import _threads, machine  # noqa: E402
+from training import metrics  # noqa: E402
+from training.degradations import BLUR_CASES, BlurCase, to_8bit  # noqa: E402
+from training.photos import DEFAULT_PHOTOS, VALIDATION, validation_set  # noqa: E402
+from training.record import machine  # noqa: E402
 
 PAD = 32
 RL_ITERATIONS = 30
-LETTERS = dict(zip(blur_kernels.FIXED, "abc"))
+LETTERS = dict(zip(BLUR_CASES, "abc"))
 # (case, photo, left, top, side): the crops of the picture
 CROPS = [("gaussian-2", "grace_hopper.jpg", 176, 150, 160),
          ("motion-15", "raccoon.png", 600, 200, 160),
@@ -79,7 +79,7 @@ class Method:
     def prepare(self) -> None:
         pass
 
-    def run(self, blurry: np.ndarray, case: blur_kernels.Case) -> np.ndarray:
+    def run(self, blurry: np.ndarray, case: BlurCase) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -101,7 +101,7 @@ def _per_channel_padded(blurry: np.ndarray, restore) -> np.ndarray:
     padded = np.pad(blurry.astype(np.float64) / 255.0, ((PAD, PAD), (PAD, PAD), (0, 0)),
                     mode="symmetric")
     out = np.stack([restore(padded[..., c], c) for c in range(padded.shape[2])], 2)
-    return blur_kernels.to_8bit(out[PAD:-PAD, PAD:-PAD] * 255.0)
+    return to_8bit(out[PAD:-PAD, PAD:-PAD] * 255.0)
 
 
 class RichardsonLucy(Method):
@@ -139,24 +139,15 @@ class Served(Method):
         self.run(np.zeros((64, 64, 3), np.uint8), None)
 
     def run(self, blurry, case):
-        job = make_job("deblur", {"method": self.method}, image=blurry)
+        job = local_job("deblur", {"method": self.method}, image=blurry)
         results, info = self.engine.run(job, lambda fraction, stage: None)
         return results[0][1]
-
-
-def ssim(result: np.ndarray, truth: np.ndarray, shave: int = blur_kernels.SHAVE) -> float:
-    from skimage.metrics import structural_similarity
-    a = np.asarray(result)[shave:-shave, shave:-shave]
-    b = np.asarray(truth)[shave:-shave, shave:-shave]
-    return float(structural_similarity(a, b, channel_axis=2, data_range=255,
-                                       gaussian_weights=True, sigma=1.5,
-                                       use_sample_covariance=False))
 
 
 def measure(methods: list[Method], photos: dict[str, np.ndarray]) -> dict:
     """case -> method -> {psnr, ssim, s_per_mp, photos: {...}}"""
     results = {}
-    for case_name, case in blur_kernels.FIXED.items():
+    for case_name, case in BLUR_CASES.items():
         results[case_name] = {}
         blurred = {name: case.apply(sharp) for name, sharp in photos.items()}
         for method in methods:
@@ -168,7 +159,7 @@ def measure(methods: list[Method], photos: dict[str, np.ndarray]) -> dict:
                 out = method.run(blurred[name], case)
                 seconds += time.perf_counter() - start
                 pixels += sharp.shape[0] * sharp.shape[1]
-                rows[name] = {"psnr": blur_kernels.psnr(out, sharp), "ssim": ssim(out, sharp)}
+                rows[name] = {"psnr": metrics.psnr(out, sharp), "ssim": metrics.ssim(out, sharp)}
                 print("  %-16s %-34s %-30s %.2f dB" % (case_name, method.name, name,
                                                       rows[name]["psnr"]), flush=True)
             results[case_name][method.name] = {
@@ -183,7 +174,7 @@ def tables(results: dict, methods: list[Method]) -> str:
     for case_name, rows in results.items():
         base = rows[Blurry.name]["psnr"]
         lines += ["", "**(%s) %s**, mean of %d photos" % (
-            LETTERS[case_name], blur_kernels.FIXED[case_name].title,
+            LETTERS[case_name], BLUR_CASES[case_name].title,
             len(next(iter(rows.values()))["photos"])), "",
             "| method | kernel | PSNR (dB) | vs blurry | SSIM | s / MP |",
             "|---|---|---:|---:|---:|---:|"]
@@ -238,7 +229,7 @@ def crops_figure(methods: list[Method], photos: dict[str, np.ndarray], path: Pat
     for c, title in enumerate(columns):
         draw.text((c * (cell + pad) + 2, 2), title[:30], fill="black", font=font)
     for r, (case_name, photo, left, top, size) in enumerate(CROPS):
-        case, sharp = blur_kernels.FIXED[case_name], photos[photo]
+        case, sharp = BLUR_CASES[case_name], photos[photo]
         blurry = case.apply(sharp)
         panels = [blurry] + [m.run(blurry, case) for m in ran] + [sharp]
         y = label_h + r * (cell + pad)
@@ -294,7 +285,7 @@ def main() -> None:
                    "threads: %s. `bench/deblur_quality.py%s`. %s Seconds are wall-clock per "
                    "megapixel, model loading excluded; skimage and Pillow run on one core.\n%s\n\n"
                    "Crops, pixels doubled: ![crops](images/deblur_crops.png)\n" % (
-                       stamp, machine(), _threads(),
+                       stamp, machine(), torch.get_num_threads(),
                        " --models-dir %s" % args.models_dir if args.models_dir else "",
                        header, text))
         with open(ROOT / "docs" / "BENCHMARKS.md", "a") as handle:

@@ -1,9 +1,9 @@
 """Matting quality benchmark: how close each method's alpha comes to the
 truth, and how fast.
 
-Data: composites the networks never trained on, made by scripts/
-matte_data.py from the held-out validation photos only (scripts/
-train_sr.py's VALIDATION), with another seed than training's validation set,
+Data: composites the networks never trained on, made by training/
+composites.py from the held-out validation photos only (training/photos.py's
+VALIDATION), with another seed than training's validation set,
 at full resolution (--size, default 1600 x 2400: 3.8 MP, so the ~1 MP working
 resolution is about half the side), each with its exact alpha and a coarse
 mask made the ways users make them.
@@ -48,16 +48,15 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.sr_quality import _threads, machine  # noqa: E402
-from enginekit import make_job  # noqa: E402
-from scripts import matte_data  # noqa: E402
-from scripts.train_sr import DEFAULT_PHOTOS, VALIDATION  # noqa: E402
 from server.engine import Engine  # noqa: E402
+from server.jobs import local_job  # noqa: E402
+from training import composites as matte_data  # noqa: E402
+from training.metrics import matte_errors  # noqa: E402
+from training.photos import DEFAULT_PHOTOS, VALIDATION  # noqa: E402
+from training.record import machine  # noqa: E402
 from server.methods.colour_matte import colour_line_matte  # noqa: E402
-from models.guided_upsampler import upsample  # noqa: E402
-from server.methods.mask_refiner import UPSAMPLE_TILE, shrink_bands, working_size  # noqa: E402
+from server.methods.mask_refiner import Upsampling, shrink_bands, working_size  # noqa: E402
 from server.settings import Settings  # noqa: E402
 
 SEED = matte_data.VALIDATION_SEED + 1
@@ -66,53 +65,6 @@ CLOSED_FORM = "closed-form (pymatting, trimap ±%d px)" % BAND
 KNN = "KNN (pymatting, trimap ±%d px)" % BAND
 OURS = "ours, guided"
 GOAL = 0.30  # issue 6: whole-image SAD and gradient error this far below closed-form's
-
-
-# -- metrics --------------------------------------------------------------------
-
-def gradient_magnitude(a: np.ndarray, sigma: float = 1.4) -> np.ndarray:
-    """Gradient magnitude with first-derivative-of-Gaussian filters scaled to
-    unit L2 norm, as in the Composition-1k evaluation code."""
-    from scipy.ndimage import convolve
-    half = int(np.ceil(sigma * np.sqrt(-2 * np.log(np.sqrt(2 * np.pi) * sigma * 1e-2))))
-    t = np.arange(-half, half + 1, dtype=np.float64)
-    g = np.exp(-t * t / (2 * sigma * sigma)) / (sigma * np.sqrt(2 * np.pi))
-    hx = g[:, None] * (-t * g / (sigma * sigma))[None, :]
-    hx /= np.sqrt((hx * hx).sum())
-    a = a.astype(np.float64)
-    return np.hypot(convolve(a, hx, mode="nearest"), convolve(a, hx.T, mode="nearest"))
-
-
-def connectivity_map(a: np.ndarray, truth: np.ndarray, step: float = 0.1,
-                     theta: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
-    """phi of prediction and truth: how far each pixel's alpha reaches above
-    the last threshold at which it still belonged to the largest region
-    that both agree is above the threshold."""
-    from skimage.measure import label
-    level = np.full(a.shape, -1.0)
-    thresholds = np.arange(0, 1 + step / 2, step)
-    for previous, t in zip(thresholds[:-1], thresholds[1:]):
-        labels = label((a >= t) & (truth >= t), connectivity=1)
-        largest = labels == (np.bincount(labels.ravel())[1:].argmax() + 1) if labels.max() \
-            else np.zeros(a.shape, bool)
-        level[(level == -1) & ~largest] = previous
-    level[level == -1] = 1.0
-
-    def phi(x):
-        d = x - level
-        return 1 - d * (d >= theta)
-    return phi(a), phi(truth)
-
-
-def metrics(pred: np.ndarray, truth: np.ndarray, regions: dict) -> dict:
-    """Each measure summed (or averaged, MSE) over each region."""
-    d = pred.astype(np.float64) - truth
-    grad = (gradient_magnitude(pred) - gradient_magnitude(truth)) ** 2
-    p_phi, t_phi = connectivity_map(pred, truth)
-    conn = np.abs(p_phi - t_phi)
-    return {name: {"SAD": np.abs(d)[r].sum() / 1000, "MSE": (d * d)[r].mean() * 1000,
-                   "Grad": grad[r].sum() / 1000, "Conn": conn[r].sum() / 1000}
-            for name, r in regions.items()}
 
 
 def trimap(mask: np.ndarray, radius: int = BAND) -> np.ndarray:
@@ -164,16 +116,8 @@ class Methods:
         started = time.perf_counter()
         # the same working-resolution alpha, brought up by the guided upsampler
         # exactly as the server does it (tiles and all)
-        guided = torch.zeros(1, 1, h, w)
-
-        def read(top, bottom, left, right):
-            rows = torch.arange(top, bottom).clamp(0, h - 1)
-            cols = torch.arange(left, right).clamp(0, w - 1)
-            return x[:, :, rows][..., cols]
-
-        def write(top, bottom, left, right, alpha):
-            guided[..., top:bottom, left:right] = alpha
-        upsample(self.refiner.upsampler, read, (h, w), alpha_lo, x_lo, write, UPSAMPLE_TILE)
+        upsampling = Upsampling(self.refiner.upsampler, alpha_lo, x_lo, (h, w))
+        guided = upsampling.whole(np.ascontiguousarray(image, np.float32), torch.device("cpu"))
         out["ours, guided"] = guided[0, 0].numpy()
         seconds["ours, guided"] = refined + time.perf_counter() - started
         if full_res:
@@ -205,7 +149,7 @@ class Methods:
                        repeat: int = 1) -> float:
         best = float("inf")
         for _ in range(repeat):
-            job = make_job("matte", {"method": method}, image=image_u8, mask=mask_u8[..., None])
+            job = local_job("matte", {"method": method}, image=image_u8, mask=mask_u8[..., None])
             started = time.perf_counter()
             self.engine.run(job, lambda f, s: None)
             best = min(best, time.perf_counter() - started)
@@ -313,7 +257,7 @@ def main() -> None:
         region = band(s.alpha, s.mask)
         regions = {"whole": np.ones_like(region), "band": region}
         for name, alpha in out.items():
-            for where, values in metrics(alpha, s.alpha, regions).items():
+            for where, values in matte_errors(alpha, s.alpha, regions).items():
                 results[name][where].append(values)
         sads, fractions = methods.passes(s.image, s.mask, s.alpha, args.iterations)
         pass_sad.append(sads)
@@ -354,7 +298,7 @@ def main() -> None:
                  "| %s | %.2f | %.2f | %.1f |" % (name, speed[name], speed24[name],
                                                    speed24[name] * 24)
                  for name in ("colour-line", "ours")) + "\n")
-    header = ("Composites: %d of %d x %d from the held-out photos (%s), scripts/matte_data.py "
+    header = ("Composites: %d of %d x %d from the held-out photos (%s), training/composites.py "
               "seed %d; working resolution %d x %d." % (
                   len(samples), w, h, ", ".join(VALIDATION), SEED, *working_size(h, w)[::-1]))
     print("\n" + header + "\n\n" + text)
@@ -364,7 +308,7 @@ def main() -> None:
             crops_figure(samples, outputs, image_path)
         section = ("\n## Matting quality, %s (bench/matting_quality.py)\n\nMachine: %s; torch "
                    "threads: %s. `bench/matting_quality.py %s`. %s%s\n\n%s" % (
-                       datetime.date.today().isoformat(), machine(), _threads(),
+                       datetime.date.today().isoformat(), machine(), torch.get_num_threads(),
                        shlex.join(sys.argv[1:]), header, (" " + args.note) if args.note else "",
                        text))
         if not args.no_crops:

@@ -2,9 +2,9 @@
 small, brought back to full size by deblurring then upscaling (`sharpen`)
 or by upscaling alone (`upscale`).
 
-On the held-out photos of scripts/train_sr.py and scripts/train_deblur.py
-(never trained on), each one blurred at full size by a fixed case of
-scripts/blur_kernels.py (or not at all, as a control), then reduced to half
+On the held-out photos of training/photos.py (never trained on), each one
+blurred at full size by a fixed case of training/degradations.py
+BLUR_CASES (or not at all, as a control), then reduced to half
 size with Pillow BICUBIC (antialiased, as editors make thumbnails):
   (a) Gaussian blur, sigma 2 px, then half size;
   (b) linear motion blur, 15 px at 30 degrees, then half size;
@@ -37,28 +37,27 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from deblur_quality import ssim  # noqa: E402
-from enginekit import make_job  # noqa: E402
-from scripts import blur_kernels  # noqa: E402
-from scripts.train_sr import DEFAULT_PHOTOS, VALIDATION, validation_set  # noqa: E402
 from server.engine import Engine  # noqa: E402
+from server.jobs import local_job  # noqa: E402
 from server.settings import Settings  # noqa: E402
-from sr_quality import _threads, machine  # noqa: E402
+from training import metrics  # noqa: E402
+from training.degradations import BLUR_CASES, BlurCase  # noqa: E402
+from training.photos import DEFAULT_PHOTOS, VALIDATION, validation_set  # noqa: E402
+from training.record import machine  # noqa: E402
 
 SCALE = 2
-CASES = {"a": ("Gaussian blur sigma 2 px, then half size", blur_kernels.FIXED["gaussian-2"]),
-         "b": ("motion blur 15 px at 30 degrees, then half size", blur_kernels.FIXED["motion-15"]),
+CASES = {"a": ("Gaussian blur sigma 2 px, then half size", BLUR_CASES["gaussian-2"]),
+         "b": ("motion blur 15 px at 30 degrees, then half size", BLUR_CASES["motion-15"]),
          "c": ("no blur, half size only (control)", None)}
 
 
-def thumbnail(sharp: np.ndarray, case: blur_kernels.Case | None) -> np.ndarray:
+def thumbnail(sharp: np.ndarray, case: BlurCase | None) -> np.ndarray:
     blurred = case.apply(sharp) if case else sharp
     height, width = sharp.shape[0] // SCALE, sharp.shape[1] // SCALE
     return np.asarray(Image.fromarray(blurred).resize((width, height), Image.Resampling.BICUBIC))
@@ -71,7 +70,7 @@ class Row:
 
 def engine_row(engine: Engine, op: str, method: str | None, name: str) -> Row:
     def run(small: np.ndarray) -> np.ndarray:
-        job = make_job(op, {"method": method, "scale": SCALE}, image=small)
+        job = local_job(op, {"method": method, "scale": SCALE}, image=small)
         return engine.run(job, lambda fraction, stage: None)[0][0][1]
     return Row(name, run)
 
@@ -106,7 +105,7 @@ def measure(rows: list[Row], photos: dict[str, np.ndarray]) -> dict:
                 seconds += time.perf_counter() - start
                 truth = sharp[:out.shape[0], :out.shape[1]]
                 pixels += out.shape[0] * out.shape[1]
-                scores[name] = {"psnr": blur_kernels.psnr(out, truth), "ssim": ssim(out, truth)}
+                scores[name] = {"psnr": metrics.psnr(out, truth), "ssim": metrics.ssim(out, truth)}
                 print("  %s %-40s %-28s %.2f dB" % (letter, row.name, name, scores[name]["psnr"]),
                       flush=True)
             results[letter][row.name] = {
@@ -156,7 +155,7 @@ def main() -> None:
                    "Machine: %s; torch threads: %s. `bench/sharpen_quality.py%s`. %s PSNR (RGB) "
                    "and SSIM with 8 px shaved; seconds are wall-clock per megapixel of output, "
                    "model loading excluded.\n%s\n" % (
-                       datetime.date.today().isoformat(), machine(), _threads(),
+                       datetime.date.today().isoformat(), machine(), torch.get_num_threads(),
                        " --models-dir %s" % args.models_dir if args.models_dir else "",
                        header, text))
         with open(ROOT / "docs" / "BENCHMARKS.md", "a") as handle:

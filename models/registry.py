@@ -1,117 +1,35 @@
-"""Which architectures SharpFu knows, how to recognise one from its weights,
-and which trained weights ship with it.
+"""Which architectures SharpFu knows, how a weights file becomes a running
+network, and which trained weights ship with SharpFu.
 
-As in spandrel, the weights say what they are: `detect` reads the names and
-shapes in a state dict and returns the architecture and its
-hyper-parameters, so a file needs no side information to be built. The
-shipped weights in models/weights/ come in pairs, NAME.safetensors and
-NAME.json; the JSON record says what the weights are for (ops, scale, the
-method they serve under) and how they were made (command, data, commit,
-device, duration, validation numbers).
+As in spandrel, the weights say what they are: each architecture's
+descriptor (models/architectures/) reads the names and shapes in a state
+dict and returns its hyper-parameters, so a file needs no side information
+to be built. The shipped weights in models/weights/ come in pairs,
+NAME.safetensors and NAME.json; the JSON record says what the weights are
+for (ops, scale, the method they serve under) and how they were made
+(command, data, commit, device, duration, validation numbers).
 """
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
-from . import drunet, mimo_unet_weights, span
-from . import guided_upsampler, matte_refiner
+from .architectures import matte, mimo_unet, span
+from .descriptor import Architecture, Spec
 from .loading import WeightsError, load_state_dict
 
 log = logging.getLogger("sharpfu.models")
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+ARCHITECTURES = {a.name: a for a in (span.ARCHITECTURE, mimo_unet.ARCHITECTURE,
+                                     matte.REFINER, matte.UPSAMPLER)}
 # where checkpoints nest their state dict: "model" in the MIMO-UNet release
-CONTAINER_KEYS = mimo_unet_weights.CONTAINER_KEYS
-
-
-@dataclass(frozen=True)
-class Architecture:
-    name: str
-    title: str
-    detect: Callable[[dict[str, torch.Tensor]], dict | None]   # hyper-parameters, or None
-    build: Callable[..., nn.Module]                              # build(**hyper-parameters)
-    receptive_radius: Callable[..., int]                         # in input pixels
-    multiple: Callable[..., int] = lambda **_: 1                 # input sides must divide by it
-
-
-def _detect_span(state: dict[str, torch.Tensor]) -> dict | None:
-    needed = ("head.weight", "tail.weight", "fuse.weight", "upsample.weight")
-    if not all(key in state for key in needed):
-        return None
-    channels, colours = state["head.weight"].shape[:2]
-    blocks = 1 + max(int(m.group(1)) for key in state
-                     for m in [re.match(r"body\.(\d+)\.c1\.weight$", key)] if m)
-    outputs = state["upsample.weight"].shape[0]
-    scale = round((outputs / colours) ** 0.5)
-    if scale * scale * colours != outputs:
-        raise WeightsError("SPAN weights with %d output channels for %d colours: not a square "
-                           "scale." % (outputs, colours))
-    return {"scale": scale, "channels": int(channels), "blocks": blocks, "colours": int(colours)}
-
-
-def _detect_matte_refiner(state: dict[str, torch.Tensor]) -> dict | None:
-    if not all(key in state for key in ("stem.weight", "select.gate.weight", "step.c1.weight")):
-        return None
-    return {"channels": int(state["down4.0.weight"].shape[0])}
-
-
-def _detect_guided_upsampler(state: dict[str, torch.Tensor]) -> dict | None:
-    if not all(key in state for key in ("guide.2.weight", "detail.0.weight", "log_sigma")):
-        return None
-    return {"guide": int(state["guide.2.weight"].shape[0]),
-            "channels": int(state["detail.0.weight"].shape[0])}
-
-def _detect_drunet(state: dict[str, torch.Tensor]) -> dict | None:
-    if not all(key in state for key in ("head.weight", "tail.weight", "downs.0.weight",
-                                        "ups.0.weight")):
-        return None
-    levels = 1 + max(int(m.group(1)) for key in state
-                     for m in [re.match(r"downs\.(\d+)\.weight$", key)] if m)
-    channels = [int(state["head.weight"].shape[0])] + [
-        int(state["downs.%d.weight" % i].shape[0]) for i in range(levels)]
-
-    def count(prefix: str) -> int:
-        found = [int(m.group(1)) for key in state
-                 for m in [re.match(re.escape(prefix) + r"\.(\d+)\.conv1\.weight$", key)] if m]
-        return 1 + max(found) if found else 0
-    blocks = [count("encoders.%d" % i) for i in range(levels)] + [count("body")]
-    return {"colours": int(state["tail.weight"].shape[0]), "channels": channels,
-            "blocks": blocks}
-
-
-ARCHITECTURES = {
-    "span": Architecture(
-        name="span", title="SPAN (Swift Parameter-free Attention Network)",
-        detect=_detect_span, build=span.SPAN,
-        receptive_radius=lambda blocks, **_: span.receptive_radius(blocks)),
-    mimo_unet_weights.NAME: Architecture(**mimo_unet_weights.ARCHITECTURE),
-    # The refiner runs on the whole working-resolution image, never tiled;
-    # its radius is stated for the record.
-    "matte-refiner": Architecture(
-        name="matte-refiner", title="Mask-guided iterative matte refiner",
-        detect=_detect_matte_refiner, build=matte_refiner.MatteRefiner,
-        receptive_radius=lambda **_: matte_refiner.RECEPTIVE_RADIUS,
-        multiple=lambda **_: matte_refiner.MULTIPLE),
-    # The denoiser of blind deconvolution; it runs on canvases the splitting
-    # pads to its multiple (server/deblurring/denoiser.py).
-    "drunet": Architecture(
-        name="drunet", title="DRUNet denoiser (noise-level conditioned U-Net)",
-        detect=_detect_drunet, build=drunet.DRUNet,
-        receptive_radius=lambda **params: drunet.receptive_radius(**params),
-        multiple=lambda channels, **_: 2 ** (len(channels) - 1)),
-    "guided-upsampler": Architecture(
-        name="guided-upsampler", title="Guided matte upsampler (FeatSharp-style)",
-        detect=_detect_guided_upsampler, build=guided_upsampler.GuidedUpsampler,
-        receptive_radius=lambda **_: guided_upsampler.GuidedUpsampler.RADIUS),
-}
+CONTAINER_KEYS = ("model",)
 
 
 def detect(state: dict[str, torch.Tensor]) -> tuple[Architecture, dict]:
@@ -124,73 +42,95 @@ def detect(state: dict[str, torch.Tensor]) -> tuple[Architecture, dict]:
                        % (", ".join(ARCHITECTURES), ", ".join(list(state)[:5])))
 
 
-def build(state: dict[str, torch.Tensor]) -> tuple[nn.Module, Architecture, dict]:
-    """An eval-mode network with the weights loaded (strictly: every name and
-    shape must match)."""
+@dataclass
+class Loaded:
+    """A network built from its weights: eval mode, on the CPU, float32."""
+    model: nn.Module
+    architecture: Architecture
+    params: dict
+
+    @property
+    def spec(self) -> Spec:
+        return self.architecture.spec(**self.params)
+
+
+def build(state: dict[str, torch.Tensor]) -> Loaded:
+    """The network the state dict is for, its weights loaded strictly: every
+    name and shape must match."""
+    # DataParallel saves every name under "module."
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
     architecture, params = detect(state)
     model = architecture.build(**params)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise WeightsError("The weights look like %s %s but do not fit it: %s" % (
-            architecture.name, params, str(error).splitlines()[0]))
-    return model.eval(), architecture, params
+        raise WeightsError("The weights look like %s (%s) but do not fit it: %s" % (
+            architecture.title, architecture.spec(**params).flavour or params,
+            str(error).splitlines()[0]))
+    return Loaded(model.eval(), architecture, params)
 
 
-def load(path: str | Path) -> tuple[nn.Module, Architecture, dict]:
-    """Build the network stored in a weights file, on the CPU, in float32.
-    Checkpoints may nest their state dict under one of CONTAINER_KEYS."""
-    return build(load_state_dict(path, container_keys=CONTAINER_KEYS))
+def load(path: str | Path) -> Loaded:
+    """The network stored in a weights file (safetensors, or a checkpoint
+    read by torch.load(weights_only=True)). Checkpoints may nest their state
+    dict under one of CONTAINER_KEYS. WeightsError, saying why, for anything
+    that cannot be used."""
+    try:
+        return build(load_state_dict(path, container_keys=CONTAINER_KEYS))
+    except WeightsError as error:
+        raise WeightsError("%s: %s" % (Path(path).name, error)) from None
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Weights:
-    """One shipped weights file and its record."""
-    path: Path
-    record: dict = field(hash=False)
+    """One set of weights a method serves: a file with its hyper-parameters
+    known (detected, or from its record), or weights held in memory (an
+    adapted network's). `record` is the JSON record shipped weights have."""
+    architecture: Architecture
+    params: dict
+    path: Path | None = None
+    record: dict | None = field(default=None, repr=False)
+    state: dict | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
-        return self.record["name"]
+        return (self.record or {}).get("name") or (self.path.stem if self.path else "in memory")
 
     @property
-    def method(self) -> str:
-        """The catalog method these weights serve under (one per flavour,
-        covering each scale it has weights for)."""
-        return self.record["method"]
+    def spec(self) -> Spec:
+        return self.architecture.spec(**self.params)
 
     @property
-    def scale(self) -> int:
-        return int(self.record["scale"])
-
-    @property
-    def architecture(self) -> Architecture:
-        return ARCHITECTURES[self.record["architecture"]]
-
-    @property
-    def params(self) -> dict:
-        return self.record["hyper_parameters"]
-
-    @property
-    def receptive_radius(self) -> int:
-        return self.architecture.receptive_radius(**self.params)
-
-    @property
-    def multiple(self) -> int:
-        return self.architecture.multiple(**self.params)
+    def parameters(self) -> int:
+        if self.record and self.record.get("parameters"):
+            return int(self.record["parameters"])
+        with torch.device("meta"):
+            return sum(p.numel() for p in self.architecture.build(**self.params).parameters())
 
     def load(self) -> nn.Module:
-        model, architecture, params = load(self.path)
-        if architecture.name != self.record["architecture"] or params != self.params:
-            raise WeightsError("%s holds %s %s, but its record says %s %s." % (
-                self.path, architecture.name, params, self.record["architecture"], self.params))
-        return model
+        """The network, eval mode, CPU, float32; refused if the file no
+        longer holds what it held when it was recognised."""
+        loaded = build(self.state) if self.state is not None else load(self.path)
+        if loaded.architecture is not self.architecture or loaded.params != self.params:
+            raise WeightsError("%s now holds %s %s, not %s %s." % (
+                self.path or "the weights", loaded.architecture.name, loaded.params,
+                self.architecture.name, self.params))
+        return loaded.model
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Weights":
+        """Weights recognised by content (the file is read and checked to
+        load strictly)."""
+        loaded = load(path)
+        return cls(loaded.architecture, loaded.params, path=Path(path))
 
 
 def shipped(directory: str | Path | None = None) -> list[Weights]:
-    """Every NAME.safetensors in `directory` that has its NAME.json record,
-    sorted by name. A file without a record, or a record naming an unknown
-    architecture, is skipped: the server must start even if one is broken."""
+    """Every NAME.safetensors in `directory` (default models/weights/) that
+    has its NAME.json record, sorted by name. A file without a record, or a
+    record naming an unknown architecture, is skipped: the server must start
+    even if one is broken."""
     found = []
     for path in sorted(Path(directory or WEIGHTS_DIR).glob("*.safetensors")):
         record_path = path.with_suffix(".json")
@@ -198,9 +138,11 @@ def shipped(directory: str | Path | None = None) -> list[Weights]:
             continue
         try:
             record = json.loads(record_path.read_text())
-        except (OSError, ValueError) as error:
-            log.warning("skipping %s: its record cannot be read (%s)", path.name, error)
+            architecture = ARCHITECTURES[record["architecture"]]
+            params = dict(record["hyper_parameters"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("skipping %s: its record cannot be used (%s: %s)", path.name,
+                        type(error).__name__, error)
             continue
-        if isinstance(record, dict) and record.get("architecture") in ARCHITECTURES:
-            found.append(Weights(path, record))
+        found.append(Weights(architecture, params, path=path, record=record))
     return found

@@ -13,12 +13,10 @@ import torch
 from . import device as devices
 from .jobs import JobError
 from .methods import Method
-from .methods.blind_deconvolution import shipped as shipped_blind_deconvolution
 from .methods.colour_matte import ColourLineMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
-from .methods.mimo_unet import shipped as shipped_deblurrers
-from .methods.network import network_methods
+from .methods.network import shipped_methods
 from .methods.unsharp import UnsharpMask
 from .models_folder import scan as scan_models_folder
 
@@ -33,14 +31,8 @@ class Catalog:
         self.methods: dict[str, Method] = {}
         for method in (Lanczos(), UnsharpMask(), ColourLineMatte()):
             self.add(method)
-        for method in network_methods():
-            self.add(method)
-        # the trained matte refiner; the colour-line matte stays as the fallback
-        for method in mask_refiner_methods():
-            self.add(method)
-        for method in shipped_deblurrers():
-            self.add(method)
-        for method in shipped_blind_deconvolution():
+        # SharpFu's trained networks; the classical methods stay as the fallback
+        for method in shipped_methods() + mask_refiner_methods():
             self.add(method)
         # Checkpoints the user brought (install.py --add-model), named after
         # their files; a name already taken goes to the file's full name.
@@ -50,10 +42,14 @@ class Catalog:
     def add(self, method: Method) -> None:
         self.methods[method.name] = method
 
+    def remove(self, name: str) -> None:
+        self.methods.pop(name, None)
+
     def candidates(self, role: str, scale: int = 1) -> list[Method]:
         """Methods for a role, best first (Method.rank: networks before
         classical ones, unless a network's own record ranks it lower; for
-        deblurring, by what each measured: server/methods/deblur_rule.py)."""
+        deblurring, a user's MIMO-UNet+ before MIMO-UNet before SharpFu's
+        own)."""
         found = [m for m in self.methods.values() if role in m.ops
                  and (role != "upscale" or scale in m.scales)]
         return sorted(found, key=lambda m: -m.rank())

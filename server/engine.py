@@ -11,19 +11,19 @@ import numpy as np
 import torch
 
 from . import device as devices
-from .adapted import Adapter
-from . import ops, pixels, tiling
+from .adaptation import Adapter
+from . import pixels, tiling
 from .catalog import Catalog
 from .jobs import Job, JobError
 from .methods import ImageMethod, MatteMethod
 from .methods import foreground
 from .methods.lanczos import upscale as lanczos_upscale
-from .deblurring import blind
 
 log = logging.getLogger("sharpfu.engine")
 
 MIN_TILE = 64
 CPU_TILE_LIMIT = 1024     # larger CPU tiles gain no speed and coarsen progress
+SUBTILE_INTERVAL = 0.5    # seconds between progress reports inside a tile
 
 Report = Callable[[float, str], None]
 
@@ -51,9 +51,7 @@ class Engine:
         elif job.op == "adapt":
             self.adapter.check(job)
         elif job.op != "echo":
-            stages = self._stages(job)
-            if job.op in ("deblur", "sharpen"):
-                self._check_deblur(job, stages)
+            self._stages(job)
 
     def run(self, job: Job, report: Report) -> tuple[list[tuple[dict, np.ndarray, dict | None]], dict]:
         """Returns the result frames (descriptor, array, shared-memory ref or
@@ -72,126 +70,52 @@ class Engine:
             job.outcome = {"adaptation": self.adapter.run(job, report)}
             return [], self.catalog.methods[job.outcome["adaptation"]["model"]].info()
         stages = self._stages(job)
-        return self._image(job, stages, report), _describe(stages)
+        strength = job.params.get("strength", 1.0)
+        if strength == 0.0:
+            # Nothing of the method's change is kept: the plain result, without
+            # running (or loading) the method at all.
+            scale = math.prod(s for _, s in stages)
+            plain = [(self.catalog.methods["lanczos"], scale)]
+            described = (dict(_describe(plain), strength=0.0) if scale > 1 else
+                         {"name": "none", "kind": "classical", "strength": 0.0,
+                          "title": "Unchanged (strength 0)"})
+            return self._image(job, plain, report), described
+        described = _describe(stages)
+        if strength < 1.0:
+            described["strength"] = strength
+        return self._image(job, stages, report, strength), described
 
     def _stages(self, job: Job) -> list[tuple[ImageMethod, int]]:
-        stages = self.catalog.chain(job.op, job.params.get("scale") or 1, job.params["method"])
-        if job.op == "sharpen" and job.params["strength"] == 0.0 and len(stages) > 1:
-            # nothing of the deblurring is wanted: only the upscaler runs
-            stages = stages[1:]
-        return stages
+        return self.catalog.chain(job.op, job.params.get("scale") or 1, job.params["method"])
 
-    def _check_deblur(self, job: Job, stages) -> None:
-        size = job.params["kernel_size"]
-        if size and (size < 3 or size % 2 == 0):
-            raise JobError("bad_params", "Option 'kernel_size' must be 0 (automatic) or an odd "
-                                         "number of pixels from 3 to %d, not %d." % (
-                                             ops.MAX_KERNEL, size))
-        deblurrer = stages[0][0]
-        if job.params["kernel"] and not getattr(deblurrer, "estimates_kernel", False):
-            raise JobError("bad_params", "%s estimates no blur kernel, so it cannot return one; "
-                                         "use a method that does (see status) or leave out "
-                                         "'kernel'." % deblurrer.title)
-
-    def _image(self, job: Job, stages, report: Report):
+    def _image(self, job: Job, stages, report: Report, strength: float = 1.0):
+        """Run the stages tile by tile; with strength under 1, the result is
+        mixed with the image plainly resampled (Lanczos-3; unchanged at 1x)."""
         desc, image = job.inputs["image"]
-        if job.op in ("deblur", "sharpen") and job.params["strength"] == 0.0 and \
-                (job.params.get("scale") or 1) == 1:
-            # strength 0 is the input, exactly: nothing runs
-            out, ref = job.allocate(dict(desc))
-            out[...] = image
-            report(1.0, "strength 0: unchanged")
-            return [(dict(desc), out, ref)]
-        if getattr(stages[0][0], "whole_image", False):
-            return self._whole_image(job, stages, report)
-        return self._tiled_stages(job, image, desc["format"], desc, stages, report)
-
-    def _whole_image(self, job: Job, stages, report: Report):
-        """A first stage that needs the whole picture (blind deconvolution),
-        then the rest of the chain in tiles over its result."""
-        desc, image = job.inputs["image"]
-        fmt, channels = desc["format"], desc["channels"]
-        has_alpha = channels in (2, 4)
-        if has_alpha:
-            report(0.0, "preparing transparent areas")
-            image = pixels.fill_transparent(image, fmt)
-        for method, _ in stages:
-            self.catalog.ensure_loaded(method, self.device)
-        method, rest = stages[0][0], stages[1:]
-        share = 0.7 if rest else 1.0
-
-        def progress(fraction: float, stage: str) -> None:
-            if job.cancel.is_set():
-                raise tiling.Cancelled()
-            report(share * fraction, "%s: %s" % (method.title, stage))
-
-        x = pixels.to_tensor(image, fmt, self.device)[0]
-        colour = x[:channels - has_alpha]
-        request = blind.Request(strength=job.params["strength"],
-                                kernel_size=job.params["kernel_size"],
-                                tile=job.params.get("tile") or 0)
-        try:
-            outcome = method.run_whole(colour, request, progress)
-        except Exception as error:  # noqa: BLE001 - only out-of-memory is translated
-            if not devices.is_out_of_memory(error):
-                raise
-            devices.release_cached(self.device)
-            raise JobError("out_of_memory")
-        # deconvolution overshoots a little at edges; keep the input's range
-        low, high = min(0.0, float(colour.min())), max(1.0, float(colour.max()))
-        result = outcome.image.clamp(low, high)
-        if has_alpha:
-            result = torch.cat([result, x[channels - 1:]], 0)
-        job.outcome = {"deblur": outcome.describe()}
-        frames = []
-        if not rest:
-            out, ref = job.allocate(dict(desc))
-            pixels.store(result.permute(1, 2, 0).cpu().numpy(), out, fmt)
-            frames.append((dict(desc), out, ref))
-        else:
-            intermediate = result.permute(1, 2, 0).contiguous().cpu().numpy()
-            del x, colour, result
-            frames += self._tiled_stages(
-                job, intermediate, "f32", desc, rest,
-                lambda fraction, stage: report(share + (1 - share) * fraction, stage),
-                alpha_ready=True)
-        if job.params["kernel"]:
-            kernel = outcome.kernel.float()
-            kernel = (kernel / kernel.max()).cpu().numpy()[:, :, None]
-            kernel_desc = {"name": "kernel", "width": kernel.shape[1], "height": kernel.shape[0],
-                           "channels": 1, "format": "f32"}
-            out, ref = job.allocate(kernel_desc)
-            out[...] = kernel
-            frames.append((kernel_desc, out, ref))
-        return frames
-
-    def _tiled_stages(self, job: Job, image: np.ndarray, fmt: str, desc: dict, stages,
-                      report: Report, alpha_ready: bool = False):
-        """The chain in tiles over `image` (in `fmt`), the result in the
-        input frame's format `desc`."""
         scale = math.prod(s for _, s in stages)
         channels = desc["channels"]
         has_alpha = channels in (2, 4)
-        if has_alpha and not alpha_ready:
+        if has_alpha:
             report(0.0, "preparing transparent areas")
-            image = pixels.fill_transparent(image, fmt)
+            image = pixels.fill_transparent(image, desc["format"])
         for method, _ in stages:
+            if not method.loaded:
+                report(0.0, "loading %s" % method.title)
             self.catalog.ensure_loaded(method, self.device)
         colour_channels = channels - has_alpha
         rgb_only = any(m.rgb_only for m, _ in stages)
-        # a deblurring stage's strength mixes its result with its input
-        strength = job.params.get("strength", 1.0) if job.op in ("deblur", "sharpen") else 1.0
 
-        def tile_fn(inputs: list[torch.Tensor]) -> torch.Tensor:
+        def tile_fn(inputs: list[torch.Tensor], box) -> torch.Tensor:
             x = inputs[0]
             colour, alpha = (x[:, :colour_channels], x[:, colour_channels:]) if has_alpha else (x, None)
             if rgb_only and colour_channels == 1:
                 colour = colour.expand(-1, 3, -1, -1)
+            original = colour
             for method, stage_scale in stages:
-                before = colour
                 colour = method.forward(colour, stage_scale).float()
-                if strength < 1.0 and "deblur" in method.ops and stage_scale == 1:
-                    colour = before + strength * (colour - before)
+            if strength < 1.0:
+                plain = lanczos_upscale(original, scale).clamp_(0.0, 1.0)
+                colour = (plain + strength * (colour - plain)).clamp_(0.0, 1.0)
             if rgb_only and colour_channels == 1:
                 colour = colour.mean(1, keepdim=True)
             if alpha is not None:
@@ -207,8 +131,10 @@ class Engine:
         align = math.lcm(*(m.alignment for m, _ in stages))
         bytes_per_pixel = max(m.bytes_per_pixel for m, _ in stages) * scale * scale
         title = " + ".join(m.title for m, _ in stages)
-        self._tiled(job, [image], [fmt], out, desc["format"], tile_fn, scale, margin,
-                    bytes_per_pixel, title, report, align)
+        largest = min((m.largest_tile for m, _ in stages if m.largest_tile), default=None)
+        self._tiled(job, [image], [desc["format"]], out, desc["format"], tile_fn, scale, margin,
+                    bytes_per_pixel, title, report, align, largest,
+                    networks=[n for m, s in stages for n in m.networks(s)])
         return [(out_desc, out, ref)]
 
     def _matte(self, job: Job, method: MatteMethod, report: Report):
@@ -220,28 +146,31 @@ class Engine:
             image = pixels.fill_transparent(image, desc["format"])
         colour_channels = channels - has_alpha
         self.catalog.ensure_loaded(method, self.device)
+        if job.params["foreground"]:
+            # the last fifth of the progress: the foreground colours
+            matte_report = lambda fraction, stage: report(0.8 * fraction, stage)  # noqa: E731
+        else:
+            matte_report = report
 
-        def tile_fn(inputs: list[torch.Tensor]) -> torch.Tensor:
+        def preparing(fraction: float, stage: str) -> None:
+            if job.cancel.is_set():
+                raise tiling.Cancelled()
+            matte_report(fraction * method.prepared_share, stage)
+        matte = method.prepare(image, desc["format"], colour_channels, mask, mask_desc["format"],
+                               job.params["iterations"] or None, preparing)
+
+        def tile_fn(inputs: list[torch.Tensor], box) -> torch.Tensor:
             colour, coarse = inputs[0][:, :colour_channels], inputs[1]
             if colour_channels == 1:
                 colour = colour.expand(-1, 3, -1, -1)
-            return method.forward(colour, coarse.clamp(0.0, 1.0)).float()
+            return matte(colour, coarse.clamp(0.0, 1.0), box).float()
 
         out_desc = dict(desc, name="alpha", channels=1)
         out, ref = job.allocate(out_desc)
-        if getattr(method, "whole_image", False):
-            # A network that needs the whole picture reads the frames itself.
-            def progress(fraction: float, stage: str) -> None:
-                if job.cancel.is_set():
-                    raise tiling.Cancelled()
-                report(fraction * (0.8 if job.params["foreground"] else 1.0), stage)
-            method.run(image, desc["format"], colour_channels, mask, mask_desc["format"], out,
-                       desc["format"], job.params.get("tile") or 0,
-                       job.params["iterations"] or None, progress)
-        else:
-            self._tiled(job, [image, mask], [desc["format"], mask_desc["format"]], out,
-                        desc["format"], tile_fn, 1, method.margin, method.bytes_per_pixel,
-                        method.title, report, method.alignment)
+        self._tiled(job, [image, mask], [desc["format"], mask_desc["format"]], out,
+                    desc["format"], tile_fn, 1, method.margin, method.bytes_per_pixel,
+                    method.title, matte_report, method.alignment, method.largest_tile,
+                    start=method.prepared_share, networks=method.networks(1))
         results = [(out_desc, out, ref)]
         if job.params["foreground"]:
             if job.cancel.is_set():
@@ -270,46 +199,103 @@ class Engine:
 
     # -- tiling and memory ----------------------------------------------------
 
-    def _tile_size(self, job: Job, bytes_per_pixel: float) -> int:
+    def _tile_size(self, job: Job, bytes_per_pixel: float, largest: int | None = None) -> int:
         requested = job.params.get("tile") or self.settings.tile
         if requested:
             return max(MIN_TILE, requested)
         free, _ = devices.memory(self.device)
         budget = free * (0.6 if self.device.type == "cuda" else 0.25)
-        side = int(math.sqrt(budget / bytes_per_pixel)) // 64 * 64
+        side = int(math.sqrt(budget / bytes_per_pixel)) // 64 * 64 if bytes_per_pixel else 4096
         if self.device.type != "cuda":
             side = min(side, CPU_TILE_LIMIT)
-        return max(256, min(side, 4096))
+        return min(max(256, min(side, 4096)), largest or 4096)
 
     def _tiled(self, job: Job, sources, formats, out, out_format, tile_fn, scale, margin,
-               bytes_per_pixel, title, report: Report, align: int = 1) -> None:
-        tile = self._tile_size(job, bytes_per_pixel)
+               bytes_per_pixel, title, report: Report, align: int = 1,
+               largest: int | None = None, start: float = 0.0,
+               networks: list[torch.nn.Module] = ()) -> None:
+        """Run tile_fn over the sources into `out`, retrying with smaller
+        tiles when the device runs out of memory; progress goes from
+        `start` to 1, moving within a tile too as its `networks` work."""
+        tile = self._tile_size(job, bytes_per_pixel, largest)
         # After a retry, progress goes on from where it was: clients count on
         # it never going backwards.
-        floor = [0.0, 0.0]  # fraction at the last retry, last fraction reported
+        floor = [start, start]  # fraction at the last retry, last fraction reported
+        within = TileProgress(networks)
+
+        def text(done: int, total: int) -> str:
+            return "%s: tile %d of %d" % (title, done, total) if total > 1 else title
 
         def progress(done: int, total: int) -> None:
-            floor[1] = floor[0] + (1.0 - floor[0]) * done / total
-            report(floor[1], "%s: tile %d of %d" % (title, done, total) if total > 1 else title)
+            within.tile_done(done, total)
+            if done:
+                floor[1] = floor[0] + (1.0 - floor[0]) * done / total
+                report(floor[1], text(done, total))
 
-        while True:
-            try:
-                tiling.run_tiled(sources, formats, out, out_format, tile_fn, scale=scale,
-                                 tile=tile, margin=margin, device=self.device, align=align,
-                                 progress=progress, cancelled=job.cancel.is_set)
-                return
-            except Exception as error:  # noqa: BLE001 - only out-of-memory is retried
-                if not devices.is_out_of_memory(error):
-                    raise
-                devices.release_cached(self.device)
-                smaller = tile // 2
-                if smaller < max(MIN_TILE, tiling.min_tile(margin, align)):
-                    raise JobError("out_of_memory")
-                log.warning("job %s: out of memory with %d px tiles; retrying with %d px",
-                            job.id, tile, smaller)
-                floor[0] = floor[1]
-                report(floor[0], "out of memory; retrying with smaller tiles (%d px)" % smaller)
-                tile = smaller
+        def inside_tile(share: float, done: int, total: int) -> None:
+            floor[1] = floor[0] + (1.0 - floor[0]) * (done + share) / total
+            report(floor[1], text(done + 1, total))
+
+        within.report = inside_tile
+        try:
+            while True:
+                try:
+                    tiling.run_tiled(sources, formats, out, out_format, tile_fn, scale=scale,
+                                     tile=tile, margin=margin, device=self.device, align=align,
+                                     progress=progress, cancelled=job.cancel.is_set)
+                    return
+                except Exception as error:  # noqa: BLE001 - only out-of-memory is retried
+                    if not devices.is_out_of_memory(error):
+                        raise
+                    devices.release_cached(self.device)
+                    smaller = tile // 2
+                    if smaller < max(MIN_TILE, tiling.min_tile(margin, align)):
+                        raise JobError("out_of_memory")
+                    log.warning("job %s: out of memory with %d px tiles; retrying with %d px",
+                                job.id, tile, smaller)
+                    floor[0] = floor[1]
+                    within.restart()
+                    report(floor[0], "out of memory; retrying with smaller tiles (%d px)"
+                           % smaller)
+                    tile = smaller
+        finally:
+            within.close()
+
+
+class TileProgress:
+    """Progress inside a tile, for the CPU, where one tile can take many
+    seconds: every layer of the networks that finishes counts (forward hooks
+    on their leaf modules), against the count the first tile needed (before
+    that, the number of layers), reported at most every SUBTILE_INTERVAL s.
+    It only ever reports work done, and never past the tile's end."""
+
+    def __init__(self, networks):
+        leaves = [m for net in networks for m in net.modules() if next(m.children(), None) is None]
+        self.expected = max(1, len(leaves))
+        self.calls, self.done, self.total = 0, 0, 1
+        self.last = time.monotonic()
+        self.report = None
+        self.handles = [m.register_forward_hook(self._layer_done) for m in leaves]
+
+    def _layer_done(self, *_):
+        self.calls += 1
+        now = time.monotonic()
+        if self.report is not None and now - self.last >= SUBTILE_INTERVAL:
+            self.last = now
+            self.report(min(self.calls / self.expected, 0.99), self.done, self.total)
+
+    def tile_done(self, done: int, total: int) -> None:
+        if done == 1 and self.calls:
+            self.expected = self.calls      # what a whole tile takes
+        self.calls, self.done, self.total = 0, done, total
+        self.last = time.monotonic()
+
+    def restart(self) -> None:
+        self.calls = self.done = 0
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def _describe(stages) -> dict:

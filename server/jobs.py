@@ -59,3 +59,20 @@ class Job:
             return array, ref
         shape = (desc["height"], desc["width"], desc["channels"])
         return np.empty(shape, pixels.DTYPES[desc["format"]]), None
+
+
+FORMATS = {np.dtype("u1"): "u8", np.dtype("<u2"): "u16", np.dtype("<f4"): "f32"}
+
+
+def local_job(op: str, params: dict | None = None, **frames: np.ndarray) -> Job:
+    """A job made in-process from (h, w, c) arrays, its parameters checked
+    as the broker checks a client's: for running the engine without a
+    server (benchmarks, tests)."""
+    from .ops import OPS
+    inputs = {}
+    for name, array in frames.items():
+        height, width, channels = array.shape
+        inputs[name] = ({"name": name, "width": width, "height": height, "channels": channels,
+                         "format": FORMATS[array.dtype]}, array)
+    return Job(id="local", client=b"local", op=op,
+               params=OPS[op].check_params(params or {}, "local"), inputs=inputs)

@@ -2,10 +2,11 @@
 <config dir>/models; `install.py --add-model PATH` copies a file there).
 
 At start the server looks at every file in the folder (not below it) and
-offers each one it recognises by content as a catalog method named after the
-file: the authors' MIMO-UNet checkpoints (`MIMO-UNet.pkl`, `MIMO-UNetPlus.pkl`,
-the RealBlur MIMO-UNet+, whatever they are called) and MIMO-UNet weights in
-safetensors. Files are read only through models/loading.py (safetensors, or
+offers each one it recognises by content (models/registry.py) as a
+deblurrer, as a catalog method named after the file: the authors' MIMO-UNet
+checkpoints (`MIMO-UNet.pkl`, `MIMO-UNetPlus.pkl`, the RealBlur MIMO-UNet+,
+whatever they are called) and MIMO-UNet weights in safetensors.
+Files are read only through models/loading.py (safetensors, or
 torch.load(weights_only=True)): a checkpoint that holds anything but tensors
 and plain containers is refused, never unpickled. Whatever cannot be used is
 skipped with a log line saying why; a bad file never stops the server.
@@ -15,31 +16,33 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from models import mimo_unet_weights
+from models import registry
 from models.loading import SAFETENSORS, TORCH_CHECKPOINTS, WeightsError
 
-from .methods import Method
-from .methods import mimo_unet
+from .methods.network import IMAGE_TASKS, NetworkMethod, preference
 
 log = logging.getLogger("sharpfu.models")
 
 WEIGHT_SUFFIXES = SAFETENSORS + TORCH_CHECKPOINTS
+# What users' checkpoints may do here: deblur (the authors' MIMO-UNet, far
+# better trained than SharpFu's own, which it then outranks).
+USER_TASKS = ("deblur",)
 
 
 class NotUsable(Exception):
     """A file in the models folder that SharpFu cannot offer; says why."""
 
 
-def recognise(path: str | Path) -> dict:
-    """The hyper-parameters of the MIMO-UNet weights in `path`, read safely
-    and checked to load strictly; NotUsable, saying why, otherwise."""
+def recognise(path: str | Path) -> registry.Weights:
+    """The weights in `path`, read safely and checked to load strictly into
+    a deblurrer SharpFu knows; NotUsable, saying why, otherwise."""
     path = Path(path)
     if path.suffix.lower() not in WEIGHT_SUFFIXES:
         raise NotUsable("not a weights file (SharpFu reads %s)" % ", ".join(WEIGHT_SUFFIXES))
     if path.stat().st_size == 0:
         raise NotUsable("the file is empty (an interrupted download?)")
     try:
-        _, params = mimo_unet_weights.load(path)
+        weights = registry.Weights.from_file(path)
     except (OSError, IndexError, KeyError, AttributeError, TypeError) as error:
         # what torch.load raises on some damaged files, past models/loading.py
         raise NotUsable("cannot be read as weights: damaged or not a checkpoint (%s: %s)"
@@ -52,21 +55,23 @@ def recognise(path: str | Path) -> dict:
             message = message.split(" (Weights only load failed")[0] + (
                 " (torch.load with weights_only=True refused it).")
         raise NotUsable(message)
-    return params
+    if weights.spec.task not in USER_TASKS:
+        raise NotUsable("%s weights: SharpFu runs only deblurrers from the models folder"
+                        % weights.architecture.title)
+    return weights
 
 
-def method_for(path: Path, params: dict, name: str) -> mimo_unet.MimoUNetMethod:
-    flavour = mimo_unet_weights.flavour(**params)
-    return mimo_unet.MimoUNetMethod(
-        path, params, name=name,
-        title="%s deblurring, from %s" % (flavour, path.name),
-        description="Your checkpoint %s: %s, %s parameters (Cho et al., \"Rethinking "
-                    "Coarse-to-Fine Approach in Single Image Deblurring\", ICCV 2021)."
-                    % (path, flavour, format(mimo_unet.parameter_count(**params), ",")),
-        source="user checkpoint %s" % path.name)
+def method_for(weights: registry.Weights, name: str) -> NetworkMethod:
+    spec, path = weights.spec, weights.path
+    what = "%dx upscaling" % spec.scale if spec.task == "upscale" else "deblurring"
+    return NetworkMethod(
+        name, [weights], title="%s %s, from %s" % (spec.flavour, what, path.name),
+        description="Your checkpoint %s: %s (%s), %s parameters." % (
+            path, weights.architecture.title, spec.flavour, format(weights.parameters, ",")),
+        source="user checkpoint %s" % path.name, preference=preference(weights))
 
 
-def scan(folder: str | Path | None, taken: set[str] = frozenset()) -> list[Method]:
+def scan(folder: str | Path | None, taken: set[str] = frozenset()) -> list[NetworkMethod]:
     """A method for each usable checkpoint in `folder`, named after its file
     (the stem; the whole file name if the stem is taken)."""
     if not folder:
@@ -86,7 +91,7 @@ def scan(folder: str | Path | None, taken: set[str] = frozenset()) -> list[Metho
                      path.name, ", ".join(WEIGHT_SUFFIXES))
             continue
         try:
-            params = recognise(path)
+            weights = recognise(path)
         except NotUsable as error:
             log.warning("models folder: skipping %s: %s", path.name, error)
             continue
@@ -100,9 +105,9 @@ def scan(folder: str | Path | None, taken: set[str] = frozenset()) -> list[Metho
                         path.name, path.name)
             continue
         names.add(name)
-        methods.append(method_for(path, params, name))
-        log.info("models folder: %s is %s; offered as method %r", path.name,
-                 mimo_unet_weights.flavour(**params), name)
+        methods.append(method_for(weights, name))
+        log.info("models folder: %s is %s (%s); offered as method %r", path.name,
+                 weights.architecture.name, weights.spec.flavour, name)
     return methods
 
 
@@ -118,15 +123,15 @@ def main(argv=None) -> int:
     parser.add_argument("path", type=Path)
     args = parser.parse_args(argv)
     try:
-        params = recognise(args.path)
+        weights = recognise(args.path)
     except NotUsable as error:
         print(error, file=sys.stderr)
         return 1
-    print(json.dumps({"architecture": mimo_unet_weights.NAME,
-                      "flavour": mimo_unet_weights.flavour(**params),
-                      "hyper_parameters": params,
-                      "parameters": mimo_unet.parameter_count(**params),
-                      "ops": list(mimo_unet.MimoUNetMethod.ops)}))
+    print(json.dumps({"architecture": weights.architecture.name,
+                      "flavour": weights.spec.flavour,
+                      "hyper_parameters": weights.params,
+                      "parameters": weights.parameters,
+                      "ops": list(IMAGE_TASKS[weights.spec.task])}))
     return 0
 
 

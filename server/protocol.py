@@ -74,31 +74,29 @@ def parse_job(header: dict, payloads: list, client: bytes, settings, mapper: Seg
 
 
 def _check_geometry(op: str, descs: list, params: dict, settings, msg_id: str) -> None:
-    if op == "adapt":
+    spec = OPS[op]
+    if spec.runner == "adapt":
         _check_samples(descs, params, msg_id)
         return
     image = descs[0]
-    scale = OPS[op].scale(params)
-    out_pixels = image["width"] * image["height"] * scale * scale
+    out_pixels = image["width"] * image["height"] * spec.scale(params) ** 2
     if out_pixels > settings.max_pixels:
         raise WireError("too_large", "The result would have %.1f megapixels; this server makes at "
                         "most %.1f. Use a smaller scale or region, or raise max_megapixels." % (
                             out_pixels / 1e6, settings.max_pixels / 1e6), msg_id)
-    if op == "matte":
-        mask = descs[1]
+    for mask in (desc for desc in descs if desc["name"] in spec.masks):
         if (mask["width"], mask["height"]) != (image["width"], image["height"]):
-            raise WireError("bad_frame", "The mask must have the image's size (%dx%d), not %dx%d."
-                            % (image["width"], image["height"], mask["width"], mask["height"]),
-                            msg_id)
+            raise WireError("bad_frame", "The %s must have the image's size (%dx%d), not %dx%d."
+                            % (mask["name"], image["width"], image["height"], mask["width"],
+                               mask["height"]), msg_id)
         if mask["channels"] != 1:
-            raise WireError("bad_frame", "The mask must have 1 channel, not %d."
-                            % mask["channels"], msg_id)
+            raise WireError("bad_frame", "The %s must have 1 channel, not %d."
+                            % (mask["name"], mask["channels"]), msg_id)
 
 
 def _check_samples(descs: list, params: dict, msg_id: str) -> None:
-    from .adaptation import Settings
-    from .adapted import MAX_SAMPLE_PIXELS
-    side = Settings.patch * params["scale"]
+    from .adaptation import MAX_SAMPLE_PIXELS, smallest_sample
+    side = smallest_sample(params["scale"])
     total = sum(d["width"] * d["height"] for d in descs)
     if total > MAX_SAMPLE_PIXELS:
         raise WireError("too_large", "The samples have %.1f megapixels together; adapt takes at "

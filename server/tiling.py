@@ -86,7 +86,9 @@ class Cancelled(Exception):
     pass
 
 
-TileFunction = Callable[[list[torch.Tensor]], torch.Tensor]
+# (one float32 tensor per source, the tile's box in input pixels: top, left,
+# height, width) -> the tile's result
+TileFunction = Callable[[list[torch.Tensor], tuple[int, int, int, int]], torch.Tensor]
 
 
 def run_tiled(sources: Sequence[np.ndarray], formats: Sequence[str], out: np.ndarray,
@@ -97,9 +99,10 @@ def run_tiled(sources: Sequence[np.ndarray], formats: Sequence[str], out: np.nda
     """Apply `fn` to every tile of `sources` (arrays of equal height and width)
     and write the blended result, `scale` times larger, into `out`.
 
-    `fn` takes float32 (1, c, h, w) tensors on `device`, one per source, and
-    returns a (1, c_out, h * scale, w * scale) tensor. Tiles start at
-    multiples of `align` input pixels."""
+    `fn` takes float32 (1, c, h, w) tensors on `device`, one per source,
+    and the tile's box (top, left, h, w), and returns a (1, c_out, h * scale,
+    w * scale) tensor. Tiles start at multiples of `align` input pixels.
+    progress(done, total) before the first tile (done 0) and after each."""
     height, width = sources[0].shape[:2]
     overlap = overlap_for(margin)
     tile = max(tile, min_tile(margin, align))
@@ -112,6 +115,7 @@ def run_tiled(sources: Sequence[np.ndarray], formats: Sequence[str], out: np.nda
     band_top = 0
     total = rows.count * cols.count
     done = 0
+    progress(0, total)
     for i, y in enumerate(rows.starts):
         row_weight = axis_weights(rows, i, scale, margin)[:, None, None]
         for j, x in enumerate(cols.starts):
@@ -120,7 +124,7 @@ def run_tiled(sources: Sequence[np.ndarray], formats: Sequence[str], out: np.nda
             inputs = [pixels.to_tensor(src[y:y + rows.size, x:x + cols.size], fmt, device)
                       for src, fmt in zip(sources, formats)]
             with torch.inference_mode():
-                result = fn(inputs)
+                result = fn(inputs, (y, x, rows.size, cols.size))
             expected = (1, channels_out, rows.size * scale, cols.size * scale)
             if tuple(result.shape) != expected:
                 raise RuntimeError("tile function returned %s, expected %s"

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serverproc import ServerProcess  # noqa: E402
+from server.scratch import ServerProcess  # noqa: E402
 
 # Tests never read or write the user's own SharpFu configuration and logs.
 _home = tempfile.mkdtemp(prefix="sharpfu-tests-")

@@ -13,25 +13,27 @@ from PIL import Image, ImageDraw, ImageFont
 from enginekit import make_job
 from sharpfu_client.wire import WireError
 from models import registry
-from scripts import degradations
-from server import adaptation, blur_kernels, internal_pairs, tiling
-from server.adapted import AdaptedMethod
+from server import tiling
+from server.adaptation import AdaptedMethod, fit, low_rank, pairs as internal_pairs
 from server.engine import Engine
 from server.jobs import JobError
 from server.settings import Settings
+from training import degradations
+from training.degradations import BlurRecipe, ThumbnailRecipe
 
 FAST = dict(steps=40, checks=4)
-DOWNSCALE_X2 = internal_pairs.Downscale(2, internal_pairs.DEFAULT_RECIPE)
+DOWNSCALE_X2 = internal_pairs.Downscale(2, ThumbnailRecipe())
 
 
 def shipped_x2():
-    weights = next(w for w in registry.shipped() if w.method == "span" and w.scale == 2)
+    weights = next(w for w in registry.shipped()
+                   if w.record["method"] == "span" and w.spec.scale == 2)
     return weights, weights.load()
 
 
 def shipped_pairs(weights) -> internal_pairs.Downscale:
     """The pairs the shipped x2 upscaler adapts on: its own training recipe."""
-    return internal_pairs.Downscale(2, internal_pairs.recipe_of(weights.record))
+    return internal_pairs.Downscale(2, ThumbnailRecipe.of(weights.record))
 
 
 def text_image(seed: int = 0, size: int = 160) -> np.ndarray:
@@ -47,17 +49,13 @@ def text_image(seed: int = 0, size: int = 160) -> np.ndarray:
     return np.asarray(canvas.resize((size, size), Image.Resampling.LANCZOS))
 
 
-def test_recipe_mirrors_the_training_script():
-    assert set(internal_pairs.DEFAULT_RECIPE) == {
-        f.name for f in dataclasses.fields(degradations.Recipe)}
-    for name, value in internal_pairs.DEFAULT_RECIPE.items():
-        assert value == getattr(degradations.Recipe(), name), name
+def test_the_recipe_is_the_one_the_weights_finished_training_with():
     weights, _ = shipped_x2()
     last = weights.record["training"]["data"]["recipe_changes"][-1]["recipe"]
-    recipe = internal_pairs.recipe_of(weights.record)
-    assert recipe["blur"] == last["blur"] and recipe["jpeg"] == last["jpeg"]
-    assert recipe["noise_sigma"] == tuple(last["noise_sigma"])
-    assert internal_pairs.recipe_of({}) == internal_pairs.DEFAULT_RECIPE
+    recipe = ThumbnailRecipe.of(weights.record)
+    assert recipe.blur == last["blur"] and recipe.jpeg == last["jpeg"]
+    assert recipe.noise_sigma == tuple(last["noise_sigma"])
+    assert ThumbnailRecipe.of({}) == ThumbnailRecipe()
 
 
 def test_pairs_hold_out_a_strip_never_trained_on():
@@ -84,8 +82,8 @@ def test_pairs_hold_out_a_strip_never_trained_on():
 def test_adaptation_improves_the_internal_pairs_of_a_synthetic_image():
     weights, model = shipped_x2()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    outcome = adaptation.adapt(model, [text_image(1), text_image(2)], shipped_pairs(weights),
-                               adaptation.Settings(**FAST))
+    outcome = fit.adapt(model, [text_image(1), text_image(2)], shipped_pairs(weights),
+                        fit.Settings(**FAST))
     assert outcome.accepted, outcome.reason
     assert outcome.after > outcome.before + 0.05
     assert outcome.held_out and outcome.state is not None
@@ -94,25 +92,26 @@ def test_adaptation_improves_the_internal_pairs_of_a_synthetic_image():
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     # and the kept weights do score what the outcome says on the check pairs
-    adapted, _, _ = registry.build(outcome.state)
+    adapted = registry.build(outcome.state).model
     pairs = internal_pairs.Pairs([text_image(1), text_image(2)], shipped_pairs(weights), 32,
                                  seed=0)
-    assert adaptation.evaluate(adapted, pairs.check) == pytest.approx(outcome.after, abs=1e-3)
+    assert fit.evaluate(adapted, pairs.check) == pytest.approx(outcome.after, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_the_safeguard_rejects_a_harmful_adaptation():
     weights, model = shipped_x2()
     # A learning rate a thousand times too high wrecks the network at once;
     # the held-out check must notice and keep the shipped one.
-    outcome = adaptation.adapt(model, [text_image(3)], shipped_pairs(weights),
-                               adaptation.Settings(steps=12, checks=3, learning_rate=1.0,
-                                                   l2sp=0.0))
+    outcome = fit.adapt(model, [text_image(3)], shipped_pairs(weights),
+                        fit.Settings(steps=12, checks=3, learning_rate=1.0))
     assert not outcome.accepted
     assert outcome.state is None and outcome.after == outcome.before
     assert min(db for _, db in outcome.curve[1:]) < outcome.before - 1.0
     assert "shipped network is kept" in outcome.reason
 
 
+@pytest.mark.slow
 def test_adaptation_stops_when_cancelled():
     weights, model = shipped_x2()
     calls = []
@@ -122,8 +121,8 @@ def test_adaptation_stops_when_cancelled():
         return len(calls) > 3
 
     with pytest.raises(tiling.Cancelled):
-        adaptation.adapt(model, [text_image(4)], shipped_pairs(weights),
-                         adaptation.Settings(steps=200), cancelled=cancelled)
+        fit.adapt(model, [text_image(4)], shipped_pairs(weights), fit.Settings(steps=200),
+                  cancelled=cancelled)
     assert len(calls) == 4
 
 
@@ -196,15 +195,15 @@ def test_clean_images_get_pairs_without_jpeg(engine, monkeypatch):
         seen.append(degradation.recipe)
         raise tiling.Cancelled()   # the recipe is all this test needs
 
-    monkeypatch.setattr(adaptation, "adapt", fake_adapt)
+    monkeypatch.setattr(fit, "adapt", fake_adapt)
     image = text_image(9, 96)
     for compressed in (True, False):
         job = make_job("adapt", {"steps": 10, "compressed": compressed}, sample0=image)
         with pytest.raises(tiling.Cancelled):
             engine.run(job, lambda f, s: None)
     weights, _ = shipped_x2()
-    assert seen[0] == internal_pairs.recipe_of(weights.record) and seen[0]["jpeg"] > 0
-    assert seen[1] == dict(seen[0], jpeg=0.0)
+    assert seen[0] == ThumbnailRecipe.of(weights.record) and seen[0].jpeg > 0
+    assert seen[1] == dataclasses.replace(seen[0], jpeg=0.0)
 
 
 def test_adapt_refuses_what_cannot_adapt(engine):
@@ -219,6 +218,7 @@ def test_adapt_refuses_what_cannot_adapt(engine):
     assert "models folder" in error.value.message
 
 
+@pytest.mark.slow
 def test_adapt_cancelled_through_the_engine(engine):
     job = make_job("adapt", {"steps": 500}, sample0=text_image(8, 128))
     methods = set(engine.catalog.methods)
@@ -248,26 +248,23 @@ def high_frequency(pixels: torch.Tensor) -> float:
 def test_blur_recipe_is_the_deblurrers_own():
     weights, _ = shipped_deblurrer()
     trained = weights.record["training"]["data"]["recipe"]
-    recipe = internal_pairs.blur_recipe_of(weights.record)
+    recipe = BlurRecipe.of(weights.record)
     assert recipe.shake == trained["shake"] and recipe.motion_length == tuple(
         trained["motion_length"])
-    assert internal_pairs.blur_recipe_of(None) == blur_kernels.Recipe()
-    # scripts/blur_kernels.py trains with the very same kernels
-    from scripts import blur_kernels as training_kernels
-    assert training_kernels.random_kernel is blur_kernels.random_kernel
+    assert BlurRecipe.of(None) == BlurRecipe()
 
 
 def test_largest_radius_bounds_every_kernel_drawn():
-    recipe = blur_kernels.Recipe()
-    reach = blur_kernels.largest_radius(recipe)
+    recipe = BlurRecipe()
+    reach = degradations.largest_radius(recipe)
     rng = np.random.default_rng(3)
-    sides = [blur_kernels.random_kernel(rng, recipe)[0].shape[0] for _ in range(300)]
+    sides = [degradations.random_kernel(rng, recipe)[0].shape[0] for _ in range(300)]
     assert max(sides) // 2 <= reach
     assert max(sides) // 2 >= reach - 6       # and it is not wildly loose
 
 
 def test_reblur_pairs_are_blurred_copies_of_the_half_size_image():
-    degradation = internal_pairs.Reblur(blur_kernels.Recipe(sharp=0.0, noise=0.0, jpeg=0.0))
+    degradation = internal_pairs.Reblur(BlurRecipe(sharp=0.0, noise=0.0, jpeg=0.0))
     image = text_image(11, 320)
     pairs = internal_pairs.Pairs([image], degradation, 24, seed=2)
     # cut from the image reduced to 160 px: a strip of it held out
@@ -278,7 +275,7 @@ def test_reblur_pairs_are_blurred_copies_of_the_half_size_image():
     # same colours on average: the kernels sum to one and are centred
     assert float((low.mean((2, 3)) - high.mean((2, 3))).abs().max()) < 0.03
     # an identity kernel gives the target back exactly
-    identity = internal_pairs.Reblur(blur_kernels.Recipe(
+    identity = internal_pairs.Reblur(BlurRecipe(
         shake=0, linear=0, defocus=0, gaussian=0, sharp=1, noise=0, jpeg=0))
     low, high = internal_pairs.Pairs([image], identity, 24, seed=2).batch(4)
     assert torch.equal(low, high)
@@ -334,13 +331,13 @@ def test_an_adapted_deblurrer_is_never_the_default(engine, monkeypatch):
 
 # -- low-rank adapters ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_low_rank_adapters_start_at_the_shipped_network_and_merge_exactly():
-    from server import low_rank
     _, model = shipped_x2()
     x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = model(x)
-    adapted = adaptation._copy(model)
+    adapted = fit._copy(model)
     params = low_rank.attach(adapted, 4)
     assert sum(p.numel() for p in params) < 0.2 * sum(p.numel() for p in model.parameters())
     assert all(not p.requires_grad for n, p in adapted.named_parameters()
@@ -353,22 +350,22 @@ def test_low_rank_adapters_start_at_the_shipped_network_and_merge_exactly():
     assert (changed - before).abs().max() > 1e-3
     state = low_rank.merged_state(adapted)
     assert set(state) == set(model.state_dict())       # the network's own names
-    plain, _, _ = registry.build(state)
+    plain = registry.build(state).model
     with torch.no_grad():
         assert torch.allclose(plain(x), changed, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_low_rank_adaptation_keeps_a_plain_network():
     weights, model = shipped_x2()
-    outcome = adaptation.adapt(model, [text_image(1), text_image(2)], shipped_pairs(weights),
-                               adaptation.Settings(layers="low-rank", learning_rate=5e-3,
-                                                   **FAST))
+    outcome = fit.adapt(model, [text_image(1), text_image(2)], shipped_pairs(weights),
+                        fit.Settings(trainable="low-rank", learning_rate=5e-3, **FAST))
     assert outcome.accepted, outcome.reason         # seeded: forty steps gain here
     assert set(outcome.state) == set(model.state_dict())
-    adapted, _, _ = registry.build(outcome.state)
+    adapted = registry.build(outcome.state).model
     pairs = internal_pairs.Pairs([text_image(1), text_image(2)], shipped_pairs(weights), 32,
                                  seed=0)
-    assert adaptation.evaluate(adapted, pairs.check) == pytest.approx(outcome.after, abs=1e-3)
+    assert fit.evaluate(adapted, pairs.check) == pytest.approx(outcome.after, abs=1e-3)
 
 
 @pytest.mark.slow
@@ -379,9 +376,9 @@ def test_adapt_op_trains_low_rank_adapters_when_asked(engine):
     full, _, _ = adapt_job(engine, {}, *images)
     assert outcome["model"] != full["model"]          # a different request, a different name
     adapted = engine.catalog.methods[outcome["model"]]
-    assert adapted.record["settings"]["layers"] == "low-rank"
+    assert adapted.record["settings"]["trainable"] == "low-rank"
     assert adapted.record["settings"]["learning_rate"] == pytest.approx(
-        adaptation.Settings().learning_rate * adaptation.LOW_RANK_RATE_FACTOR)
+        fit.Settings().learning_rate * fit.LOW_RANK_RATE_FACTOR)
     result, info = engine.run(make_job("upscale", {"scale": 2, "method": outcome["model"]},
                                        image=images[0][:40, :40]), lambda f, s: None)
     assert info["name"] == outcome["model"] and result[0][1].shape == (80, 80, 3)

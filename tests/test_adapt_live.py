@@ -15,6 +15,8 @@ from sharpfu_cli.imageio import Picture
 from test_adapt import text_image
 from test_cli import ok, run_cli
 
+pytestmark = pytest.mark.slow   # adaptation through live servers
+
 rng = np.random.default_rng(5)
 
 

@@ -31,6 +31,7 @@ def cli(*args, timeout=300):
                           env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_jobs_resume_and_summary(server, tmp_path):
     names = make_inputs(tmp_path / "in", 6)
     common = ["--config", server.config_path, "--no-autostart"]
@@ -48,6 +49,7 @@ def test_jobs_resume_and_summary(server, tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == names
 
 
+@pytest.mark.slow
 def test_several_servers_one_killed_mid_batch(fresh_server, tmp_path):
     servers = [fresh_server() for _ in range(3)]
     names = make_inputs(tmp_path / "in", 12, 256, 256)
@@ -83,6 +85,7 @@ def test_several_servers_one_killed_mid_batch(fresh_server, tmp_path):
     assert busy(servers[1].log()), "the killed server's unfinished jobs were taken over"
 
 
+@pytest.mark.slow
 def test_status_lists_every_server(fresh_server, tmp_path):
     servers = [fresh_server() for _ in range(2)]
     servers[1].kill()

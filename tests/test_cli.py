@@ -13,7 +13,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from serverproc import free_port
+from server.scratch import free_port
 from sharpfu_cli import imageio, main as cli_main
 from sharpfu_cli.imageio import Picture
 
@@ -94,6 +94,14 @@ def test_deblur_keeps_the_size(sharpfu, server, tmp_path):
     result = ok(sharpfu("deblur", tmp_path / "in.jpg", "-o", tmp_path / "out2.jpg",
                         "--method", "unsharp"))
     assert "(classical method, not AI)" in result.stderr
+
+
+def test_strength_zero_leaves_the_picture_as_it_was(sharpfu, tmp_path):
+    pixels = image(tmp_path / "in.png")
+    ok(sharpfu("deblur", tmp_path / "in.png", "-o", tmp_path / "out.png", "--strength", "0%"))
+    assert np.array_equal(imageio.read(str(tmp_path / "out.png")).pixels, pixels)
+    refused = sharpfu("deblur", tmp_path / "in.png", "-o", tmp_path / "x.png", "--strength", "2")
+    assert refused.returncode == 2 and "between 0 and 1" in refused.stderr
 
 
 @pytest.mark.parametrize("scale", [1, 2])
@@ -231,6 +239,7 @@ def test_batch_on_a_folder_goes_on_past_a_damaged_file(sharpfu, tmp_path):
     assert result.stderr.count("upscale used") == 1
 
 
+@pytest.mark.slow
 def test_several_files_into_an_existing_folder(sharpfu, tmp_path):
     image(tmp_path / "a.png")
     image(tmp_path / "b.webp")
@@ -324,6 +333,7 @@ def test_the_cli_supplies_a_server_command(tmp_path):
     assert client.config["_path"] == str(config)
 
 
+@pytest.mark.slow
 def test_autostart(tmp_path):
     endpoint = "tcp://127.0.0.1:%d" % free_port()
     config = tmp_path / "config.json"

@@ -7,6 +7,8 @@ import pytest
 from sharpfu_client import Cancelled, Frame, SharpFuError
 from sharpfu_client.cluster import Cluster
 
+pytestmark = pytest.mark.slow   # several live servers, some killed on purpose
+
 
 def frames(count):
     rng = np.random.default_rng(11)
@@ -67,7 +69,7 @@ def test_cancel_reaches_the_server_that_has_the_job(three):
 
 
 def test_no_server_at_all(tmp_path):
-    from serverproc import free_port
+    from server.scratch import free_port
     with Cluster(["tcp://127.0.0.1:%d" % free_port()], config={"client": {}}) as cluster:
         with pytest.raises(SharpFuError) as caught:
             cluster.connect()

@@ -106,7 +106,7 @@ def messages(draw):
 
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory):
-    from serverproc import ServerProcess
+    from server.scratch import ServerProcess
     proc = ServerProcess(tmp_path_factory.mktemp("fuzz")).start()
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -181,6 +182,7 @@ def test_upscale_scales_the_image_with_the_model_in_the_active_layer(plugin, ser
     assert image.snapshot() == before
 
 
+@pytest.mark.slow
 def test_result_as_a_new_image_leaves_this_one_alone(plugin, server):
     image, layer = picture(kind=RGB_IMAGE, offsets=(2, 2))
     before, original = image.snapshot(), layer_array(layer).copy()
@@ -202,7 +204,13 @@ def test_progress_follows_the_server(plugin):
     assert gimpfu.progress[0][0] == "init"
     fractions = [value for kind, value in gimpfu.progress if kind == "update"]
     assert fractions and fractions[-1] == 1.0 and fractions == sorted(fractions)
-    assert any(kind == "text" and "done by" in value for kind, value in gimpfu.progress)
+    texts = [value for kind, value in gimpfu.progress if kind == "text"]
+    assert "AI Upscale: Enlarging..." in texts or "AI Upscale: Loading the model, then " \
+        "enlarging..." in texts, texts
+    # the last word stays: how long it took and what made it, in plain words
+    assert re.match(r"AI Upscale: Done in \d+\.\d s with (the AI model|.*classical)", texts[-1]), \
+        texts[-1]
+    assert "channels" not in texts[-1] and "blocks" not in texts[-1]
 
 
 def test_undo_group_surrounds_every_change(plugin):
@@ -317,6 +325,7 @@ def test_a_wrong_scale_is_refused(plugin):
 
 # -- AI Batch ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_batch_on_every_layer_is_one_undo_step_and_skips_text(plugin, server):
     image, layer = picture(kind=RGB_IMAGE)
     text = make_layer(image, "caption", 12, 6, RGBA_IMAGE, pixels(12, 6, 4).tobytes())
@@ -338,6 +347,7 @@ def test_batch_on_every_layer_is_one_undo_step_and_skips_text(plugin, server):
     assert image.snapshot() == before
 
 
+@pytest.mark.slow
 def test_batch_on_every_open_image(plugin):
     first, layer = picture()
     second, _ = picture(kind=GRAY_IMAGE, base=GRAY)

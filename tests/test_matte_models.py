@@ -4,12 +4,14 @@ weights are tested in test_matte_weights.py."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from models import guided_upsampler, matte_refiner
-from scripts import matte_data
 from server.methods.foreground import estimate_foreground, linear_to_srgb, srgb_to_linear
+from server.methods.mask_refiner import Upsampling
+from training import composites as matte_data
 
 rng = np.random.default_rng(5)
 PARAMETER_RANGE = (100_000, 600_000)
@@ -48,6 +50,7 @@ def test_refiner_gives_every_pass_at_the_input_size():
         assert p["settled"].dtype == torch.bool
 
 
+@pytest.mark.slow
 def test_sparse_passes_equal_the_dense_ones():
     torch.manual_seed(0)
     model = matte_refiner.MatteRefiner().eval()
@@ -79,29 +82,23 @@ def random_upsampler() -> guided_upsampler.GuidedUpsampler:
 
 
 def tiled(model, image, alpha_lo, image_lo, tile):
-    h, w = image.shape[-2:]
-    out = torch.full((1, 1, h, w), -1.0)
-
-    def read(top, bottom, left, right):
-        rows = torch.arange(top, bottom).clamp(0, h - 1)
-        cols = torch.arange(left, right).clamp(0, w - 1)
-        return image[:, :, rows][..., cols]
-
-    def write(top, bottom, left, right, a):
-        out[..., top:bottom, left:right] = a
-    counts = guided_upsampler.upsample(model, read, (h, w), alpha_lo, image_lo, write, tile)
+    """The upsampler through the server's tiler, as the matte op runs it."""
+    upsampling = Upsampling(model, alpha_lo, image_lo, tuple(image.shape[-2:]))
+    frame = np.ascontiguousarray(image[0].permute(1, 2, 0).numpy())
+    out = upsampling.whole(frame, torch.device("cpu"), tile)
     assert out.min() >= 0
-    return out, counts
+    return out, upsampling.counts
 
 
+@pytest.mark.slow
 def test_upsampler_tiles_show_no_seams():
     upsampler = random_upsampler()
-    image, alpha = composite_scene(200, 264, seed=2)
-    alpha_lo, image_lo = F.interpolate(alpha, size=(57, 75), mode="area"), \
-        F.interpolate(image, size=(57, 75), mode="area")
+    image, alpha = composite_scene(320, 420, seed=2)
+    alpha_lo, image_lo = F.interpolate(alpha, size=(91, 120), mode="area"), \
+        F.interpolate(image, size=(91, 120), mode="area")
     whole, counts = tiled(upsampler, image, alpha_lo, image_lo, 1000)
     assert counts == {"computed": 1, "skipped": 0}
-    for tile in (64, 37):
+    for tile in (80, 97):
         parts, counts = tiled(upsampler, image, alpha_lo, image_lo, tile)
         assert counts["skipped"] > 0 and counts["computed"] > 0
         assert (parts - whole).abs().max() < 1 / 255

@@ -67,6 +67,7 @@ def test_grey_and_transparent_images_work():
     assert run("matte", {}, image=rgba, mask=mask).shape == (120, 160, 1)
 
 
+@pytest.mark.slow
 def test_tiled_equals_untiled():
     image, mask, _ = scene(300, 420, seed=1)
     whole = run("matte", {}, image=image, mask=mask).astype(int)
@@ -124,6 +125,7 @@ def test_the_classical_matte_still_runs_by_name():
     assert info["name"] == "colour-line" and len(results) == 2
 
 
+@pytest.mark.slow
 def test_cancel_stops_a_refine(monkeypatch):
     image, mask, _ = scene(300, 420)
     job = make_job("matte", {"tile": 64}, image=image, mask=mask)
@@ -136,6 +138,7 @@ def test_cancel_stops_a_refine(monkeypatch):
         engine().run(job, report)
 
 
+@pytest.mark.slow
 def test_matte_through_a_live_server(server):
     image, mask, truth = scene(fmt="u8")
     frames = [Frame(image, 160, 120, 3, "u8", "image"), Frame(mask, 160, 120, 1, "u8", "mask")]
@@ -154,6 +157,7 @@ def test_matte_through_a_live_server(server):
     assert seen == sorted(seen) and seen[-1] == 1.0
 
 
+@pytest.mark.slow
 def test_cli_writes_the_matte_and_a_cut_out(server, tmp_path):
     import subprocess
     import sys

@@ -13,14 +13,17 @@ from hypothesis import given, strategies as st
 from PIL import Image
 
 from enginekit import engine, make_job, run
-from models import mimo_unet, mimo_unet_weights
+from models import mimo_unet, registry
+from models.architectures import mimo_unet as mimo_unet_arch
 from models.loading import WeightsError
 from models.span import SPAN
-from scripts import blur_kernels
 from server import models_folder, tiling
 from server.engine import Engine
-from server.methods import mimo_unet as mimo_methods
+from server.methods import network
+from server.methods.network import NetworkMethod, shipped_methods
 from server.settings import Settings
+from training import metrics
+from training.degradations import BLUR_CASES
 
 DATA = Path(__file__).resolve().parent / "data"
 FACE = DATA / "grace_hopper_face.png"     # a crop of a held-out photo (data/README.md)
@@ -60,8 +63,8 @@ def test_paper_sizes_have_the_official_names_shapes_and_parameter_counts(size):
     state = model.state_dict()
     assert sum(p.numel() for p in model.parameters()) == parameters
     assert len(state) == tensors and fingerprint(state) == digest
-    assert mimo_unet_weights.detect(state) == {"channels": size[0], "blocks": size[1]}
-    assert mimo_unet_weights.flavour(*size) == {8: "MIMO-UNet", 20: "MIMO-UNet+"}[size[1]]
+    assert mimo_unet_arch.detect(state) == {"channels": size[0], "blocks": size[1]}
+    assert mimo_unet_arch.flavour(*size) == {8: "MIMO-UNet", 20: "MIMO-UNet+"}[size[1]]
 
 
 def test_key_names_and_shapes_of_the_release():
@@ -90,21 +93,23 @@ def test_key_names_and_shapes_of_the_release():
 
 
 def test_registry_knows_mimo_unet(tmp_path):
-    from models import registry
     model = small_network(8, 2)
     architecture, params = registry.detect(model.state_dict())
     assert architecture.name == "mimo-unet" and params == {"channels": 8, "blocks": 2}
-    rebuilt, _, _ = registry.load(save_official(model, tmp_path / "MIMO-UNet.pkl"))
+    rebuilt = registry.load(save_official(model, tmp_path / "MIMO-UNet.pkl")).model
     x = torch.rand(1, 3, 20, 28)
     with torch.inference_mode():
         assert torch.equal(rebuilt(x), model.restore(x))
-    assert architecture.multiple(**params) == 1     # it pads itself, by reflection
+    spec = architecture.spec(**params)
+    assert spec.multiple == 1 and spec.alignment == 4   # it pads itself, by reflection
 
 
+@pytest.mark.slow
 def test_official_checkpoint_round_trips_strictly_through_weights_only_load(tmp_path):
     model = small_network(32, 8, seed=1)
     path = save_official(model, tmp_path / "MIMO-UNet.pkl")
-    loaded, params = mimo_unet_weights.load(path)
+    found = registry.load(path)
+    loaded, params = found.model, found.params
     assert params == {"channels": 32, "blocks": 8}
     original = model.state_dict()
     assert list(loaded.state_dict()) == list(original)
@@ -122,21 +127,20 @@ def test_dataparallel_prefix_and_safetensors_are_accepted(tmp_path):
     torch.save({"model": {"module." + k: v for k, v in state.items()}}, tmp_path / "dp.pth")
     save_file(state, str(tmp_path / "ours.safetensors"))
     for name in ("dp.pth", "ours.safetensors"):
-        loaded, params = mimo_unet_weights.load(tmp_path / name)
-        assert params == {"channels": 8, "blocks": 1}
+        assert registry.load(tmp_path / name).params == {"channels": 8, "blocks": 1}
 
 
 def test_weights_that_only_look_like_mimo_unet_are_refused(tmp_path):
     state = small_network().state_dict()
-    assert mimo_unet_weights.detect(SPAN(2, 16, 2).state_dict()) is None
+    assert mimo_unet_arch.detect(SPAN(2, 16, 2).state_dict()) is None
     uneven = {k: v for k, v in small_network(8, 2).state_dict().items()
               if not k.startswith("Decoder.2.layers.1.")}
     with pytest.raises(WeightsError, match="differ in depth"):
-        mimo_unet_weights.detect(uneven)
+        mimo_unet_arch.detect(uneven)
     state["FAM1.merge.main.0.weight"] = torch.zeros(32, 16, 3, 3)
     torch.save({"model": state}, tmp_path / "odd.pkl")
-    with pytest.raises(WeightsError, match="does not fit"):
-        mimo_unet_weights.load(tmp_path / "odd.pkl")
+    with pytest.raises(WeightsError, match="do not fit"):
+        registry.load(tmp_path / "odd.pkl")
 
 
 def test_the_three_outputs_are_residuals_at_quarter_half_and_full_size():
@@ -151,6 +155,7 @@ def test_the_three_outputs_are_residuals_at_quarter_half_and_full_size():
     assert torch.equal(quarter, x[..., ::4, ::4])
 
 
+@pytest.mark.slow
 def test_theoretical_reach_matches_the_gradient():
     """theoretical_radius is exact: the gradient of one output pixel reaches
     that far and no further (weights made positive so no ReLU closes)."""
@@ -158,7 +163,7 @@ def test_theoretical_reach_matches_the_gradient():
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.copy_(torch.rand_like(parameter) * 0.3)
-    radius = mimo_unet_weights.theoretical_radius(1)
+    radius = mimo_unet_arch.theoretical_radius(1)
     side = (2 * radius + 40) // 4 * 4
     x = torch.rand(1, 3, side, side, dtype=torch.float64, requires_grad=True)
     reach = 0
@@ -167,8 +172,8 @@ def test_theoretical_reach_matches_the_gradient():
         where = torch.nonzero(gradient[0].abs().sum(0))
         reach = max(reach, int((where - centre).abs().max()))
     assert reach == radius == 45
-    assert mimo_unet_weights.theoretical_radius(8) == 241
-    assert mimo_unet_weights.theoretical_radius(20) == 577
+    assert mimo_unet_arch.theoretical_radius(8) == 241
+    assert mimo_unet_arch.theoretical_radius(20) == 577
 
 
 # -- padding ----------------------------------------------------------------------
@@ -224,11 +229,11 @@ def test_the_models_folder_offers_what_it_recognises_and_skips_the_rest(tmp_path
     assert "My Deblurrer" in methods and "nested" not in methods
     info = methods["My Deblurrer"]
     assert info["kind"] == "network" and info["source"] == "user checkpoint My Deblurrer.pkl"
-    assert info["ops"] == ["deblur", "sharpen"] and info["weights"]["parameters"] == 88_291
+    assert info["ops"] == ["deblur", "sharpen"] and info["weights"]["1"]["parameters"] == 88_291
     skipped = {r.getMessage().split(":")[1].split()[-1]: r for r in caplog.records
                if "skipping" in r.getMessage()}
     assert set(skipped) == {"evil.pkl", "broken.pth", "empty.pt", "span-x2.pth", "README.txt"}
-    assert "does not hold MIMO-UNet weights" in skipped["span-x2.pth"].getMessage()
+    assert "only deblurrers" in skipped["span-x2.pth"].getMessage()
     assert "empty" in skipped["empty.pt"].getMessage()
     assert "cannot be loaded safely" in skipped["evil.pkl"].getMessage()
     assert skipped["README.txt"].levelno == logging.INFO
@@ -259,6 +264,7 @@ def test_names_never_collide(tmp_path):
     assert names == ["deblur", "deblur.pth", "unsharp.pkl"]
 
 
+@pytest.mark.slow
 def test_deblur_prefers_mimo_unet_plus_then_mimo_unet_then_ours(tmp_path):
     folder = tmp_path / "models"
     folder.mkdir()
@@ -269,8 +275,8 @@ def test_deblur_prefers_mimo_unet_plus_then_mimo_unet_then_ours(tmp_path):
     save_official(small_network(32, 20), folder / "b.pkl")
     served = Engine(Settings(device="cpu", models_dir=str(folder)))
     candidates = [m.name for m in served.catalog.candidates("deblur")]
-    ahead = [m.name for m in mimo_methods.shipped() if mimo_methods.validated_better(m.record)]
-    behind = [m.name for m in mimo_methods.shipped() if m.name not in ahead]
+    ahead = [m.name for m in shipped_deblurrers() if m.rank() > 0]
+    behind = [m.name for m in shipped_deblurrers() if m.name not in ahead]
     assert candidates == ["b", "a"] + ahead + ["unsharp"] + behind
     assert served.status()["defaults"]["sharpen"]["2"] == "b+" + served.catalog.pick(
         "upscale", None, 2).name
@@ -286,22 +292,22 @@ def record_with(network: float, blurry: float, unsharp: float | None = None) -> 
 
 def test_shipped_weights_rank_above_the_unsharp_mask_only_if_their_record_says_they_beat_it():
     """Weights no better than the blurry input, or than the unsharp mask,
-    on any validation case stay below the classical method."""
-    assert mimo_methods.validated_better(record_with(25.0, 24.0, 24.5))
-    assert mimo_methods.validated_better(record_with(25.0, 24.0))
-    assert not mimo_methods.validated_better(record_with(24.0, 24.0, 23.0))
-    assert not mimo_methods.validated_better(record_with(24.4, 24.0, 24.5))
-    assert not mimo_methods.validated_better({"validation": {}})
-    small = {"channels": 8, "blocks": 1}
+    on any validation case stay below the classical method; a user's
+    checkpoint (no record) above SharpFu's own."""
+    def rank(record):
+        weights = registry.Weights(mimo_unet_arch.ARCHITECTURE, {"channels": 8, "blocks": 1},
+                                   path=Path("x.safetensors"), record=record)
+        return network.preference(weights)
 
-    def method(record):
-        return mimo_methods.MimoUNetMethod(Path("x.safetensors"), small, "m", "t", "d", "s",
-                                           record)
+    assert rank(record_with(25.0, 24.0, 24.5)) > 0
+    assert rank(record_with(25.0, 24.0)) > 0
+    assert rank(record_with(24.0, 24.0, 23.0)) < 0
+    assert rank(record_with(24.4, 24.0, 24.5)) < 0
+    assert rank({"validation": {}}) < 0
+    assert rank(None) > rank(record_with(25.0, 24.0, 24.5))
 
-    assert method(record_with(25.0, 24.0, 24.5)).rank() > 0 > method(record_with(24.0, 24.5)).rank()
-    assert method(None).rank() > method(record_with(25.0, 24.0, 24.5)).rank()
 
-
+@pytest.mark.slow
 def test_the_cli_names_a_user_checkpoint(tmp_path, fresh_server):
     from test_cli import run_cli
     folder = tmp_path / "models"
@@ -337,12 +343,17 @@ def test_aligned_plans_cover_the_axis_with_pairwise_overlaps(length, tile, margi
         assert a + axis.size <= c
 
 
-def shipped_method() -> mimo_methods.MimoUNetMethod:
-    methods = mimo_methods.shipped()
+def shipped_deblurrers() -> list[NetworkMethod]:
+    return [m for m in shipped_methods() if m.task == "deblur"]
+
+
+def shipped_method() -> NetworkMethod:
+    methods = shipped_deblurrers()
     assert methods, "no shipped MIMO-UNet weights in models/weights/"
     return methods[0]
 
 
+@pytest.mark.slow
 def test_tiled_equals_untiled_with_the_shipped_network():
     """Within 1/255 with the margin the method states, at the smallest tile
     the tiler allows for it, on a photo (not noise: the margin is where a
@@ -354,7 +365,7 @@ def test_tiled_equals_untiled_with_the_shipped_network():
     height, width = tile + tile // 3 + 1, tile + tile // 5 + 3
     repeats = -(-max(height, width) // photo.shape[0])
     src = np.tile(photo, (repeats, repeats, 1))[:height, :width]
-    src = blur_kernels.FIXED["motion-15"].apply(src)
+    src = BLUR_CASES["motion-15"].apply(src)
     whole = run("deblur", {"tile": 4096, "method": method.name}, image=src)
     reports = []
     tiled = run("deblur", {"tile": tile, "method": method.name}, reports, image=src)
@@ -362,15 +373,16 @@ def test_tiled_equals_untiled_with_the_shipped_network():
     assert np.abs(tiled.astype(int) - whole).max() <= 1
 
 
+@pytest.mark.slow
 def test_only_shifts_by_multiples_of_4_leave_the_output_unchanged():
     """Why tiles start on multiples of 4: the nearest-neighbour halving takes
     the even pixels, so an input cropped by 1 column sees the other half of
     them at 1/2 size and its result differs all over, while one cropped by
     4 gives the same result wherever the crop's edge is out of reach."""
     model = small_network(8, 1)
-    radius = mimo_unet_weights.theoretical_radius(1)
+    radius = mimo_unet_arch.theoretical_radius(1)
     photo = np.tile(np.array(Image.open(FACE).convert("RGB")), (2, 2, 1))
-    x = torch.from_numpy(blur_kernels.FIXED["gaussian-2"].apply(photo)).permute(2, 0, 1)[None]
+    x = torch.from_numpy(BLUR_CASES["gaussian-2"].apply(photo)).permute(2, 0, 1)[None]
     x = x.float() / 255
     with torch.inference_mode():
         whole = model.restore(x)
@@ -386,19 +398,20 @@ def test_only_shifts_by_multiples_of_4_leave_the_output_unchanged():
 
 def test_shipped_weights_have_a_record_and_rank_as_it_says():
     method = shipped_method()
-    record = method.record
+    weights = method.weights[1]
+    record = weights.record
     for key in ("name", "architecture", "hyper_parameters", "parameters", "ops", "title",
                 "description", "source", "training", "validation"):
         assert key in record, key
     for key in ("commands", "data", "git", "device", "training_seconds", "steps"):
         assert key in record["training"], key
-    for case in blur_kernels.FIXED:
+    for case in BLUR_CASES:
         assert {"network", "blurry_input", "unsharp"} <= set(record["validation"][case]), case
     assert record["source"] == "trained by SharpFu's scripts/train_deblur.py"
-    assert record["parameters"] == method.parameters
-    assert method.path.stat().st_size < 8 * 2 ** 20
+    assert record["parameters"] == sum(p.numel() for p in weights.load().parameters())
+    assert weights.path.stat().st_size < 8 * 2 ** 20
     status = engine().status()
-    default = method.name if mimo_methods.validated_better(record) else "unsharp"
+    default = method.name if network.preference(weights) > 0 else "unsharp"
     assert status["defaults"]["deblur"] == {"1": default}
     assert status["defaults"]["sharpen"]["2"].startswith(default + "+")
     listed = {m["name"]: m for m in status["methods"]}[method.name]
@@ -411,11 +424,11 @@ def test_the_shipped_network_beats_the_blurry_input_on_a_held_out_face(case, min
     """An untrained network returns its input (a gain of 0) and broken or
     mismatched weights do worse; the shipped ones gained 1.84, 0.20 and
     0.20 dB on this face when trained (small on motion blur: CPU training,
-    docs/MODELS.md)."""
+    docs/models/mimo-unet.md)."""
     sharp = np.array(Image.open(FACE).convert("RGB"))
-    blurry = blur_kernels.FIXED[case].apply(sharp)
+    blurry = BLUR_CASES[case].apply(sharp)
     out = run("deblur", {"method": shipped_method().name}, image=blurry)
-    ours, before = blur_kernels.psnr(out, sharp), blur_kernels.psnr(blurry, sharp)
+    ours, before = metrics.psnr(out, sharp), metrics.psnr(blurry, sharp)
     assert ours >= before + min_gain_db, (ours, before)
 
 
@@ -424,7 +437,7 @@ def test_half_precision_stays_close_to_full_precision():
     arithmetic shows whether activations overflow or the result drifts."""
     method = shipped_method()
     sharp = np.array(Image.open(FACE).convert("RGB"))
-    x = torch.from_numpy(blur_kernels.FIXED["motion-15"].apply(sharp)).permute(2, 0, 1)[None]
+    x = torch.from_numpy(BLUR_CASES["motion-15"].apply(sharp)).permute(2, 0, 1)[None]
     x = x.float() / 255
     outputs = {}
     for dtype in (torch.float32, torch.float16):
@@ -450,6 +463,7 @@ def add_model(tmp_path: Path, path: Path):
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_install_adds_a_recognised_checkpoint_and_refuses_the_rest(tmp_path):
     downloads = tmp_path / "downloads"
     marker = fill_folder(downloads)
@@ -460,7 +474,7 @@ def test_install_adds_a_recognised_checkpoint_and_refuses_the_rest(tmp_path):
     assert (folder / "My Deblurrer.pkl").read_bytes() == (downloads / "My Deblurrer.pkl").read_bytes()
     assert add_model(tmp_path, downloads / "My Deblurrer.pkl").returncode == 0   # again: no-op
     for name, why in (("evil.pkl", "cannot be loaded safely"), ("broken.pth", "safely"),
-                      ("span-x2.pth", "does not hold MIMO-UNet"), ("README.txt", "not a weights file"),
+                      ("span-x2.pth", "only deblurrers"), ("README.txt", "not a weights file"),
                       ("missing.pkl", "is not a file")):
         refused = add_model(tmp_path, downloads / name)
         assert refused.returncode != 0 and why in refused.stderr, (name, refused.stderr)

@@ -75,7 +75,7 @@ def test_matte_snaps_a_sloppy_mask_to_the_edges():
     coarse = np.zeros((64, 64, 1), np.uint8)
     coarse[13:51, 13:51] = 255               # 3 px too large all round
     # The classical method: on flat graphics like this the trained refiner
-    # leaves a soft ramp inside the edge (docs/MODELS.md), so it is named.
+    # leaves a soft ramp inside the edge (docs/models/matting.md), so it is named.
     alpha = run("matte", {"method": "colour-line"}, image=src, mask=coarse)
     assert alpha.shape == (64, 64, 1) and alpha.dtype == np.uint8
     error_before = np.abs(coarse[..., 0] / 255 - truth).mean()
@@ -123,8 +123,10 @@ def test_out_of_memory_at_the_smallest_tile_is_an_error(monkeypatch):
     assert caught.value.code == "out_of_memory"
 
 
+@pytest.mark.slow
 def test_cancel_stops_between_tiles():
-    job = make_job("upscale", {"scale": 2, "tile": 64}, image=gradient(300, 300, 3, np.uint8, 255))
+    job = make_job("upscale", {"scale": 2, "tile": 64, "method": "lanczos"},
+                   image=gradient(300, 300, 3, np.uint8, 255))
     seen = []
 
     def report(fraction, stage):
@@ -149,3 +151,50 @@ def test_fill_transparent_leaves_visible_pixels_alone():
     assert np.abs(hidden[:, :3].astype(int) - (10, 250, 10)).max() <= 1
     opaque = np.full((5, 5, 2), 255, np.uint8)
     assert pixels.fill_transparent(opaque, "u8") is opaque
+
+
+def photo_like(height, width, seed=3):
+    rng = np.random.default_rng(seed)
+    base = gradient(height, width, 3, np.float64, 200)
+    return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("op, params", [("upscale", {"scale": 2}), ("sharpen", {"scale": 2}),
+                                        ("deblur", {})])
+def test_strength_mixes_the_result_with_the_plain_one(op, params):
+    src = photo_like(40, 56)
+    full = run(op, params, image=src).astype(float)
+    plain = run(op, dict(params, strength=0.0), image=src)
+    if op == "deblur":
+        assert np.array_equal(plain, src)        # 0: the layer unchanged, exactly
+    else:
+        lanczos = run("upscale", {"scale": 2, "method": "lanczos"}, image=src)
+        assert np.array_equal(plain, lanczos)    # 0: the plain resampling, exactly
+    half = run(op, dict(params, strength=0.5), image=src).astype(float)
+    assert np.abs(full - plain).mean() > 1.0
+    assert np.abs(half - (plain + full) / 2).max() <= 1.0    # halfway, to the rounding
+    job = make_job(op, dict(params, strength=0.5), image=src)
+    _, described = engine().run(job, lambda f, s: None)
+    assert described["strength"] == 0.5
+
+
+def test_strength_outside_0_to_1_is_refused():
+    from sharpfu_client.wire import WireError
+    for value in (-0.1, 1.5):
+        with pytest.raises(WireError):
+            make_job("upscale", {"strength": value}, image=np.zeros((8, 8, 3), np.uint8))
+
+
+def test_progress_moves_inside_a_tile(monkeypatch):
+    """A tile the CPU works on for seconds must not leave the progress bar
+    still: every layer that finishes counts (reported every half second
+    here made every report)."""
+    import server.engine
+    monkeypatch.setattr(server.engine, "SUBTILE_INTERVAL", 0.0)
+    reports = []
+    run("upscale", {"scale": 2, "tile": 200}, reports, image=photo_like(180, 380))
+    tiles = [r for r in reports if r[1].endswith("tile 1 of 2") or r[1].endswith("tile 2 of 2")]
+    inside = [f for f, _ in tiles if 0.0 < f < 0.5]
+    assert len(inside) >= 5, reports[:8]
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0

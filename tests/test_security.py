@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from serverproc import ROOT, ServerProcess, free_port
+from server.scratch import ROOT, ServerProcess, free_port
 from sharpfu_client import Client, Frame, SharpFuError
 
 
@@ -38,6 +38,7 @@ def curve_client(proc: ServerProcess, tmp_path, client_section: dict) -> Client:
                   connect_timeout=2.0)
 
 
+@pytest.mark.slow
 def test_curve_lets_in_only_known_clients(fresh_server, keys, tmp_path):
     known = {"curve_server_public_file": str(keys / "server.key"),
              "curve_secret_file": str(keys / "client.key_secret")}

@@ -39,6 +39,7 @@ def test_round_trip_is_bit_exact(server, use_shm, fmt, channels):
     assert bytes(out.data) == array.tobytes()
 
 
+@pytest.mark.slow
 def test_results_through_shared_memory_equal_inline_ones(server):
     frame, _ = random_frame(70, 90, 4, "u16")
     results = []
@@ -61,6 +62,7 @@ def test_zero_copy_result_stays_valid_until_released(server):
         result.release()
 
 
+@pytest.mark.slow
 def test_progress_arrives_in_order_and_ends_at_one(server):
     frame, _ = random_frame(300, 400, 3, "u8")
     seen = []

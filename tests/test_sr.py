@@ -1,5 +1,6 @@
 """The shipped super-resolution network: its weights, its place in the
 catalog, and what the `upscale` op does with it."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,9 @@ from PIL import Image
 from enginekit import engine, make_job, run
 from models import registry, span
 from models.loading import WeightsError
-from scripts import degradations
 from server import pixels, tiling
-from server.methods.network import NetworkMethod, network_methods
+from server.methods.network import NetworkMethod, shipped_methods
+from training import degradations, metrics
 
 DATA = Path(__file__).resolve().parent / "data"
 # A 96x96 crop of a held-out validation photo (tests/data/README.md).
@@ -22,7 +23,7 @@ rng = np.random.default_rng(11)
 
 
 def span_method() -> NetworkMethod:
-    methods = [m for m in network_methods() if m.name == "span"]
+    methods = [m for m in shipped_methods() if m.name == "span"]
     assert methods, "no shipped span weights in %s" % registry.WEIGHTS_DIR
     return methods[0]
 
@@ -34,7 +35,7 @@ def face() -> Image.Image:
 # -- the weights ----------------------------------------------------------------
 
 def test_shipped_weights_have_records_and_load():
-    weights = {w.scale: w for w in registry.shipped() if w.method == "span"}
+    weights = {w.spec.scale: w for w in registry.shipped() if w.record["method"] == "span"}
     assert sorted(weights) == [2, 4]
     for scale, entry in weights.items():
         record = entry.record
@@ -50,7 +51,7 @@ def test_shipped_weights_have_records_and_load():
         count = sum(p.numel() for p in model.parameters())
         assert PARAMETER_RANGE[0] <= count <= PARAMETER_RANGE[1], count
         assert count == record["parameters"]
-        assert entry.receptive_radius == span.receptive_radius(entry.params["blocks"])
+        assert entry.spec.receptive_radius == span.receptive_radius(entry.params["blocks"])
 
 
 def test_detect_reads_the_architecture_from_the_weights():
@@ -71,7 +72,7 @@ def test_a_broken_record_is_skipped_not_fatal(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "orphan.safetensors").write_bytes(b"")
     assert registry.shipped(tmp_path) == []
-    assert network_methods(tmp_path) == []
+    assert shipped_methods(tmp_path) == []
 
 
 # Least Y-PSNR gain over Pillow's bicubic upscale on the bundled face crop,
@@ -85,10 +86,10 @@ MIN_FACE_GAIN_DB = {(2, "bicubic"): 1.0, (2, "lanczos+jpeg75"): 0.3,
 @pytest.mark.parametrize("scale, degradation", sorted(MIN_FACE_GAIN_DB))
 def test_the_network_beats_bicubic_on_a_held_out_face(scale, degradation):
     truth = face()
-    low = degradations.FIXED[degradation](truth, scale)
+    low = degradations.THUMBNAIL_CASES[degradation](truth, scale)
     out = Image.fromarray(run("upscale", {"scale": scale}, image=np.array(low)))
     bicubic = low.resize(truth.size, Image.Resampling.BICUBIC)
-    ours, theirs = degradations.y_psnr(out, truth), degradations.y_psnr(bicubic, truth)
+    ours, theirs = metrics.y_psnr(out, truth), metrics.y_psnr(bicubic, truth)
     assert ours >= theirs + MIN_FACE_GAIN_DB[scale, degradation], (ours, theirs)
 
 
@@ -194,6 +195,7 @@ def test_receptive_radius_is_exact(scale):
 
 @pytest.mark.parametrize("scale, shape, dtype", [
     (2, (260, 300, 3), np.uint8), (4, (230, 250, 4), np.dtype("<u2"))])
+@pytest.mark.slow
 def test_tiled_equals_untiled_with_the_network(scale, shape, dtype):
     """At the smallest tile the tiler allows for the network's margin. (The
     trained network's influence fades fast: one input pixel moves the output
@@ -221,7 +223,8 @@ def test_padding_to_a_multiple_crops_back(monkeypatch):
     x = torch.rand(1, 3, 37, 53, generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
         plain = method.forward(x, 2)
-        monkeypatch.setattr(registry.Weights, "multiple", property(lambda self: 16))
+        monkeypatch.setattr(registry.Weights, "spec", property(
+            lambda self: dataclasses.replace(self.architecture.spec(**self.params), multiple=16)))
         padded = method.forward(x, 2)
     assert padded.shape == plain.shape == (1, 3, 74, 106)
     inner = 2 * (37 - method.margin)

@@ -32,31 +32,17 @@ from gi.repository import GLib, Gimp, Gio  # noqa: E402
 import gimp_pixels  # noqa: E402
 import in_place  # noqa: E402
 import server_job  # noqa: E402
-from gimp_pixels import Refusal  # noqa: E402
-from sharpfu_client import SharpFuError  # noqa: E402
+from sharpfu_client import SharpFuError, layers  # noqa: E402
 from sharpfu_client.adapt import task_for  # noqa: E402
+from sharpfu_client.layers import Declined, OutsideSelection, Refusal  # noqa: E402
+from sharpfu_client.operations import BATCH  # noqa: E402
+from sharpfu_client.plugin_jobs import (FATAL, BatchFailed as Failed,  # noqa: E402,F401
+                                        BatchReport, BatchStopped as Stopped, listing)
 
-TITLE = "AI Batch"
+TITLE = BATCH.title
 IN_FLIGHT = 2     # jobs at the server: the one it works on and the next
-LISTED = 10       # notes spelled out in the summary; the rest are counted
-
-# Errors every later job would meet too: they stop the batch.
-FATAL = ("server_unavailable", "connection_lost", "timeout", "bad_params", "unknown_op",
-         "bad_signature", "bad_message", "bad_header", "unsupported_protocol", "shutting_down")
 # Layers whose pixels GIMP makes from something else (3.2 has the last two).
 GENERATED = (("is_text_layer", "text"), ("is_vector_layer", "vector"), ("is_link_layer", "link"))
-
-
-class Failed(Exception):
-    """The batch ran, but not all of it worked: `message` sums it up."""
-
-    def __init__(self, message):
-        Exception.__init__(self, message)
-        self.message = message
-
-
-class Stopped(Failed):
-    """An error every later job would meet too."""
 
 
 class Task(object):
@@ -72,22 +58,21 @@ class Task(object):
         self.left = 0         # changes still without an answer
 
 
-class Batch(object):
+class Batch(BatchReport):
     """Runs `op` over tasks for a target ("layers", "images" or "folder").
     `done`, `failures` and `notes` say how it went."""
 
     def __init__(self, op, scale, params, target):
+        BatchReport.__init__(self, target)
         self.op, self.scale, self.params, self.target = op, scale, params, target
-        self.unit = "file" if target == "folder" else "layer"
-        self.done = 0
-        self.failures = []
-        self.notes = []
+        self.guard = None         # guard(size, name), see run()
         self.total = 0            # files, or layers of open images
         self.finished = 0.0       # of them done, for the progress bar
         self.open_files = []      # images loaded from files and not closed yet
         self.running = []         # (task, change, number, job), oldest first
         self.refused = deque()    # (task, change, number) the server was too busy for
         self.shown = None
+        self.words = None         # JobWords, once connected
 
     # -- what to do ---------------------------------------------------------
 
@@ -96,28 +81,32 @@ class Batch(object):
         try:
             if self.scale > 1:
                 in_place.check_size(task.image, self.scale)
-            layers = list(walk(task.image.get_layers()))
-            task.layers = len(layers)
-            for layer, locked in layers:
+                if self.guard is not None:
+                    self.guard(in_place.result_size(task.image, None, self.scale), task.name)
+            found = list(walk(task.image.get_layers()))
+            task.layers = len(found)
+            for layer, locked in found:
                 kind = next((kind for method, kind in GENERATED
                              if getattr(layer, method, None) and getattr(layer, method)()), None)
                 if kind:
-                    self.note(task, layer, "so that it stays a %s layer" % kind)
+                    self.leave(task, layer, "so that it stays a %s layer" % kind)
                 elif locked:
-                    self.note(task, layer, "its pixels are locked")
+                    self.leave(task, layer, "its pixels are locked")
                 else:
                     gimp_pixels.check_layer(task.image, layer, changes_layer=True)
                     try:
                         task.changes.append(in_place.LayerChange(task.image, layer, self.scale))
-                    except in_place.OutsideSelection:
-                        self.note(task, layer, "outside the selection")
+                    except OutsideSelection:
+                        self.leave(task, layer, "outside the selection")
+        except Declined:
+            raise
         except Refusal as refusal:
             task.changes = []
             task.failures.append("%s: %s" % (task.name, refusal.message))
         task.left = len(task.changes)
 
-    def note(self, task, layer, why):
-        self.notes.append("%s: left as it is, %s" % (self.label(task, layer), why))
+    def leave(self, task, layer, why):
+        self.note(self.label(task, layer), why)
 
     def label(self, task, layer):
         """The layer, for the report."""
@@ -138,6 +127,7 @@ class Batch(object):
     def run(self, tasks):
         """Do every task of `tasks`, an iterable that may load files as it goes."""
         client = server_job.connect(TITLE)
+        self.words = server_job.JobWords(self.op, client.server_status, self.params)
         try:
             items = self.items(tasks)
             more = True
@@ -226,7 +216,8 @@ class Batch(object):
             # All or nothing: the layers that worked are not applied either.
             for change in task.changes:
                 if change not in task.failed and change.layer.is_valid():
-                    self.note(task, change.layer, "like the rest of the image, since part of it failed")
+                    self.leave(task, change.layer,
+                               "like the rest of the image, since part of it failed")
         if task.output is None:
             if task.changes and not task.failures:
                 in_place.apply(task.image, task.changes, self.scale)
@@ -256,58 +247,36 @@ class Batch(object):
         task, change, number, job = self.running[0]
         text = "%s %d/%d: %s: %s" % (TITLE, number, self.total,
                                      self.short_label(task, change.layer),
-                                     server_job.stage_text(job))
+                                     self.words.text(job))
         if text != self.shown:
             self.shown = text
             Gimp.progress_set_text(text)
 
-    # -- the report ---------------------------------------------------------
 
-    def summary(self):
-        """Counts, then what failed and what was left alone, on one line."""
-        counts = ["%d %s%s done" % (self.done, self.unit, "" if self.done == 1 else "s")]
-        if self.failures:
-            counts.append("%d failed" % len(self.failures))
-        if self.notes:
-            counts.append("%d left as they were" % len(self.notes))
-        told = listing(self.failures + self.notes)
-        return ", ".join(counts) + (": " + told if told else "") + "."
-
-
-def listing(entries):
-    """The first LISTED entries, one after another, and how many more there are."""
-    told = [entry.rstrip(".") for entry in entries[:LISTED]]
-    if len(entries) > LISTED:
-        told.append("and %d more" % (len(entries) - LISTED))
-    return "; ".join(told)
-
-
-def walk(layers, locked=False):
+def walk(layers_of_image):
     """Every layer that holds pixels of its own, also inside groups, top to
     bottom, and whether its pixels are locked (by itself or by a group)."""
-    for layer in layers:
-        lock = locked or layer.get_lock_content()
-        if layer.is_group():
-            for found in walk(layer.get_children(), lock):
-                yield found
-        else:
-            yield layer, lock
+    return layers.walk(layers_of_image, lambda layer: layer.is_group(),
+                       lambda layer: layer.get_children(),
+                       lambda layer: layer.get_lock_content())
 
 
 # -- the three targets -------------------------------------------------------
 
-def run(op, scale, params, target, image, source, destination, adapt_steps=None):
+def run(op, scale, params, target, image, source, destination, adapt_steps=None, guard=None):
     """Run the batch; returns the Batch, which tells how it went. Raises
     Refusal when it cannot start, and Failed, with the summary, when any
     layer or file failed or the batch could not go on. adapt_steps: None,
     or adapt the model to the batch first (the upscaler, or the deblurrer for
     AI Deblur and AI Sharpen at 1x), with that many steps (0: the server's
-    default)."""
+    default). guard(size, name): refuses (Refusal) an image whose result
+    (a ResultSize) is too large, or stops the batch (Declined)."""
     network = task_for(op, scale)     # which one adapts
     adapted = ""
     if target == "folder":
         names = folder_files(source, destination)
         batch = Batch(op, scale, params, target)
+        batch.guard = guard
         batch.total = len(names)
         if adapt_steps is not None:
             frames, compressed = folder_samples(source, names, scale)
@@ -315,6 +284,7 @@ def run(op, scale, params, target, image, source, destination, adapt_steps=None)
         tasks = load(batch, source, destination, names)
     else:
         batch = Batch(op, scale, params, target)
+        batch.guard = guard
         tasks = [Task("%s-%d" % (image.get_name(), image.get_id()), image, number)
                  for number, image in enumerate(open_images(target, image), 1)]
         for task in tasks:
@@ -332,7 +302,7 @@ def run(op, scale, params, target, image, source, destination, adapt_steps=None)
     try:
         batch.run(tasks)
     except Stopped as stopped:
-        raise Failed("%s AI Batch stopped there; %s" % (stopped.message, batch.summary()))
+        raise batch.stopped(stopped.message)
     Gimp.progress_set_text("%s: %s%s" % (TITLE, batch.summary(), adapted))
     if batch.failures:
         raise Failed(batch.summary())
@@ -413,11 +383,11 @@ def folder_files(source, destination):
                 Gio.FileType.DIRECTORY:
             raise Refusal("The output folder %s cannot be made: %s" % (
                 destination.get_parse_name(), error.message))
-    listing = source.enumerate_children("standard::name,standard::type,standard::is-hidden",
-                                        Gio.FileQueryInfoFlags.NONE, None)
-    names = sorted(info.get_name() for info in listing
+    children = source.enumerate_children("standard::name,standard::type,standard::is-hidden",
+                                         Gio.FileQueryInfoFlags.NONE, None)
+    names = sorted(info.get_name() for info in children
                    if info.get_file_type() == Gio.FileType.REGULAR and not info.get_is_hidden())
-    listing.close(None)
+    children.close(None)
     if not names:
         raise Refusal("The input folder %s holds no files." % source.get_parse_name())
     return names

@@ -11,7 +11,7 @@ gi.require_version("Gegl", "0.4")
 gi.require_version("Babl", "0.1")
 from gi.repository import Babl, Gegl, Gimp  # noqa: E402
 
-from sharpfu_client import Frame  # noqa: E402
+from sharpfu_client import Frame, layers  # noqa: E402
 
 # GIMP precision (the first word of its nick) -> SharpFu sample format. The
 # precisions the wire lacks go as 32-bit float: half exactly, u32 and double
@@ -20,28 +20,9 @@ SAMPLES = {"u8": "u8", "u16": "u16", "u32": "f32", "half": "f32", "float": "f32"
 BABL_TYPES = {"u8": "u8", "u16": "u16", "f32": "float"}
 
 
-class Refusal(Exception):
-    """A layer or image this plug-in cannot work on; `message` says why, for the user."""
-
-    def __init__(self, message):
-        Exception.__init__(self, message)
-        self.message = message
-
-
-class Region(object):
-    """A rectangle in layer coordinates."""
-
-    def __init__(self, x, y, width, height):
-        self.x, self.y, self.width, self.height = x, y, width, height
-
-    def grown(self, margin, width, height):
-        """This rectangle with `margin` pixels around it, kept inside width x height."""
-        x, y = max(0, self.x - margin), max(0, self.y - margin)
-        return Region(x, y, min(width, self.x + self.width + margin) - x,
-                      min(height, self.y + self.height + margin) - y)
-
-    def rectangle(self):
-        return Gegl.Rectangle.new(self.x, self.y, self.width, self.height)
+def rectangle(region):
+    """A Region as GEGL takes it."""
+    return Gegl.Rectangle.new(region.x, region.y, region.width, region.height)
 
 
 def sample_format(image):
@@ -51,18 +32,10 @@ def sample_format(image):
 
 def check_layer(image, drawable, changes_layer):
     """Refuse what cannot be processed, before any work is done."""
-    name = drawable.get_name()
-    if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
-        raise Refusal("SharpFu works on RGB and grayscale images; this one is indexed. Convert it "
-                      "to RGB first (Image > Mode > RGB), then try again.")
-    if drawable.is_layer_mask() or drawable.is_channel():
-        raise Refusal("'%s' is a mask or channel. SharpFu works on a layer's pixels: select the "
-                      "layer itself (click its thumbnail in the Layers dialog)." % name)
-    if drawable.is_group():
-        raise Refusal("'%s' is a layer group. Select one of the layers inside it." % name)
-    if changes_layer and drawable.get_lock_content():
-        raise Refusal("The pixels of layer '%s' are locked. Unlock them in the Layers dialog "
-                      "(the lock icon), then try again." % name)
+    layers.check_drawable(
+        drawable.get_name(), indexed=image.get_base_type() == Gimp.ImageBaseType.INDEXED,
+        mask_or_channel=drawable.is_layer_mask() or drawable.is_channel(),
+        group=drawable.is_group(), locked=changes_layer and drawable.get_lock_content())
 
 
 def _babl_format(drawable, sample):
@@ -83,27 +56,17 @@ def channels(drawable):
 
 def read(drawable, region, sample):
     """The drawable's pixels inside `region` as a Frame."""
-    data = drawable.get_buffer().get(region.rectangle(), 1.0, _babl_format(drawable, sample),
+    data = drawable.get_buffer().get(rectangle(region), 1.0, _babl_format(drawable, sample),
                                      Gegl.AbyssPolicy.CLAMP)
     return Frame(data, region.width, region.height, channels(drawable), sample)
-
-
-def crop(frame, x, y, width, height):
-    """Part of a frame, as a new Frame."""
-    pixel = frame.nbytes // (frame.width * frame.height)
-    row, start = frame.width * pixel, x * pixel
-    view = memoryview(frame.data)
-    data = b"".join(view[(y + r) * row + start:(y + r) * row + start + width * pixel]
-                    for r in range(height))
-    return Frame(data, width, height, frame.channels, frame.format, frame.name)
 
 
 def write_undoable(drawable, frame, x, y):
     """Write a frame at (x, y) through the shadow buffer: GIMP merges it through
     the selection mask (feathering included) and records one undo step."""
-    region = Region(x, y, frame.width, frame.height)
     shadow = drawable.get_shadow_buffer()
-    shadow.set(region.rectangle(), _babl_format(drawable, frame.format), frame.data)
+    shadow.set(Gegl.Rectangle.new(x, y, frame.width, frame.height),
+               _babl_format(drawable, frame.format), frame.data)
     shadow.flush()
     drawable.merge_shadow(True)
     drawable.update(x, y, frame.width, frame.height)

@@ -12,56 +12,57 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp  # noqa: E402
 
 import gimp_pixels  # noqa: E402
-from gimp_pixels import Refusal, Region  # noqa: E402
-
-# Pixels of real image around a selection, so that the model sees what lies
-# beyond its edge; cropped away again before writing.
-CONTEXT = 128
+from sharpfu_client import layers  # noqa: E402
 
 
-class OutsideSelection(Refusal):
-    """At 1x, the selection does not touch the layer: nothing to do."""
-
-
-class LayerChange(object):
-    """One layer's part of a change. `source` (layer coordinates) is sent to
-    the server; `target`, inside it, is what the answer replaces. `pixels`
-    holds the server's answer once it is in. With whole=True (for a result
-    that goes elsewhere) the whole layer, whatever is selected."""
+class LayerChange(layers.Change):
+    """One layer's part of a change (sharpfu_client.layers.Change), read in
+    the image's own precision. With whole=True (for a result that goes
+    elsewhere) the whole layer, whatever is selected."""
 
     def __init__(self, image, layer, scale, whole=False):
-        self.image, self.layer, self.scale = image, layer, scale
-        width, height = layer.get_width(), layer.get_height()
-        self.target = self.source = Region(0, 0, width, height)
-        self.pixels = None
-        if scale == 1 and not whole:
-            ok, x, y, w, h = layer.mask_intersect()
-            if not ok:
-                raise OutsideSelection(
-                    "The selection does not touch layer '%s', so there is nothing to do. Select "
-                    "part of the layer, or nothing (Select > None) to work on all of it."
-                    % layer.get_name())
-            self.target = Region(x, y, w, h)
-            self.source = self.target.grown(CONTEXT, width, height)
+        self.image = image
+        layers.Change.__init__(self, layer, layer.get_name(), layer.get_width(),
+                               layer.get_height(), scale,
+                               None if whole or scale != 1 else layer.mask_intersect())
 
     def read(self):
         """The pixels to send, as a Frame in the image's own precision."""
         return gimp_pixels.read(self.layer, self.source, gimp_pixels.sample_format(self.image))
 
-    def take(self, frame):
-        """Keep the server's answer, once it is known to fit."""
-        width, height = self.source.width * self.scale, self.source.height * self.scale
-        if (frame.width, frame.height) != (width, height):
-            raise Refusal("The SharpFu server answered with a %dx%d image instead of %dx%d; the "
-                          "image is unchanged." % (frame.width, frame.height, width, height))
-        self.pixels = frame
+
+def result_size(image, layer, scale, whole_image=True):
+    """The ResultSize of a job at `scale`: the whole image scaled (in place;
+    every layer grows), or only `layer` (a result that opens as a new image)."""
+    if not whole_image:
+        width, height = layer.get_width() * scale, layer.get_height() * scale
+        return layers.ResultSize(width, height, width * height * layer.get_bpp())
+    every = [found for found, _ in layers.walk(
+        image.get_layers(), lambda item: item.is_group(), lambda item: item.get_children(),
+        lambda item: False)]
+    nbytes = sum(item.get_width() * item.get_height() * item.get_bpp() for item in every)
+    return layers.ResultSize(image.get_width() * scale, image.get_height() * scale,
+                             nbytes * scale * scale)
+
+
+def guard(size, title, interactive, allowed, confirm):
+    """Refuse a very large result (layers.ResultSize.too_large) unless a
+    user at the dialog confirms it (confirm(title, question) says True) or a
+    script allowed it; Refusal otherwise, before anything is done."""
+    reason = size.too_large(layers.free_memory())
+    if reason is None or allowed:
+        return
+    if interactive:
+        if confirm(title, reason + " Go on?"):
+            return
+        raise layers.Declined(reason)
+    raise layers.Refusal(reason + " The image is unchanged. To go on anyway, pass allow-large "
+                         "(true), or use a smaller scale or selection.")
 
 
 def check_size(image, scale):
     """Refuse a scale that would make the image larger than GIMP allows."""
-    if max(image.get_width(), image.get_height()) * scale > Gimp.MAX_IMAGE_SIZE:
-        raise Refusal("At %dx the image would be larger than GIMP allows (%d pixels a side)." % (
-            scale, Gimp.MAX_IMAGE_SIZE))
+    layers.check_scaled_size(image.get_width(), image.get_height(), scale, Gimp.MAX_IMAGE_SIZE)
 
 
 def apply(image, changes, scale):
@@ -71,10 +72,8 @@ def apply(image, changes, scale):
     try:
         if scale == 1:
             for change in changes:
-                target, source = change.target, change.source
-                pixels = gimp_pixels.crop(change.pixels, target.x - source.x,
-                                          target.y - source.y, target.width, target.height)
-                gimp_pixels.write_undoable(change.layer, pixels, target.x, target.y)
+                gimp_pixels.write_undoable(change.layer, change.answer_in_target(),
+                                           change.target.x, change.target.y)
         else:
             scale_image(image, changes, scale)
     finally:

@@ -7,6 +7,8 @@ new mask added), and optionally a cut-out layer above it holds the subject
 with decontaminated colours (no halo of the old background), all as one undo
 step. Nothing changes until the server's answer is in.
 """
+import time
+
 import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
@@ -14,11 +16,11 @@ from gi.repository import Gegl, Gimp  # noqa: E402
 
 import gimp_pixels  # noqa: E402
 import server_job  # noqa: E402
-from gimp_pixels import Refusal, Region  # noqa: E402
 from sharpfu_client import Frame, wire  # noqa: E402
+from sharpfu_client.layers import Refusal, Region  # noqa: E402
+from sharpfu_client.operations import REFINE_MATTE  # noqa: E402
 
-TITLE = "AI Refine Matte"
-SOURCES = ("auto", "mask", "selection", "alpha")
+TITLE = REFINE_MATTE.title
 # Masks and the selection are read and written as linear coverage, which is
 # what GIMP composites with, whatever their storage.
 MASK_TYPES = {"u8": "Y u8", "u16": "Y u16", "f32": "Y float"}
@@ -52,15 +54,15 @@ def read_coarse(image, layer, source, sample, layer_frame):
     """The coarse mask, the layer's size, as a one-channel Frame named 'mask'."""
     width, height = layer.get_width(), layer.get_height()
     if source == "mask":
-        buffer, rectangle = layer.get_mask().get_buffer(), Region(0, 0, width, height)
+        buffer, region = layer.get_mask().get_buffer(), Region(0, 0, width, height)
     elif source == "selection":
         _, x, y = layer.get_offsets()
-        buffer, rectangle = image.get_selection().get_buffer(), Region(x, y, width, height)
+        buffer, region = image.get_selection().get_buffer(), Region(x, y, width, height)
     else:
         return Frame(channel(layer_frame, layer_frame.channels - 1), width, height, 1, sample,
                      "mask")
     # Outside the image the selection is empty: ABYSS NONE reads zeros there.
-    data = buffer.get(rectangle.rectangle(), 1.0, MASK_TYPES[sample], Gegl.AbyssPolicy.NONE)
+    data = buffer.get(gimp_pixels.rectangle(region), 1.0, MASK_TYPES[sample], Gegl.AbyssPolicy.NONE)
     return Frame(data, width, height, 1, sample, "mask")
 
 
@@ -97,40 +99,23 @@ def job_params(cutout, iterations, method):
     return params
 
 
-def run_job(frames, params):
-    """The matte job on the server, with GIMP's progress bar; the Result."""
-    client = server_job.connect(TITLE)
-    try:
-        job = client.submit("matte", frames, params)
-        shown = [None]
-
-        def progress(fraction, stage):
-            Gimp.progress_update(fraction)
-            text = server_job.stage_text(job)
-            if text != shown[0]:
-                shown[0] = text
-                Gimp.progress_set_text("%s: %s" % (TITLE, text))
-        return client.wait(job, progress)
-    finally:
-        client.close()
-
-
-def refine(image, layer, source="auto", cutout=False, iterations=0, method=""):
+def refine(image, layer, source="auto", cutout=False, iterations=0, method="", interactive=False):
     """Refine the layer's coarse mask; returns (the layer mask, the cut-out
     layer or None, the server's description of the method)."""
+    started = time.time()
     gimp_pixels.check_layer(image, layer, changes_layer=False)
     source = pick_source(image, layer, source)
     sample = gimp_pixels.sample_format(image)
     width, height = layer.get_width(), layer.get_height()
     colour = gimp_pixels.read(layer, Region(0, 0, width, height), sample)
     coarse = read_coarse(image, layer, source, sample, colour)
-    result = run_job([colour, coarse], job_params(cutout, iterations, method))
+    result = server_job.run("matte", [colour, coarse], job_params(cutout, iterations, method),
+                            TITLE, started)
     alpha = result.frame("alpha")
     if (alpha.width, alpha.height, alpha.channels) != (width, height, 1):
         raise Refusal("The SharpFu server answered with a %dx%d matte instead of %dx%d; the "
                       "image is unchanged." % (alpha.width, alpha.height, width, height))
     foreground = result.frame("foreground") if cutout else None
-    Gimp.progress_set_text("%s: done by %s" % (TITLE, result.method.get("title", "?")))
 
     # Everything so far only read the image. From here it changes, as one undo step.
     image.undo_group_start()
@@ -140,6 +125,7 @@ def refine(image, layer, source="auto", cutout=False, iterations=0, method=""):
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
+    server_job.finish(TITLE, result.words.done(result), interactive)
     return mask, cut, result.method
 
 

@@ -14,10 +14,10 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp  # noqa: E402
 
-from gimp_pixels import Refusal  # noqa: E402
 from sharpfu_client import Client  # noqa: E402
-from sharpfu_client.plugin_jobs import STAGES, job_params, stage_text  # noqa: E402,F401
 from sharpfu_client.adapt import TILE_SIDE, adapt as adapt_model, sample_tiles  # noqa: E402
+from sharpfu_client.plugin_jobs import (CONNECTING, STARTING_SERVER, JobWords,  # noqa: E402,F401
+                                        adaptation_note, job_params, stage_text)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -26,34 +26,57 @@ def connect(title):
     """A connected Client, starting the server if need be, with the progress
     bar saying so. The server config is sharpfu.json beside the plug-in
     (install.py writes it), else the user's own SharpFu configuration."""
-    Gimp.progress_init("%s: connecting to the SharpFu server" % title)
+    Gimp.progress_init("%s: %s" % (title, CONNECTING))
     client = Client(beside=HERE)
     try:
         client.connect(on_start=lambda endpoint: Gimp.progress_set_text(
-            "%s: starting the SharpFu server (the first start takes a while)" % title))
+            "%s: %s" % (title, STARTING_SERVER)))
     except Exception:
         client.close()
         raise
     return client
 
 
-def run(op, frame, params, title):
-    """Run `op` on one frame; returns the Result or raises SharpFuError."""
+def follow(job, title, words, done=0.0, share=1.0):
+    """A progress callback for client.wait: GIMP's progress bar goes from
+    `done` to done + share, its text says in words what happens."""
+    shown = [None]
+
+    def progress(fraction, stage):
+        Gimp.progress_update(min(1.0, done + share * fraction))
+        text = "%s: %s" % (title, words.text(job))
+        if text != shown[0]:
+            shown[0] = text
+            Gimp.progress_set_text(text)
+    return progress
+
+
+def run(op, frames, params, title, began=None):
+    """Run `op` on frames; returns the Result or raises SharpFuError. The
+    Result's `words` (JobWords, counting time from `began`, else from now)
+    tell the end of it (see finish)."""
     client = connect(title)
     try:
-        job = client.submit(op, [frame], params)
-        shown = [None]
-
-        def progress(fraction, stage):
-            Gimp.progress_update(fraction)
-            text = stage_text(job)
-            if text != shown[0]:
-                shown[0] = text
-                Gimp.progress_set_text("%s: %s" % (title, text))
-
-        return client.wait(job, progress)
+        words = JobWords(op, client.server_status, params)
+        words.began = began or words.began
+        job = client.submit(op, frames, params)
+        result = client.wait(job, follow(job, title, words))
+        Gimp.progress_set_text("%s: %s" % (title, words.text(job)))
+        result.words = words
+        return result
     finally:
         client.close()
+
+
+def finish(title, text, interactive):
+    """The message that stays: in the progress bar's place and, for a user
+    at the menus, as a message, which GIMP shows in the image window's
+    status bar when it fits there."""
+    message = "%s: %s" % (title, text)
+    Gimp.progress_set_text(message)
+    Gimp.progress_update(1.0)
+    if interactive:
+        Gimp.message(message)
 
 
 # -- adapting a model to the user's pixels first (docs/PROTOCOL.md 7.1) -------
@@ -86,29 +109,17 @@ def adapt(frames, params, title, steps=0, compressed=True, task="upscale"):
     samples = sample_tiles(frames, side=TILE_SIDE[task])
     client = connect(title)
     try:
-        shown = [None]
+        words = JobWords("adapt")
+        Gimp.progress_set_text("%s: %s" % (title, words.words("started", 0.0)))
 
         def progress(fraction, stage):
             Gimp.progress_update(fraction)
-            text = stage if stage and stage.startswith("adapting") else STAGES.get(stage, stage)
-            if text and text != shown[0]:
-                shown[0] = text
-                Gimp.progress_set_text("%s: %s" % (title, text))
+            Gimp.progress_set_text("%s: %s" % (title, words.words(stage, fraction)))
 
-        Gimp.progress_set_text("%s: adapting the %s to %d tile(s) of this %s" % (
-            title, "deblurrer" if task == "deblur" else "upscaler", len(samples),
-            "image" if len(frames) == 1 else "batch"))
         adaptation = adapt_model(client, samples, scale=params.get("scale", 2),
                                  steps=max(10, steps) if steps else None,
                                  method=params.get("method"), progress=progress,
                                  compressed=compressed, task=task)
     finally:
         client.close()
-    found = dict(params, method=adaptation.model)
-    if adaptation.accepted:
-        note = "adapted model used (%+.2f dB on held-out pairs)" % (
-            adaptation.after - adaptation.before)
-    else:
-        note = "adaptation not kept (%s), shipped model used" % (
-            adaptation.report.get("reason") or "no gain").rstrip(".")
-    return found, note
+    return dict(params, method=adaptation.model), adaptation_note(adaptation)

@@ -27,6 +27,7 @@ from sharpfu_client import config as config_module
 from sharpfu_client import launcher
 from sharpfu_client.adapt import TILE_SIDE, adapt, sample_tiles, task_for
 from sharpfu_client.cluster import Cluster, server_settings
+from sharpfu_client.operations import OPERATIONS
 
 from . import imageio
 
@@ -78,16 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
                                      "SharpFu server: upscale, deblur, sharpen, refine mattes.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def image_command(name, help_text, scales=None, default=None):
+    def image_command(name, help_text):
         command = commands.add_parser(name, parents=[connection, job], help=help_text,
                                       description=help_text + " Several inputs or a folder make "
                                       "a batch; -o is then a folder.")
         command.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
         command.add_argument("-o", "--output", required=True, metavar="OUT",
                              help="output file, or folder for a batch")
-        if scales:
-            command.add_argument("--scale", type=int, choices=scales, default=default,
-                                 help="size factor (default %d)" % default)
+        scale = OPERATIONS[name].params.get("scale")
+        if scale is not None:
+            command.add_argument("--scale", type=int, choices=scale.choices,
+                                 default=scale.default,
+                                 help="size factor (default %d)" % scale.default)
+        command.add_argument("--strength", metavar="S", type=_strength,
+                             help="how much of the change to keep, 0 to 1 or 0%%%% to 100%%%% "
+                                  "(default 1: all; 0: the image %s)" % (
+                                      "unchanged" if name == "deblur" else
+                                      "plainly resampled with Lanczos-3"))
         command.add_argument("--jobs", metavar="N", type=_positive_int,
                              help="images in flight at once (default: 2 per server), so that "
                                   "reading and writing files never leaves a server idle")
@@ -109,12 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also save the adapted model in the server's models folder")
         group.add_argument("--adapt-low-rank", action="store_true",
                            help="train low-rank adapters instead of all the network's weights: "
-                                "fewer parameters, smaller gains (docs/MODELS.md)")
+                                "fewer parameters, smaller gains (docs/models/adaptation.md)")
         command.set_defaults(run=run_images, op=name, parser=command)
 
-    image_command("upscale", "Enlarge images 2x or 4x.", (2, 4), 2)
+    image_command("upscale", "Enlarge images 2x or 4x.")
     image_command("deblur", "Remove blur at the same size.")
-    image_command("sharpen", "Deblur, then optionally upscale.", (1, 2, 4), 1)
+    image_command("sharpen", "Deblur, then optionally upscale.")
 
     matte = commands.add_parser("matte", parents=[connection, job],
                                 help="Refine a coarse mask into an alpha matte.",
@@ -143,6 +151,14 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _strength(text: str) -> float:
+    """0 to 1, or a percentage (50%)."""
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must lie between 0 and 1 (or 0%% and 100%%)")
     return value
 
 
@@ -436,6 +452,8 @@ def job_params(args) -> dict:
         params["tile"] = args.tile
     if getattr(args, "scale", None):
         params["scale"] = args.scale
+    if getattr(args, "strength", None) is not None and args.strength != 1.0:
+        params["strength"] = args.strength
     return params
 
 

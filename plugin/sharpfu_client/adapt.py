@@ -16,10 +16,10 @@ always be passed on as the method. Python 2.7 and 3, standard library only.
 """
 from __future__ import absolute_import, division
 
+from . import layers
 from .client import Frame
 from .errors import Cancelled, ServerUnavailable, SharpFuError
 
-SAMPLE_FORMAT_BYTES = {"u8": 1, "u16": 2, "f32": 4}
 MAX_SAMPLES = 32          # the server's limit on frames per adapt job
 DEFAULT_TILE = 256        # pixels: enough context for a few hundred pairs
 DEFAULT_TILES = 16
@@ -66,18 +66,7 @@ class Adaptation(object):
 
 def crop(frame, left, top, width, height, name="sample"):
     """A new Frame holding a rectangle of `frame` (any format and channels)."""
-    if left < 0 or top < 0 or left + width > frame.width or top + height > frame.height:
-        raise ValueError("the crop lies outside the frame")
-    pixel = frame.channels * SAMPLE_FORMAT_BYTES[frame.format]
-    source = memoryview(frame.data)
-    if source.ndim != 1 or source.itemsize != 1:
-        source = source.cast("B")   # novermin - a numpy array, which only Python 3 passes
-    row = frame.width * pixel
-    parts = []
-    for y in range(top, top + height):
-        start = y * row + left * pixel
-        parts.append(source[start:start + width * pixel].tobytes())
-    return Frame(b"".join(parts), width, height, frame.channels, frame.format, name)
+    return layers.crop(frame, left, top, width, height, name)
 
 
 def sample_tiles(frames, tiles=DEFAULT_TILES, side=DEFAULT_TILE):

@@ -185,7 +185,30 @@ def check_limits(server_status, job):
         raise too_large
 
 
-class Client(object):
+class Waiting(object):
+    """wait() and run() for anything with submit, poll, result and cancel
+    (a Client, a cluster.Cluster)."""
+
+    def wait(self, job, progress=None, cancelled=None, copy=True):
+        """Wait for a job to end; returns its Result or raises.
+
+        progress(fraction, stage) is called for every progress message;
+        cancelled() is polled about ten times a second and cancels the job
+        when it returns True."""
+        if progress is not None:
+            job.on_progress = progress
+        while not job.finished:
+            if cancelled is not None and not job.cancel_sent and cancelled():
+                self.cancel(job)
+            self.poll(0.1)
+        return self.result(job, copy)
+
+    def run(self, op, frames, params=None, progress=None, cancelled=None, copy=True):
+        """Submit a job and wait for its result."""
+        return self.wait(self.submit(op, frames, params), progress, cancelled, copy)
+
+
+class Client(Waiting):
     """A connection to one SharpFu server.
 
     endpoint, key and the way to start a server come from the configuration
@@ -272,8 +295,7 @@ class Client(object):
                 "client's key: they use different configurations. Run install.py again, or give "
                 "both the same 'key'." % self.endpoint, "bad_signature")
         if not self.autostart:
-            raise ServerUnavailable("No SharpFu server answers at %s. Start one with "
-                                    "'sharpfu-server'." % self.endpoint)
+            raise ServerUnavailable(launcher.unreachable(self.config, self.endpoint))
         if not config_module.is_local_endpoint(self.endpoint):
             raise ServerUnavailable("The SharpFu server at %s does not answer. It runs on another "
                                     "machine, so it cannot be started from here." % self.endpoint)
@@ -285,12 +307,12 @@ class Client(object):
         try:
             process, log = launcher.start(self.config, self.endpoint)
         except ValueError:
-            raise ServerUnavailable("No SharpFu server answers at %s, and SharpFu does not know how "
-                                    "to start one. Run install.py again, or start 'sharpfu-server' "
-                                    "yourself." % self.endpoint)
+            raise ServerUnavailable(launcher.unreachable(self.config, self.endpoint))
         except OSError as exc:
-            raise ServerUnavailable("The SharpFu server could not be started (%s). Run install.py "
-                                    "again, or start 'sharpfu-server' yourself." % exc)
+            # The details (errno, paths) are for the log; the user gets what to do.
+            launcher.note_in_log("could not start the server: %s" % exc)
+            raise ServerUnavailable(launcher.unreachable(
+                self.config, self.endpoint, "SharpFu could not start its server."))
         deadline = now() + self.start_timeout
         while now() < deadline:
             try:
@@ -301,10 +323,12 @@ class Client(object):
                 try:  # another client may have started one at the same moment
                     return self.status(timeout=1.0)
                 except (Timeout, ConnectionLost):
-                    raise ServerUnavailable("The SharpFu server stopped right after starting: %s "
-                                            "(log: %s)" % (launcher.log_tail(log) or "no output", log))
-        raise ServerUnavailable("The SharpFu server did not answer within %d s of starting. "
-                                "See its log: %s" % (self.start_timeout, log))
+                    raise ServerUnavailable(launcher.unreachable(
+                        self.config, self.endpoint, "The SharpFu server stopped right after "
+                        "starting."))
+        raise ServerUnavailable(launcher.unreachable(
+            self.config, self.endpoint, "The SharpFu server did not answer within %d s of "
+            "starting." % self.start_timeout))
 
     def close(self):
         for job in list(self._jobs.values()):
@@ -419,20 +443,6 @@ class Client(object):
         job.cancel_sent = True
         self._send(wire.make_header("cancel", job=job.id, session=self.session))
 
-    def wait(self, job, progress=None, cancelled=None, copy=True):
-        """Wait for a job to end; returns its Result or raises.
-
-        progress(fraction, stage) is called for every progress message;
-        cancelled() is polled about ten times a second and cancels the job
-        when it returns True."""
-        if progress is not None:
-            job.on_progress = progress
-        while not job.finished:
-            if cancelled is not None and not job.cancel_sent and cancelled():
-                self.cancel(job)
-            self.poll(0.1)
-        return self.result(job, copy)
-
     def poll(self, timeout):
         """Handle replies for up to `timeout` seconds, and fail the jobs whose
         server has been silent for longer than the client's timeout. For
@@ -455,10 +465,6 @@ class Client(object):
             self._release_lease(job)
             raise job.error
         return self._collect(job, copy)
-
-    def run(self, op, frames, params=None, progress=None, cancelled=None, copy=True):
-        """Submit a job and wait for its result."""
-        return self.wait(self.submit(op, frames, params), progress, cancelled, copy)
 
     # -- replies ------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from . import config as config_module
 from . import wire
-from .client import Client, Frame, Job, Result, check_limits, now
+from .client import Client, Frame, Job, Result, Waiting, check_limits, now
 from .errors import ConnectionLost, ServerUnavailable, SharpFuError
 
 ACK_TIMEOUT = 10.0   # seconds for some server to acknowledge a job before it is sent again
@@ -44,9 +44,9 @@ def server_settings(config, endpoints=None):
     return servers
 
 
-class Cluster(object):
-    """The Client interface (submit, poll, result, cancel, close) over
-    several servers."""
+class Cluster(Waiting):
+    """The Client interface (submit, poll, result, cancel, close, and
+    Waiting's wait and run) over several servers."""
 
     def __init__(self, endpoints=None, config=None, config_path=None, timeout=None,
                  ack_timeout=ACK_TIMEOUT, context=None):
@@ -162,18 +162,6 @@ class Cluster(object):
         frames = [Frame.from_descriptor(desc, part.bytes if copy else part.buffer)
                   for desc, part in zip(header.get("frames") or [], payloads)]
         return Result(header, frames)
-
-    def wait(self, job, progress=None, cancelled=None, copy=True):
-        if progress is not None:
-            job.on_progress = progress
-        while not job.finished:
-            if cancelled is not None and not job.cancel_sent and cancelled():
-                self.cancel(job)
-            self.poll(0.1)
-        return self.result(job, copy)
-
-    def run(self, op, frames, params=None, progress=None, cancelled=None, copy=True):
-        return self.wait(self.submit(op, frames, params), progress, cancelled, copy)
 
     def cancel(self, job):
         """Cancel through the server that has the job (all of them while

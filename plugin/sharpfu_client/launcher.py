@@ -30,6 +30,18 @@ def server_command(config):
     return None
 
 
+def start_argv(config, endpoint):
+    """The argv that starts a server for `endpoint` with this configuration,
+    or None when nothing says how."""
+    argv = server_command(config)
+    if not argv:
+        return None
+    argv = argv + ["--endpoint", endpoint]
+    if config.get("_path"):
+        argv += ["--config", config["_path"]]
+    return argv
+
+
 def log_path():
     return os.path.join(config_module.state_dir(), "server.log")
 
@@ -48,12 +60,9 @@ def start(config, endpoint):
 
     Raises OSError when the command cannot be run, ValueError when there is
     no command."""
-    argv = server_command(config)
+    argv = start_argv(config, endpoint)
     if not argv:
         raise ValueError("no server command is configured")
-    argv = argv + ["--endpoint", endpoint]
-    if config.get("_path"):
-        argv += ["--config", config["_path"]]
     idle = config.get("client", {}).get("autostart_idle_exit", DEFAULT_IDLE_EXIT)
     if idle:
         argv += ["--idle-exit", str(int(idle))]
@@ -75,6 +84,58 @@ def start(config, endpoint):
     finally:
         log.close()
     return process, path
+
+
+def sandbox():
+    """The sandbox GIMP runs in ("Flatpak", "Snap"), or None: a sandboxed
+    program cannot start the server, which lives outside it."""
+    if os.environ.get("FLATPAK_ID") or os.path.exists("/.flatpak-info"):
+        return "Flatpak"
+    if os.environ.get("SNAP"):
+        return "Snap"
+    return None
+
+
+def command_line(argv):
+    """argv as one line a user can paste into a terminal."""
+    return " ".join(part if part and not any(c in part for c in " '\"$`\\") else
+                    "'%s'" % part.replace("'", "'\\''") for part in argv)
+
+
+def unreachable(config, endpoint, what=None):
+    """What to tell a user when no server answers: what happened and what to
+    do, with the exact command that starts the server and where its log is.
+    No error numbers or tracebacks: those go to the log."""
+    argv = start_argv(config, endpoint)
+    told = [what or "No SharpFu server answers."]
+    if argv:
+        told.append("Start it in a terminal with: %s" % command_line(argv))
+    else:
+        told.append("This installation does not say how to start it: run SharpFu's install.py "
+                    "again, or start the server in a terminal with the sharpfu-server command "
+                    "from the .venv folder of SharpFu (add --endpoint %s)." % endpoint)
+    boxed = sandbox()
+    if boxed:
+        told.append("GIMP runs in a %s sandbox here, which cannot start programs outside it: "
+                    "run that command outside the sandbox (a terminal, or your session's "
+                    "autostart), then try again." % boxed)
+    else:
+        told.append("Then try again.")
+    told.append("The server's log is %s." % log_path())
+    return " ".join(told)
+
+
+def note_in_log(text):
+    """Append a line to the server's log, where the details of a failure to
+    start it belong."""
+    try:
+        directory = os.path.dirname(log_path())
+        if not os.path.isdir(directory):
+            os.makedirs(directory)
+        with open(log_path(), "a") as handle:
+            handle.write("sharpfu client: %s\n" % text)
+    except (IOError, OSError):
+        pass
 
 
 def log_tail(path, lines=3):

@@ -20,39 +20,26 @@ from gimpfu import gimp, pdb
 
 import gimp2_job
 import gimp2_layers
-from gimp2_layers import Refusal, native
-from sharpfu_client import SharpFuError
+from gimp2_layers import native
+from sharpfu_client import SharpFuError, layers
+from sharpfu_client.layers import OutsideSelection, Refusal
+from sharpfu_client.operations import BATCH
+from sharpfu_client.plugin_jobs import (FATAL, BatchFailed as Failed,  # noqa: F401
+                                        BatchReport, BatchStopped as Stopped, listing)
 
-TITLE = "AI Batch"
-LISTED = 10       # notes spelled out in the summary; the rest are counted
+TITLE = BATCH.title
 CLIP_TO_IMAGE = 1
 
-# Errors every later job would meet too: they stop the batch.
-FATAL = ("server_unavailable", "connection_lost", "timeout", "bad_params", "unknown_op",
-         "bad_signature", "bad_message", "bad_header", "unsupported_protocol", "shutting_down")
 
-
-class Failed(Refusal):
-    """The batch ran, but not all of it worked: `message` sums it up."""
-
-
-class Stopped(Exception):
-    def __init__(self, message):
-        Exception.__init__(self, message)
-        self.message = message
-
-
-class Batch(object):
+class Batch(BatchReport):
     """`done`, `failures` and `notes` say how it went."""
 
     def __init__(self, op, scale, params, target, accept_8_bit):
+        BatchReport.__init__(self, target)
         self.op, self.scale, self.params, self.target = op, scale, params, target
         self.accept_8_bit = accept_8_bit
-        self.unit = "file" if target == "folder" else "layer"
-        self.done = 0
-        self.failures = []
-        self.notes = []
         self.total = 1
+        self.words = None     # JobWords, once connected
         self.finished = 0.0
 
     def plan(self, name, image):
@@ -65,15 +52,15 @@ class Batch(object):
             for layer, locked in walk(image.layers):
                 label = "%s, layer '%s'" % (name, native(layer.name))
                 if pdb.gimp_item_is_text_layer(layer):
-                    self.notes.append("%s: left as it is, so that it stays a text layer" % label)
+                    self.note(label, "so that it stays a text layer")
                 elif locked:
-                    self.notes.append("%s: left as it is, its pixels are locked" % label)
+                    self.note(label, "its pixels are locked")
                 else:
                     gimp2_layers.check_layer(image, layer)
                     try:
                         changes.append(gimp2_layers.LayerChange(image, layer, self.scale))
-                    except gimp2_layers.OutsideSelection:
-                        self.notes.append("%s: left as it is, outside the selection" % label)
+                    except OutsideSelection:
+                        self.note(label, "outside the selection")
         except Refusal as refusal:
             self.failures.append("%s: %s" % (name, refusal.message))
             return []
@@ -88,7 +75,8 @@ class Batch(object):
             gimp2_job.say("%s: %s" % (TITLE, label))
             try:
                 job = client.submit(self.op, [change.read()], self.params)
-                change.take(gimp2_job.wait(client, job, TITLE, self.finished / self.total,
+                change.take(gimp2_job.wait(client, job, "%s: %s" % (TITLE, label), self.words,
+                                           self.finished / self.total,
                                            share / self.total).frame("image"))
             except SharpFuError as error:
                 if error.code in FATAL:
@@ -108,33 +96,12 @@ class Batch(object):
             message = "%s (GIMP scaled it instead)" % message.rstrip(".")
         self.failures.append("%s: %s" % (label, message))
 
-    def summary(self):
-        counts = ["%d %s%s done" % (self.done, self.unit, "" if self.done == 1 else "s")]
-        if self.failures:
-            counts.append("%d failed" % len(self.failures))
-        if self.notes:
-            counts.append("%d left as they were" % len(self.notes))
-        told = listing(self.failures + self.notes)
-        return ", ".join(counts) + (": " + told if told else "") + "."
 
-
-def listing(entries):
-    told = [entry.rstrip(".") for entry in entries[:LISTED]]
-    if len(entries) > LISTED:
-        told.append("and %d more" % (len(entries) - LISTED))
-    return "; ".join(told)
-
-
-def walk(layers, locked=False):
+def walk(layers_of_image):
     """Every layer holding pixels of its own, also inside groups, top to
     bottom, and whether its pixels are locked (by itself or by a group)."""
-    for layer in layers:
-        lock = locked or bool(pdb.gimp_item_get_lock_content(layer))
-        if pdb.gimp_item_is_group(layer):
-            for found in walk(layer.layers, lock):
-                yield found
-        else:
-            yield layer, lock
+    return layers.walk(layers_of_image, pdb.gimp_item_is_group, lambda layer: layer.layers,
+                       pdb.gimp_item_get_lock_content)
 
 
 def run(op, scale, params, target, image, source, destination, accept_8_bit):
@@ -159,10 +126,11 @@ def run(op, scale, params, target, image, source, destination, accept_8_bit):
     else:
         raise Refusal("AI Batch works on 'layers', 'images' or 'folder', not %r." % native(target))
     client = gimp2_job.connect(TITLE)
+    batch.words = gimp2_job.JobWords(op, client.server_status, params)
     try:
         work(client)
     except Stopped as stopped:
-        raise Failed("%s AI Batch stopped there; %s" % (stopped.message, batch.summary()))
+        raise batch.stopped(stopped.message)
     finally:
         client.close()
     gimp2_job.say("%s: %s" % (TITLE, batch.summary()))

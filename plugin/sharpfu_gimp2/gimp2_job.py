@@ -10,7 +10,9 @@ from gimpfu import gimp, pdb
 
 from gimp2_layers import native
 from sharpfu_client import Client
-from sharpfu_client.plugin_jobs import job_params, stage_text  # noqa: F401
+from sharpfu_client.operations import plain
+from sharpfu_client.plugin_jobs import (CONNECTING, STARTING_SERVER, JobWords,  # noqa: F401
+                                        job_params)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -24,25 +26,26 @@ def connect(title):
     """A connected Client, starting the server if need be. The server config
     is sharpfu.json beside the plug-in (install.py writes it), else the
     user's own SharpFu configuration."""
-    gimp.progress_init(native("%s: connecting to the SharpFu server" % title))
+    gimp.progress_init(native("%s: %s" % (title, plain(CONNECTING))))
     client = Client(beside=HERE)
     try:
-        client.connect(on_start=lambda endpoint: say(
-            "%s: starting the SharpFu server (the first start takes a while)" % title))
+        client.connect(on_start=lambda endpoint: say("%s: %s" % (title, plain(STARTING_SERVER))))
     except Exception:
         client.close()
         raise
     return client
 
 
-def wait(client, job, title, done=0.0, share=1.0):
+def wait(client, job, title, words, done=0.0, share=1.0):
     """The Result of a submitted job, with the progress bar going from `done`
-    to done + share; raises SharpFuError when the job fails."""
+    to done + share and its text (from `words`, a JobWords) saying what
+    happens; raises SharpFuError when the job fails."""
     shown = [None]
 
     def progress(fraction, stage):
         gimp.progress_update(min(1.0, done + share * fraction))
-        text = "%s: %s" % (title, stage_text(job))
+        # title may hold a layer's name: bytes in Python 2, so the words go plain to it
+        text = "%s: %s" % (title, plain(words.text(job)))
         if text != shown[0]:
             shown[0] = text
             say(text)
@@ -51,9 +54,13 @@ def wait(client, job, title, done=0.0, share=1.0):
 
 
 def run(op, frames, params, title):
-    """Run `op` on frames; returns the Result or raises SharpFuError."""
+    """Run `op` on frames; returns the Result, whose `words` (JobWords) tell
+    the end of it, or raises SharpFuError."""
     client = connect(title)
     try:
-        return wait(client, client.submit(op, frames, params), title)
+        words = JobWords(op, client.server_status, params)
+        result = wait(client, client.submit(op, frames, params), title, words)
+        result.words = words
+        return result
     finally:
         client.close()

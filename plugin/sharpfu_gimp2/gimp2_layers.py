@@ -13,23 +13,12 @@ import sys
 
 from gimpfu import gimp, pdb
 
-from sharpfu_client import Frame
+from sharpfu_client import Frame, layers
+from sharpfu_client.layers import Refusal, Region
 
-# Pixels of real image around a selection, so that the model sees what lies
-# beyond its edge; cropped away again before writing.
-CONTEXT = 128
-MAX_IMAGE_SIZE = 524288          # GIMP_MAX_IMAGE_SIZE, pixels a side
 ADD_MASK_SELECTION = 4           # GimpAddMaskType; its Python name changed in 2.10
 HIGH_BIT_DEPTH = 200             # GimpPrecision: the 8-bit ones are 100 and 150
 INDEXED = 2                      # GimpImageBaseType
-
-
-class Refusal(Exception):
-    """Something this plug-in cannot work on; `message` says why, for the user."""
-
-    def __init__(self, message):
-        Exception.__init__(self, message)
-        self.message = message
 
 
 def native(text):
@@ -38,19 +27,6 @@ def native(text):
     if sys.version_info[0] < 3 and not isinstance(text, str):
         return text.encode("utf-8")
     return text
-
-
-class Region(object):
-    """A rectangle in drawable coordinates."""
-
-    def __init__(self, x, y, width, height):
-        self.x, self.y, self.width, self.height = x, y, width, height
-
-    def grown(self, margin, width, height):
-        """This rectangle with `margin` pixels around it, kept inside width x height."""
-        x, y = max(0, self.x - margin), max(0, self.y - margin)
-        return Region(x, y, min(width, self.x + self.width + margin) - x,
-                      min(height, self.y + self.height + margin) - y)
 
 
 def read(drawable, region, name="image"):
@@ -79,16 +55,6 @@ def write(drawable, frame, x, y, shadow):
     drawable.update(x, y, frame.width, frame.height)
 
 
-def crop(frame, x, y, width, height):
-    """Part of a frame, as a new Frame."""
-    pixel = frame.channels
-    row, start = frame.width * pixel, x * pixel
-    data = as_string(frame.data)
-    return Frame(b"".join(data[(y + r) * row + start:(y + r) * row + start + width * pixel]
-                          for r in range(height)), width, height, frame.channels, "u8",
-                 frame.name)
-
-
 def is_high_bit_depth(image):
     return pdb.gimp_image_get_precision(image) >= HIGH_BIT_DEPTH
 
@@ -112,63 +78,33 @@ def layer_of(drawable):
 
 def check_layer(image, drawable, changes_layer=True):
     """Refuse what cannot be processed, before any work is done."""
-    name = native(drawable.name)
-    if image.base_type == INDEXED:
-        raise Refusal("SharpFu works on RGB and grayscale images; this one is indexed. Convert "
-                      "it to RGB first (Image > Mode > RGB), then try again.")
-    if pdb.gimp_item_is_layer_mask(drawable) or pdb.gimp_item_is_channel(drawable):
-        raise Refusal("'%s' is a mask or channel. SharpFu works on a layer's pixels: select the "
-                      "layer itself (click its thumbnail in the Layers dialog)." % name)
-    if pdb.gimp_item_is_group(drawable):
-        raise Refusal("'%s' is a layer group. Select one of the layers inside it." % name)
-    if changes_layer and pdb.gimp_item_get_lock_content(drawable):
-        raise Refusal("The pixels of layer '%s' are locked. Unlock them in the Layers dialog "
-                      "(the lock icon), then try again." % name)
+    layers.check_drawable(
+        native(drawable.name), indexed=image.base_type == INDEXED,
+        mask_or_channel=pdb.gimp_item_is_layer_mask(drawable) or pdb.gimp_item_is_channel(
+            drawable), group=pdb.gimp_item_is_group(drawable),
+        locked=changes_layer and pdb.gimp_item_get_lock_content(drawable))
 
 
 def check_size(image, scale):
-    if max(image.width, image.height) * scale > MAX_IMAGE_SIZE:
-        raise Refusal("At %dx the image would be larger than GIMP allows (%d pixels a side)."
-                      % (scale, MAX_IMAGE_SIZE))
+    layers.check_scaled_size(image.width, image.height, scale)
 
 
-class OutsideSelection(Refusal):
-    """At 1x, the selection does not touch the layer: nothing to do."""
-
-
-class LayerChange(object):
-    """One layer's part of a change. `source` (layer coordinates) goes to the
-    server; `target`, inside it, is what the answer replaces. `pixels` holds
-    the answer once it is in. whole=True: the whole layer, whatever is
-    selected (for a result that goes into a new image)."""
+class LayerChange(layers.Change):
+    """One layer's part of a change (sharpfu_client.layers.Change), in 8
+    bits. whole=True: the whole layer, whatever is selected (for a result
+    that goes into a new image)."""
 
     def __init__(self, image, layer, scale, whole=False):
-        self.image, self.layer, self.scale = image, layer, scale
-        self.target = self.source = Region(0, 0, layer.width, layer.height)
-        self.pixels = None
-        if scale == 1 and not whole:
-            found, x, y, width, height = pdb.gimp_drawable_mask_intersect(layer)
-            if not found:
-                raise OutsideSelection(
-                    "The selection does not touch layer '%s', so there is nothing to do. Select "
-                    "part of the layer, or nothing (Select > None) to work on all of it."
-                    % native(layer.name))
-            self.target = Region(x, y, width, height)
-            self.source = self.target.grown(CONTEXT, layer.width, layer.height)
+        self.image = image
+        layers.Change.__init__(
+            self, layer, native(layer.name), layer.width, layer.height, scale,
+            None if whole or scale != 1 else pdb.gimp_drawable_mask_intersect(layer))
 
     def read(self):
         return read(self.layer, self.source)
 
     def take(self, frame):
-        """Keep the server's answer, once it is known to fit."""
-        width, height = self.source.width * self.scale, self.source.height * self.scale
-        if (frame.width, frame.height, frame.channels, frame.format) != (
-                width, height, self.layer.bpp, "u8"):
-            raise Refusal("The SharpFu server answered with a %dx%d image of %d channels instead "
-                          "of %dx%d of %d; the image is unchanged." % (
-                              frame.width, frame.height, frame.channels, width, height,
-                              self.layer.bpp))
-        self.pixels = frame
+        layers.Change.take(self, frame, self.layer.bpp, "u8")
 
 
 def apply(image, changes, scale):
@@ -178,10 +114,8 @@ def apply(image, changes, scale):
     try:
         if scale == 1:
             for change in changes:
-                target, source = change.target, change.source
-                pixels = crop(change.pixels, target.x - source.x, target.y - source.y,
-                              target.width, target.height)
-                write(change.layer, pixels, target.x, target.y, shadow=True)
+                write(change.layer, change.answer_in_target(), change.target.x, change.target.y,
+                      shadow=True)
         else:
             scale_image(image, changes, scale)
     finally:

@@ -31,13 +31,20 @@ sys.path.insert(1, os.path.join(HERE, "_vendor"))   # pyzmq 19 for GIMP's Python
 from gimpfu import (PF_DIRNAME, PF_DRAWABLE, PF_IMAGE, PF_INT32, PF_RADIO, PF_STRING,  # noqa: E402
                     PF_TOGGLE, gimp, main, register)
 
+# The table of procedures needs only the standard library: the menus are
+# there even when the rest cannot load.
+from sharpfu_client.operations import (AUTHOR, BATCH, COPYRIGHT, DATE, FILTERS,  # noqa: E402
+                                       PROCEDURES, REFINE_MATTE, filter_for, gimp2_label, plain)
+
 try:
+    import zmq  # noqa: F401 - first, so that when it is missing, that is what is told
     import gimp2_batch
     import gimp2_job
     import gimp2_layers
-    from gimp2_layers import Refusal, native
+    from gimp2_layers import native
     from sharpfu_client import SharpFuError
     from sharpfu_client.config import ConfigError
+    from sharpfu_client.layers import Refusal
     MISSING = None
 except ImportError as error:
     # Register the menu entries anyway: running one then says what is missing,
@@ -55,59 +62,45 @@ except ImportError as error:
         return text
 
 PREFIX = "python-fu-"
-MENU = "<Image>/Filters/Enhance"
-AUTHOR = "SharpFu authors"
-COPYRIGHT = "SharpFu authors, GPL-3.0-or-later"
-DATE = "2026"
 
 
 class Failed(Exception):
     """Raised to GIMP after the user was told: a script's call then fails."""
 
 
-class Op(object):
-    def __init__(self, name, op, label, blurb, help_text, scales=()):
-        self.name = PREFIX + name
-        self.op = op
-        self.label = label
-        self.title = label.replace("_", "").rstrip(".")
-        self.blurb = blurb
-        self.help = help_text
-        self.scales = scales    # the values of its scale argument; the first is the default
+def title(spec):
+    """The procedure's label in words, for messages."""
+    return plain(spec.gimp2_value("label")).replace("_", "").rstrip(".")
 
 
-OPS = [
-    Op("sharpfu-ai-sharpen", "sharpen", "AI _Sharpen...",
-       "Sharpen the layer with SharpFu, optionally enlarging it",
-       "Removes blur from the active layer with SharpFu's deblurring model, then, at 2x or 4x, "
-       "enlarges it with its upscaling model. At 1x only the selection changes.",
-       ("1", "2", "4")),
-    Op("sharpfu-ai-upscale", "upscale", "AI _Upscale...", "Enlarge the layer 2x or 4x with SharpFu",
-       "Enlarges the active layer with SharpFu's upscaling model. In place, the whole image is "
-       "scaled as Image > Scale Image does: the active layer gets the model's pixels, the other "
-       "layers GIMP's interpolation. Or the result opens as a new image.",
-       ("2", "4")),
-    Op("sharpfu-ai-deblur", "deblur", "AI _Deblur...", "Remove blur from the layer with SharpFu",
-       "Removes motion and focus blur from the active layer with SharpFu's deblurring model, at "
-       "the same size. Only the selection changes."),
-]
-MATTE = Op("sharpfu-refine-matte", "matte", "AI Refine _Matte...",
-           "Refine the layer's rough mask into a clean matte with SharpFu",
-           "Takes the active layer's mask (or, when it has none, the selection) as a rough mask "
-           "of the subject and refines it with SharpFu's matting model into a soft, detailed "
-           "alpha matte, which becomes the layer's mask. With both a mask and a selection, "
-           "only the selected part of the mask changes.")
-BATCH = PREFIX + "sharpfu-batch"
-
-SCALE_LABELS = {"1": "1x (same size)", "2": "2x", "4": "4x"}
-OUTPUTS = (("Change this image", "in-place"), ("Open as a new image", "new-image"))
-TARGETS = (("Every layer of this image", "layers"), ("Every open image", "images"),
-           ("Every file in a folder", "folder"))
-METHOD = (PF_STRING, "method", "_Method (empty: the best installed)", "")
-EIGHT_BIT = (PF_TOGGLE, "high-bit-depth-as-8-bit", "Work in 8 bits on a 16/32-bit image "
-             "(GIMP 2.10's Python-Fu reads no more)", False)
 IMAGE_ARGS = [(PF_IMAGE, "image", "Input image", None),
               (PF_DRAWABLE, "drawable", "Input drawable", None)]
+PF_TYPES = {"image": PF_IMAGE, "string": PF_STRING, "int": PF_INT32}
+
+
+def parameters(spec):
+    """gimpfu's parameters for a procedure of the table."""
+    found = list(IMAGE_ARGS)
+    for argument in spec.gimp2_arguments():
+        label = gimp2_label(argument)
+        if argument.kind == "choice":
+            found.append((PF_RADIO, argument.name, label, argument.default, tuple(
+                (plain(choice.label), choice.nick) for choice in argument.choices)))
+        elif argument.kind == "bool":
+            found.append((PF_TOGGLE, argument.name, label, argument.default))
+        elif argument.kind == "string":
+            found.append((PF_STRING, argument.name, label, plain(argument.default)))
+        elif argument.kind == "folder":
+            found.append((PF_DIRNAME, argument.name, label, ""))
+        else:
+            raise ValueError("no GIMP 2.10 parameter for kind %r" % argument.kind)
+    return found
+
+
+def results(spec):
+    return [(PF_TYPES[value.kind], value.name, plain(value.help))
+            for value in spec.gimp2_returns()]
+
 
 # gimpfu calls on_run only when a procedure runs interactively, before its dialog.
 interactive = [False]
@@ -139,45 +132,52 @@ def guarded(title, fallback, work):
     raise Failed(message)
 
 
-def filter_function(op):
+def filter_function(spec):
     def run(image, drawable, *args):
         def work(shown):
-            values = dict(zip([p[1] for p in parameters(op)[2:]], args))
-            result_image, method = process(op, image, drawable, values, shown)
+            values = dict(zip([p[1] for p in parameters(spec)[2:]], args))
+            result_image, method = process(spec, image, drawable, values, shown)
             return result_image, native(method.get("name", ""))
-        return guarded(op.title, (image, ""), work)
+        return guarded(title(spec), (image, ""), work)
     return run
 
 
-def process(op, image, drawable, values, show):
-    """Do the op; returns the image holding the result and the server's
+def process(spec, image, drawable, values, show):
+    """Do the filter; returns the image holding the result and the server's
     description of the method that made it."""
     gimp2_layers.check_precision(image, values["high-bit-depth-as-8-bit"])
+    name = title(spec)
     scale = 1
-    if op.scales:
-        if values["scale"] not in op.scales:
+    if spec.scales:
+        if values["scale"] not in spec.scales:
             raise Refusal("%s works at %sx, not at %sx." % (
-                op.title, "x or ".join(op.scales), native(values["scale"])))
+                name, "x or ".join(sorted(spec.scales)), native(values["scale"])))
         scale = int(values["scale"])
-    new_image = bool(op.scales) and values["output"] == "new-image"
+    new_image = bool(spec.scales) and values["output"] == "new-image"
     gimp2_layers.check_layer(image, drawable, changes_layer=not new_image)
-    params = gimp2_job.job_params(scale if op.scales else None, values["method"])
+    params = gimp2_job.job_params(scale if spec.scales else None, values["method"])
     if not new_image:
         gimp2_layers.check_size(image, scale)
     change = gimp2_layers.LayerChange(image, drawable, scale, whole=new_image)
-    result = gimp2_job.run(op.op, [change.read()], params, op.title)
+    result = gimp2_job.run(spec.op, [change.read()], params, name)
     change.take(result.frame("image"))
-    gimp2_job.say("%s: done by %s" % (op.title, result.method.get("title", "?")))
-    gimp.progress_update(1.0)
 
     # Everything so far only read the image. From here it changes, as one undo step.
     if new_image:
         new = gimp2_layers.new_image(image, drawable, change.pixels)
         if show:
             gimp.Display(new)
-        return new, result.method
-    gimp2_layers.apply(image, [change], scale)
-    return image, result.method
+    else:
+        new = image
+        gimp2_layers.apply(image, [change], scale)
+    finish(name, result)
+    return new, result.method
+
+
+def finish(name, result):
+    """What stays in the progress bar's place: how long, and what made it."""
+    gimp2_job.say("%s: %s" % (name, plain(result.words.done(result))))
+    gimp.progress_update(1.0)
 
 
 def refine_matte(image, drawable, method, accept_8_bit):
@@ -187,37 +187,36 @@ def refine_matte(image, drawable, method, accept_8_bit):
         gimp2_layers.check_layer(image, layer, changes_layer=False)
         change = gimp2_layers.MatteChange(image, layer)
         try:
-            result = gimp2_job.run(MATTE.op, change.frames(), gimp2_job.job_params(None, method),
-                                   MATTE.title)
+            result = gimp2_job.run(REFINE_MATTE.op, change.frames(),
+                                   gimp2_job.job_params(None, method), title(REFINE_MATTE))
             change.take(result.frame("alpha"))
         except Exception:
             change.discard()
             raise
-        gimp2_job.say("%s: done by %s" % (MATTE.title, result.method.get("title", "?")))
-        gimp.progress_update(1.0)
         change.apply()
+        finish(title(REFINE_MATTE), result)
         return native(result.method.get("name", ""))
-    return guarded(MATTE.title, "", work)
+    return guarded(title(REFINE_MATTE), "", work)
 
 
 def batch(image, drawable, op, scale, method, target, input_folder, output_folder,
           accept_8_bit):
     def work(shown):
-        found = [entry for entry in OPS if entry.op == op]
-        if not found:
+        try:
+            entry = filter_for(op)
+        except KeyError:
             raise Refusal("AI Batch runs %s, not %r." % (
-                ", ".join(entry.op for entry in OPS), native(op)))
-        entry = found[0]
+                ", ".join(spec.op for spec in FILTERS), native(op)))
         if entry.scales and scale not in entry.scales:
             raise Refusal("%s works at %sx, not at %sx." % (
-                entry.title, "x or ".join(entry.scales), native(scale)))
+                title(entry), "x or ".join(sorted(entry.scales)), native(scale)))
         factor = int(scale) if entry.scales else None
         outcome = gimp2_batch.run(entry.op, factor or 1, gimp2_job.job_params(factor, method),
                                   target, image, input_folder, output_folder, accept_8_bit)
         if outcome.notes and shown:
             gimp.message("%s: %s" % (gimp2_batch.TITLE, outcome.summary()))
         return outcome.done, "\n".join(outcome.notes)
-    return guarded(gimp2_batch.TITLE if MISSING is None else "AI Batch", (0, ""), work)
+    return guarded(title(BATCH), (0, ""), work)
 
 
 def missing_message(error):
@@ -230,48 +229,13 @@ def missing_message(error):
             "the client library into %s." % (error, HERE))
 
 
-def parameters(op):
-    found = list(IMAGE_ARGS)
-    if op.scales:
-        found.append((PF_RADIO, "scale", "_Scale", op.scales[0],
-                      tuple((SCALE_LABELS[value], value) for value in op.scales)))
-        found.append((PF_RADIO, "output", "_Result", "in-place", OUTPUTS))
-    return found + [METHOD, EIGHT_BIT]
+FUNCTIONS = {REFINE_MATTE.name: refine_matte, BATCH.name: batch}
 
-
-RESULTS = [(PF_IMAGE, "result-image", "The image holding the result: this one, or the new one"),
-           (PF_STRING, "method-used", "The name of the model or method that made the result")]
-
-for _op in OPS:
-    register(_op.name, _op.blurb, _op.help, AUTHOR, COPYRIGHT, DATE, _op.label, "*",
-             parameters(_op), RESULTS, filter_function(_op), menu=MENU,
-             on_run=began_interactively)
-
-register(MATTE.name, MATTE.blurb, MATTE.help, AUTHOR, COPYRIGHT, DATE, MATTE.label, "*",
-         IMAGE_ARGS + [METHOD, EIGHT_BIT],
-         [(PF_STRING, "method-used", "The name of the model or method that made the matte")],
-         refine_matte, menu=MENU, on_run=began_interactively)
-
-register(BATCH, "Run a SharpFu filter on every layer, every open image or a folder of files",
-         "Runs AI Upscale, AI Sharpen or AI Deblur on every layer of the image, on every layer "
-         "of every open image, or on every file in a folder, saving the results under the same "
-         "names into an output folder. Each image changes as one undo step, once all of its "
-         "layers are done. Text layers and layers with locked pixels are left as they are. A "
-         "layer or file that fails is reported at the end; the others go on.",
-         AUTHOR, COPYRIGHT, DATE, "AI _Batch...", "*",
-         IMAGE_ARGS + [
-             (PF_RADIO, "op", "_Filter", "upscale",
-              tuple((entry.title, entry.op) for entry in OPS)),
-             (PF_RADIO, "scale", "_Scale (AI Upscale: 2x or 4x; AI Sharpen: any; AI Deblur: "
-              "not used)", "2", tuple((SCALE_LABELS[v], v) for v in ("1", "2", "4"))),
-             METHOD,
-             (PF_RADIO, "target", "_Work on", "layers", TARGETS),
-             (PF_DIRNAME, "input-folder", "_Input folder (for a folder)", ""),
-             (PF_DIRNAME, "output-folder", "_Output folder (for a folder)", ""),
-             EIGHT_BIT],
-         [(PF_INT32, "done", "How many layers ('layers', 'images') or files ('folder') were "
-           "processed"),
-          (PF_STRING, "notes", "The layers left as they were, and why; one a line")],
-         batch, menu=MENU, on_run=began_interactively)
+for _spec in PROCEDURES.values():
+    register(PREFIX + _spec.name, plain(_spec.gimp2_value("blurb")),
+             plain(_spec.gimp2_value("help")), AUTHOR, COPYRIGHT, DATE,
+             plain(_spec.gimp2_value("label")), "*", parameters(_spec), results(_spec),
+             FUNCTIONS.get(_spec.name) or filter_function(_spec),
+             menu=_spec.gimp2_value("menus")[0], on_run=began_interactively)
 
 main()

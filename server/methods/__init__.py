@@ -2,6 +2,8 @@
 in models/ (wrapped by server.catalog). Each is a Method."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -15,7 +17,8 @@ class Method:
     network that subsamples is unchanged only by shifts of its stride);
     rgb_only methods get grey images as RGB. preference ranks the methods
     of an op when none is named, highest first: None means 1 for a network
-    and 0 for a classical method."""
+    and 0 for a classical method. largest_tile caps the tiler's tile side
+    (None: memory decides)."""
 
     name = ""
     kind = "classical"
@@ -29,6 +32,7 @@ class Method:
     preference: float | None = None
     rgb_only = False
     bytes_per_pixel = 64.0   # working memory per input pixel, for tile sizing
+    largest_tile: int | None = None
 
     def __init__(self):
         self.loaded = self.kind == "classical"
@@ -41,6 +45,11 @@ class Method:
     def load(self, device: torch.device, dtype: torch.dtype) -> None:
         """Load weights onto the device; classical methods have none."""
         self.loaded = True
+
+    def networks(self, scale: int) -> list[torch.nn.Module]:
+        """The loaded networks a tile at `scale` runs (progress inside a tile
+        follows their layers)."""
+        return []
 
     def info(self) -> dict:
         return {"name": self.name, "kind": self.kind, "title": self.title,
@@ -55,6 +64,16 @@ class ImageMethod(Method):
 
 
 class MatteMethod(Method):
+    prepared_share = 0.0     # of the job's progress, taken by `prepare`
+
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(1, 3, h, w) colour and (1, 1, h, w) coarse mask -> (1, 1, h, w) alpha."""
         raise NotImplementedError
+
+    def prepare(self, image, image_format: str, colour_channels: int, mask, mask_format: str,
+                iterations: int | None, progress) -> Callable:
+        """Whatever needs the whole frames (image (h, w, c), mask (h, w, 1)),
+        done once before tiling; returns the tile function: (colour (1, 3,
+        h, w), coarse mask (1, 1, h, w), box (top, left, height, width)) ->
+        alpha (1, 1, h, w). By default, `forward` on each tile."""
+        return lambda colour, coarse, box: self.forward(colour, coarse)

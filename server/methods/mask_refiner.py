@@ -1,13 +1,14 @@
 """The trained matte refiner as the `matte` op's method: the refiner
 (models/matte_refiner.py) on the whole image at a working resolution of
 about a megapixel, then the guided upsampler (models/guided_upsampler.py)
-on full-resolution tiles.
+on full-resolution tiles, through the engine's one tiler.
 
 The refiner needs the whole picture at once (the subject's colours far from
 an edge say what belongs to it), so the image is shrunk to the working size
 rather than tiled; the upsampler brings the alpha back to every full-
-resolution pixel, tile by tile, with its exact context, so tiles never show
-seams and tiles wholly inside or outside the subject cost nothing.
+resolution pixel, tile by tile. Its layers are unpadded, so a tile computed
+with its RADIUS px of context equals the same pixels of the untiled result,
+and tiles wholly inside or outside the subject cost nothing.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from models import guided_upsampler, matte_refiner, registry
 
-from .. import pixels
+from .. import pixels, tiling
 from . import MatteMethod
 
 log = logging.getLogger("sharpfu.methods")
@@ -31,6 +32,7 @@ WORKING_PIXELS = 1_000_000
 # of the background and the subject; made exact, it costs nothing in the
 # band and lowers whole-image SAD by 3-10% on held-out composites.
 HAZE = 0.02
+# Settled tiles are skipped whole: small tiles skip more of the picture.
 UPSAMPLE_TILE = 256
 
 
@@ -46,8 +48,9 @@ def working_size(height: int, width: int, pixels_: int | None = None) -> tuple[i
 class MaskRefiner(MatteMethod):
     kind = "network"
     name = "mask-refiner"
-    whole_image = True   # the engine hands it the whole frames, not tiles
     ops = ("matte",)
+    largest_tile = UPSAMPLE_TILE
+    prepared_share = 0.3      # of the progress: the working-resolution pass
 
     def __init__(self, refiner: registry.Weights, upsampler: registry.Weights):
         super().__init__()
@@ -57,14 +60,14 @@ class MaskRefiner(MatteMethod):
                             "hair-level detail at a working resolution of about 1 MP, then "
                             "brings it to full resolution guided by the full-resolution image.")
         self.source = refiner.record["source"]
-        self.margin = upsampler.receptive_radius
+        self.margin = upsampler.spec.receptive_radius
         self.refiner: matte_refiner.MatteRefiner | None = None
         self.upsampler: guided_upsampler.GuidedUpsampler | None = None
         self.device = torch.device("cpu")
 
     def info(self) -> dict:
         info = super().info()
-        info["weights"] = {role: {"name": w.name, "parameters": w.record.get("parameters")}
+        info["weights"] = {role: {"name": w.name, "parameters": w.parameters}
                            for role, w in self.weights.items()}
         info["working_megapixels"] = WORKING_PIXELS / 1e6
         return info
@@ -77,6 +80,9 @@ class MaskRefiner(MatteMethod):
         self.device = device
         self.loaded = True
         log.info("loaded %s on %s", self.name, device)
+
+    def networks(self, scale: int) -> list[torch.nn.Module]:
+        return [self.upsampler] if self.upsampler is not None else []
 
     # -- the two stages ------------------------------------------------------
 
@@ -93,45 +99,13 @@ class MaskRefiner(MatteMethod):
         passes = self.refiner(image.to(self.device), mask.to(self.device), iterations)
         return guided_upsampler.snap(passes[-1]["alpha"][..., :h, :w].float(), HAZE)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Whole tensors in, alpha out (the benchmark and tests use this;
-        the engine uses run(), which reads and writes frames tile by tile)."""
-        height, width = image.shape[-2:]
-        out = torch.zeros(1, 1, height, width)
-
-        def read(top, bottom, left, right):
-            rows = torch.arange(top, bottom).clamp(0, height - 1)
-            cols = torch.arange(left, right).clamp(0, width - 1)
-            return image[:, :3, rows][..., cols]
-
-        def write(top, bottom, left, right, alpha):
-            out[..., top:bottom, left:right] = alpha
-
-        small = working_size(height, width)
-        self._run(read, (height, width), shrink_bands([image[:, :3]], small),
-                  shrink_bands([mask], small).clamp(0, 1), write, UPSAMPLE_TILE, None)
-        return out
-
-    def run(self, image: np.ndarray, image_format: str, colour_channels: int, mask: np.ndarray,
-            mask_format: str, out: np.ndarray, out_format: str, tile: int,
-            iterations: int | None, progress: Callable[[float, str], None]) -> dict:
-        """Alpha for frames `image` (h, w, c) and `mask` (h, w, 1), written
-        into `out` (h, w, 1) in out_format."""
+    def prepare(self, image: np.ndarray, image_format: str, colour_channels: int,
+                mask: np.ndarray, mask_format: str, iterations: int | None,
+                progress: Callable[[float, str], None]) -> Callable:
+        """The working-resolution alpha of frames `image` (h, w, c) and
+        `mask` (h, w, 1); returns the tile function that brings it to full
+        resolution (Upsampling)."""
         height, width = image.shape[:2]
-
-        def read(top, bottom, left, right):
-            rows = np.clip(np.arange(top, bottom), 0, height - 1)
-            cols = np.clip(np.arange(left, right), 0, width - 1)
-            if top >= 0 and left >= 0 and bottom <= height and right <= width:
-                block = image[top:bottom, left:right]
-            else:
-                block = image[rows][:, cols]
-            x = pixels.to_tensor(block, image_format, self.device)[:, :colour_channels]
-            return x.expand(-1, 3, -1, -1) if colour_channels == 1 else x
-
-        def write(top, bottom, left, right, alpha):
-            values = alpha[0].permute(1, 2, 0).float().cpu().numpy()
-            pixels.store(values, out[top:bottom, left:right], out_format)
 
         def whole(array, fmt, channels):
             # A band of rows at a time: a 24 MP frame in float32 at once
@@ -145,21 +119,65 @@ class MaskRefiner(MatteMethod):
         image_lo = whole(image, image_format, colour_channels)
         if colour_channels == 1:
             image_lo = image_lo.expand(-1, 3, -1, -1)
-        mask_lo = whole(mask, mask_format, 1).clamp(0, 1)
-        return self._run(read, (height, width), image_lo, mask_lo, write, tile, iterations,
-                         progress)
+        alpha_lo = self.refine(image_lo, whole(mask, mask_format, 1).clamp(0, 1), iterations)
+        return Upsampling(self.upsampler, alpha_lo, image_lo, (height, width))
 
-    def _run(self, read, size, image_lo, mask_lo, write, tile, iterations, progress=None):
-        alpha_lo = self.refine(image_lo, mask_lo, iterations)
-        if progress:
-            progress(0.3, "%s: full resolution" % self.title)
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Whole tensors (1, 3, h, w) and (1, 1, h, w) in, alpha out, through
+        the same tiler as the engine (the benchmark and tests use this)."""
+        frames = [np.ascontiguousarray(t[0].permute(1, 2, 0).float().cpu().numpy())
+                  for t in (image[:, :3], mask)]
+        upsampling = self.prepare(frames[0], "f32", 3, frames[1], "f32", None,
+                                  lambda fraction, stage: None)
+        return upsampling.whole(frames[0], self.device)
 
-        def tiles_done(done, total):
-            if progress:
-                progress(0.3 + 0.7 * done / total, "%s: tile %d of %d" % (self.title, done, total))
-        return guided_upsampler.upsample(self.upsampler, read, size, alpha_lo,
-                                         image_lo.to(self.device), write, tile or UPSAMPLE_TILE,
-                                         tiles_done)
+
+class Upsampling:
+    """The guided upsampler as a tile function: (1, 3, h, w) full-resolution
+    colour of the tile at `box` (top, left, height, width) -> its alpha.
+    Beyond the image's edges the tile is extended by replication, as the
+    untiled network sees it; at a tile's inner edges the tiler's margin
+    (the upsampler's RADIUS) hides what replication there gets wrong."""
+
+    def __init__(self, upsampler: guided_upsampler.GuidedUpsampler, alpha_lo: torch.Tensor,
+                 image_lo: torch.Tensor, size: tuple[int, int]):
+        self.upsampler, self.size = upsampler, size
+        self.alpha_lo = guided_upsampler.snap(alpha_lo)
+        self.guide_lo = upsampler.low_guide(image_lo)
+        self.counts = {"computed": 0, "skipped": 0}
+
+    def __call__(self, colour: torch.Tensor, coarse: torch.Tensor | None,
+                 box: tuple[int, int, int, int]) -> torch.Tensor:
+        top, left, height, width = box
+        r = self.upsampler.RADIUS
+        low_h, low_w = self.alpha_lo.shape[-2:]
+        seen = self.alpha_lo[..., footprint(top, top + height, self.size[0], low_h, r),
+                             footprint(left, left + width, self.size[1], low_w, r)]
+        if bool((seen == 0).all()) or bool((seen == 1).all()):
+            self.counts["skipped"] += 1
+            return seen.new_full((1, 1, height, width), float(seen.flatten()[0]))
+        self.counts["computed"] += 1
+        padded = F.pad(colour, (r, r, r, r), mode="replicate")
+        return self.upsampler(padded.to(self.alpha_lo.device), self.alpha_lo, self.guide_lo,
+                              (top, left), self.size)
+
+    def whole(self, image: np.ndarray, device: torch.device,
+              tile: int = UPSAMPLE_TILE) -> torch.Tensor:
+        """The full-resolution alpha of a float32 (h, w, 3) image, tiled."""
+        out = np.zeros(image.shape[:2] + (1,), np.float32)
+        tiling.run_tiled([image], ["f32"], out, "f32",
+                         lambda inputs, box: self(inputs[0], None, box), scale=1, tile=tile,
+                         margin=self.upsampler.RADIUS, device=device)
+        return torch.from_numpy(out).permute(2, 0, 1)[None]
+
+
+def footprint(start: int, stop: int, length: int, low: int, margin: int) -> slice:
+    """Working-resolution rows (or columns) that full-resolution [start,
+    stop) with `margin` px of context can read."""
+    lo = (max(start - margin, 0) + 0.5) * low / length - 0.5
+    hi = (min(stop + margin, length) - 0.5) * low / length - 0.5
+    return slice(max(int(math.floor(lo)) - guided_upsampler.WINDOW - 1, 0),
+                 min(int(math.ceil(hi)) + guided_upsampler.WINDOW + 2, low))
 
 
 def shrink_bands(bands: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:

@@ -1,13 +1,20 @@
-"""Trained networks as catalog methods.
+"""Trained image-to-image networks as catalog methods: one class runs any
+architecture the registry knows (models/registry.py), for SharpFu's shipped
+weights, the checkpoints users bring (server/models_folder.py) and adapted
+networks (server/adaptation/).
 
-Each method is one flavour of a network (the registry's `method` field), with
-a set of weights per scale: `span` upscales 2x with span-x2 and 4x with
-span-x4. Weights are read lazily, on the first job that needs them, through
-models/loading.py (safetensors or weights-only checkpoints, nothing looser).
+A method serves one flavour of a network with a set of weights per scale:
+`span` upscales 2x with span-x2 and 4x with span-x4. Weights are read
+lazily, on the first job that needs them, through models/loading.py
+(safetensors or weights-only checkpoints, nothing looser); what the tiler
+needs (the context each output pixel depends on, the input-size multiple,
+the tile alignment, the working memory per pixel) comes from the
+architecture's descriptor, without loading anything.
 """
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -18,46 +25,38 @@ from . import ImageMethod
 
 log = logging.getLogger("sharpfu.methods")
 
-# The registry's super-resolution architectures, which this wrapper serves.
-UPSCALERS = ("span",)
+IMAGE_TASKS = {"upscale": ("upscale", "sharpen"), "deblur": ("deblur", "sharpen")}
 
 
 class NetworkMethod(ImageMethod):
     kind = "network"
     rgb_only = True
 
-    def __init__(self, weights: list[registry.Weights]):
+    def __init__(self, name: str, weights: list[registry.Weights], *, title: str,
+                 description: str, source: str, preference: float | None = None):
         super().__init__()
-        if not weights or len({w.method for w in weights}) != 1:
-            raise ValueError("one method's weights, at least one, are needed")
-        self.weights = {w.scale: w for w in weights}
+        specs = [w.spec for w in weights]
+        if not weights or len({s.task for s in specs}) != 1 or specs[0].task not in IMAGE_TASKS:
+            raise ValueError("one image task's weights, at least one, are needed")
+        self.weights = {s.scale: w for s, w in zip(specs, weights)}
         if len(self.weights) != len(weights):
-            raise ValueError("two weights files for one scale of %s" % weights[0].method)
-        first = weights[0]
-        self.name = first.method
+            raise ValueError("two weights files for one scale of %s" % name)
+        self.name, self.title, self.description, self.source = name, title, description, source
+        self.task = specs[0].task
+        self.ops = IMAGE_TASKS[self.task]
         self.scales = tuple(sorted(self.weights))
-        self.ops = tuple(sorted({op for w in weights for op in w.record["ops"]}))
-        self.title = first.record["title"]
-        self.description = first.record["description"]
-        self.source = first.record["source"]
-        # Context for exact tiling: every output pixel depends on input pixels
-        # within the receptive radius, and on nothing further.
-        self.margin = max(w.receptive_radius for w in weights)
-        # Working memory per input pixel is dominated by about a dozen feature
-        # maps alive at once (float32 on the CPU); the engine multiplies this
-        # figure by scale squared, so it is stated per output pixel of the
-        # smallest scale, which covers the larger ones.
-        channels = max(w.params.get("channels", 64) for w in weights)
-        self.bytes_per_pixel = 12 * channels * 4 / min(self.scales) ** 2 + 64.0
+        self.margin = max(s.receptive_radius for s in specs)
+        self.alignment = math.lcm(*(s.alignment for s in specs))
+        # The engine multiplies this by the scale squared; the largest of the
+        # flavour's figures covers every scale it serves.
+        self.bytes_per_pixel = max(s.bytes_per_pixel for s in specs)
+        self.preference = preference
         self.models: dict[int, torch.nn.Module] = {}
-        self.dtype = torch.float32
-        self.device = torch.device("cpu")
+        self.dtype, self.device = torch.float32, torch.device("cpu")
 
     def info(self) -> dict:
         info = super().info()
-        info["weights"] = {str(s): {"name": w.name, "parameters": w.record.get("parameters"),
-                                    "validation": _headline(w.record)}
-                           for s, w in sorted(self.weights.items())}
+        info["weights"] = {str(scale): _describe(w) for scale, w in sorted(self.weights.items())}
         return info
 
     def load(self, device: torch.device, dtype: torch.dtype) -> None:
@@ -74,9 +73,15 @@ class NetworkMethod(ImageMethod):
                  ", ".join(w.name for w in self.weights.values()), device,
                  str(dtype).replace("torch.", ""))
 
+    def unload(self) -> None:
+        self.models, self.loaded = {}, False
+
+    def networks(self, scale: int) -> list[torch.nn.Module]:
+        return [self.models[scale]] if scale in self.models else []
+
     def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         model = self.models[scale]
-        multiple = self.weights[scale].multiple
+        multiple = self.weights[scale].spec.multiple
         height, width = x.shape[-2:]
         pad_h, pad_w = (-height) % multiple, (-width) % multiple
         if pad_h or pad_w:
@@ -85,34 +90,79 @@ class NetworkMethod(ImageMethod):
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         out = model(x)[..., :height * scale, :width * scale]
-        # The network's additive output can overshoot a little at hard edges;
+        # A network's additive output can overshoot a little at hard edges;
         # pixel values outside [0, 1] mean nothing here.
         return out.float().clamp_(0.0, 1.0)
 
 
-def _headline(record: dict) -> dict | None:
-    """Mean validation Y-PSNR, ours against bicubic, per degradation."""
-    validation = record.get("validation") or {}
-    headline = {name: {"ours": round(v["ours"], 2), "bicubic": round(v["bicubic"], 2)}
-                for name, v in validation.items() if isinstance(v, dict) and "ours" in v}
-    return headline or None
+def _describe(weights: registry.Weights) -> dict:
+    found = {"name": weights.name, "architecture": weights.architecture.name,
+             "flavour": weights.spec.flavour, "parameters": weights.parameters}
+    if weights.path is not None and weights.record is None:
+        found["file"] = weights.path.name
+    headline = validation_headline(weights.record)
+    if headline:
+        found["validation"] = headline
+    return found
 
 
-def network_methods(directory=None) -> list[NetworkMethod]:
-    """One method per flavour found among the shipped weights (in
-    models/weights/ unless `directory` says otherwise)."""
+def validation_cases(record: dict | None) -> dict[str, dict[str, float]]:
+    """The mean numbers of each validation case of a weights record: the
+    network's (as "network"; SR records call it "ours") beside its
+    baselines' (the blurry input and the unsharp mask for a deblurrer,
+    bicubic for an upscaler)."""
+    cases = {}
+    for case, values in ((record or {}).get("validation") or {}).items():
+        if not isinstance(values, dict):
+            continue
+        numbers = {("network" if key == "ours" else key): float(value)
+                   for key, value in values.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        if "network" in numbers:
+            cases[case] = numbers
+    return cases
+
+
+def validation_headline(record: dict | None) -> dict | None:
+    return {case: {key: round(value, 2) for key, value in numbers.items()}
+            for case, numbers in validation_cases(record).items()} or None
+
+
+def preference(weights: registry.Weights) -> float:
+    """Where the catalog ranks a network when none is named (the highest
+    first; classical methods stand at 0). A user's checkpoint (no record) is
+    what they brought for the job: above everything SharpFu ships, the
+    bigger first (MIMO-UNet+ before MIMO-UNet). SharpFu's own weights rank
+    above the classical method only if their record shows them ahead of
+    every baseline on every validation case; otherwise they stay available
+    by name, below it."""
+    if weights.record is None:
+        return 2.0 + weights.parameters / 1e9
+    cases = validation_cases(weights.record).values()
+    beaten = bool(cases) and all(
+        numbers["network"] > max([v for k, v in numbers.items() if k != "network"],
+                                 default=float("-inf"))
+        for numbers in cases)
+    return 1.0 + weights.parameters / 1e9 if beaten else -1.0
+
+
+def shipped_methods(directory=None) -> list[NetworkMethod]:
+    """One method per flavour among the shipped image-to-image weights (in
+    models/weights/ unless `directory` says otherwise), named by their
+    records' `method`. A broken record is skipped with a log line: the
+    server must start regardless."""
     by_method: dict[str, list[registry.Weights]] = {}
     for weights in registry.shipped(directory):
-        # Other image networks (the MIMO-UNet deblurrers) have methods of
-        # their own, and their weights may share the folder.
-        if weights.architecture.name not in UPSCALERS or "method" not in weights.record:
-            continue
-        by_method.setdefault(weights.method, []).append(weights)
+        record = weights.record
+        if weights.spec.task in IMAGE_TASKS and "method" in record:
+            by_method.setdefault(record["method"], []).append(weights)
     methods = []
     for name, group in sorted(by_method.items()):
+        first = group[0].record
         try:
-            methods.append(NetworkMethod(group))
-        except (ValueError, KeyError) as error:
+            methods.append(NetworkMethod(
+                name, group, title=first["title"], description=first["description"],
+                source=first["source"], preference=min(preference(w) for w in group)))
+        except (ValueError, KeyError, TypeError) as error:
             log.warning("not offering network %s: %s", name, error)
     return methods
-

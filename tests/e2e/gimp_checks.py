@@ -16,7 +16,7 @@ import traceback
 import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+from gi.repository import GObject, Gegl, Gimp, Gio  # noqa: E402
 
 PDB = Gimp.get_pdb()
 WORK = PARAMS["work"]  # noqa: F821 - prepended by the runner
@@ -134,15 +134,36 @@ def dump(name, data):
 
 # -- headless: results compared with the CLI's ----------------------------------------------------
 
+def describe_argument(pspec):
+    """What GIMP registered for an argument: its label, help, default and,
+    for a choice, its nicks and labels, for a number, its range."""
+    found = {"name": pspec.name, "label": pspec.get_nick(), "help": pspec.get_blurb(),
+             "type": pspec.value_type.name, "spec": pspec.__gtype__.name}
+    try:
+        default = pspec.get_default_value()
+        found["default"] = default if isinstance(default, (bool, int, float, str)) else None
+    except Exception:  # noqa: BLE001 - an object argument has no plain default
+        found["default"] = None
+    if pspec.__gtype__.name == "GimpParamChoice":
+        choice = Gimp.param_spec_choice_get_choice(pspec)
+        found["choices"] = [[nick, choice.get_label(nick)] for nick in choice.list_nicks()]
+        found["default"] = Gimp.param_spec_choice_get_default(pspec)
+    if found["type"] in ("gint", "gdouble"):
+        found["range"] = [pspec.minimum, pspec.maximum]
+    return found
+
+
 @check("headless")
 def registration():
     found = {}
     for name in ("sharpfu-ai-sharpen", "sharpfu-ai-upscale", "sharpfu-ai-deblur",
-                 "sharpfu-batch"):
+                 "sharpfu-batch", "sharpfu-refine-matte"):
         proc = PDB.lookup_procedure(name)
         found[name] = None if proc is None else {
             "label": proc.get_menu_label(), "menu": list(proc.get_menu_paths()),
+            "blurb": proc.get_blurb(), "help": proc.get_help(),
             "arguments": [a.name for a in proc.get_arguments()],
+            "details": [describe_argument(a) for a in proc.get_arguments()],
             "returns": [a.name for a in proc.get_return_values()]}
     record("registration", procedures=found)
 
@@ -154,6 +175,18 @@ def upscale_default():
     export(image, "upscale_default.png")
     record("upscale_default", same_image=result["result_image"].get_id() == image.get_id(),
            image=describe(image), **plain(result))
+
+
+@check("headless")
+def strength():
+    found = {}
+    for percent in (0, 50):
+        image = load("rgb8.png")
+        found[str(percent)] = plain(run("sharpfu-ai-upscale", image, image.get_layers(),
+                                        strength=float(percent)))
+        export(image, "strength%d.png" % percent)
+        image.delete()
+    record("strength", **found)
 
 
 @check("headless")
@@ -288,6 +321,11 @@ def refusals():
     before = describe(image)
     found["indexed"] = dict(plain(run("sharpfu-ai-deblur", image, image.get_layers())),
                             unchanged=describe(image) == before)
+    # From the menu: refused before the dialog would open (headless, it could not)
+    for name in ("sharpfu-ai-upscale", "sharpfu-refine-matte"):
+        found["indexed, from the menu: " + name] = dict(
+            plain(run(name, image, image.get_layers(), run_mode=Gimp.RunMode.INTERACTIVE)),
+            unchanged=describe(image) == before)
     image.delete()
 
     image = load("rgb8.png")
@@ -366,6 +404,20 @@ def batch_adapt():
 
 # -- headless: AI Refine Matte --------------------------------------------------------------------
 
+@check("headless")
+def guard():
+    # 2100 x 2000 at 4x: 67 megapixels, over the 64 a script may make without allow-large
+    image = Gimp.Image.new(2100, 2000, Gimp.ImageBaseType.RGB)
+    layer = Gimp.Layer.new(image, "big", 2100, 2000, Gimp.ImageType.RGB_IMAGE, 100.0,
+                           Gimp.LayerMode.NORMAL)
+    image.insert_layer(layer, None, 0)
+    before = describe(image)
+    found = {"upscale": plain(run("sharpfu-ai-upscale", image, [layer], scale="4")),
+             "batch": batch(image, op="upscale", scale="4", target="layers")}
+    found["unchanged"] = describe(image) == before
+    record("guard", **found)
+
+
 def refine(image, layer, **arguments):
     """Call sharpfu-refine-matte as a script would."""
     proc = PDB.lookup_procedure("sharpfu-refine-matte")
@@ -436,7 +488,6 @@ def place(layer):
     return [x, y, layer.get_width(), layer.get_height()]
 
 
-@check("headless")
 def add_text_layer(image, text, offsets):
     layer = Gimp.TextLayer.new(image, text, Gimp.context_get_font(), 12.0, Gimp.Unit.pixel())
     image.insert_layer(layer, None, 0)
@@ -743,6 +794,79 @@ def batch_dialog():
     image.clean_all()
     display.delete()
     record("batch_dialog", helper=helper_status, size=size, **result)
+
+
+def mnemonics(widget, found):
+    """The access keys of every visible label under widget, but for those in
+    menus and popovers (the Reset button's), which only work while open."""
+    if not widget.get_visible() or isinstance(widget, (Gtk.Menu, Gtk.MenuItem, Gtk.Popover)):
+        return found
+    if isinstance(widget, Gtk.Label) and widget.get_use_underline():
+        key = widget.get_mnemonic_keyval()
+        if key != Gdk.KEY_VoidSymbol:
+            found.append([Gdk.keyval_name(key).lower(), widget.get_label()])
+    if isinstance(widget, Gtk.Container):
+        for child in widget.get_children():
+            mnemonics(child, found)
+    return found
+
+
+def radio_states(window, name):
+    return {label: button.get_sensitive() for label, button in
+            dialogs.options(window, name).items()}
+
+
+@check("gui")
+def dialog_fields():
+    """The dialogs as the plug-in builds them (its own dialogs module),
+    inspected before they are shown."""
+    global dialogs, Gdk, Gtk
+    folder = os.path.join(Gimp.directory(), "plug-ins", "sharpfu")
+    sys.path.insert(0, folder)
+    import dialogs
+    import in_place
+    from gi.repository import Gdk, Gtk
+    from sharpfu_client.operations import PROCEDURES
+    dialogs.init()
+    found = {}
+    image = load("rgb8.png")
+    layer = image.get_layers()[0]
+    for name in ("sharpfu-ai-upscale", "sharpfu-ai-sharpen", "sharpfu-ai-deblur",
+                 "sharpfu-batch", "sharpfu-refine-matte"):
+        proc = PDB.lookup_procedure(name)
+        config = proc.create_config()
+        if name == "sharpfu-batch":
+            config.set_property("image", image)
+        size = None
+        if name == "sharpfu-ai-upscale":
+            def size(config):
+                return in_place.result_size(image, layer, int(config.get_property("scale")))
+        window = dialogs.build(proc, config, PROCEDURES[name], image, [layer], size)
+        window.show_all()       # as run() does; the text field the dropdown replaced stays hidden
+        entry = {"methods": window.sharpfu_methods.entries,
+                 "keys": mnemonics(window, [])}
+        if name != "sharpfu-refine-matte":
+            steps = window.get_widget("adapt-steps", GObject.TYPE_NONE)
+            entry["steps_sensitive"] = [steps.get_sensitive()]
+            config.set_property("adapt", True)
+            entry["steps_sensitive"].append(steps.get_sensitive())
+        if name == "sharpfu-ai-upscale":
+            entry["size"] = [window.sharpfu_size.label.get_text()]
+            config.set_property("scale", "4")
+            entry["size"].append(window.sharpfu_size.label.get_text())
+            entry["methods_4x"] = window.sharpfu_methods.entries
+        if name == "sharpfu-batch":
+            config.set_property("op", "upscale")
+            entry["scales_upscale"] = radio_states(window, "scale")
+            config.set_property("op", "sharpen")
+            entry["scales_sharpen"] = radio_states(window, "scale")
+            entry["methods_sharpen"] = window.sharpfu_methods.entries
+        if name == "sharpfu-refine-matte":
+            entry["sources"] = radio_states(window, "source")
+        window.destroy()
+        found[name] = entry
+    image.delete()
+    record("dialog_fields", procedures=found)
 
 
 def noise_image(side):

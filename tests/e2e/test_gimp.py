@@ -31,15 +31,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gimp_runner import VERSIONS, has_gui_tools, locate  # noqa: E402
-from serverproc import ServerProcess  # noqa: E402
+from server.scratch import ServerProcess  # noqa: E402
 from sharpfu_cli import imageio  # noqa: E402
 from sharpfu_client import Client, Frame  # noqa: E402
+from sharpfu_client import methods  # noqa: E402
+from sharpfu_client.operations import PROCEDURES  # noqa: E402
 
-pytestmark = pytest.mark.gimp
+pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 CHECKS = (HERE / "gimp_checks.py").read_text()
+SUITE_TIMEOUT = 2400     # seconds one GIMP start may take for its suite
 
 
 # -- inputs and what the CLI makes of them --------------------------------------------------------
@@ -94,6 +97,10 @@ def expected(gimp, images, tmp_path_factory) -> dict[str, np.ndarray]:
             *(["--scale", scale] if op != "deblur" else []))
         for name in names:
             results["%s %s %s" % (op, scale, name)] = imageio.read(str(target / name)).pixels
+    # the plain result strength 0 must give: Lanczos-3, which the server mixes with
+    cli(server, "upscale", [folder / "rgb8.png"], out / "lanczos", "--scale", "2", "--method",
+        "lanczos")
+    results["lanczos 2 rgb8.png"] = imageio.read(str(out / "lanczos" / "rgb8.png")).pixels
     return results
 
 
@@ -136,7 +143,8 @@ def run_suite(gimp, images, suite, **kwargs):
               "server_log": gimp.server.log_path}
     if kwargs.get("screenshots"):
         params["screenshots"] = kwargs["screenshots"]
-    run = gimp.run(CHECKS, params, **kwargs)
+    # Generous: the adaptation checks train on the CPU, which other work may share.
+    run = gimp.run(CHECKS, params, timeout=kwargs.pop("timeout", SUITE_TIMEOUT), **kwargs)
     run.work = work
     return run
 
@@ -199,16 +207,49 @@ def test_procedures_are_registered_under_filters_enhance(headless):
         assert found[name]["menu"] == ["<Image>/Filters/Enhance"]
         assert found[name]["returns"] == ["result-image", "method-used"]
     common = ["run-mode", "image", "drawables"]
-    scaled = common + ["scale", "output", "method", "adapt", "adapt-steps"]
+    scaled = common + ["scale", "output", "method", "adapt", "adapt-steps", "allow-large",
+                       "strength"]
     assert found["sharpfu-ai-upscale"]["arguments"] == scaled
     assert found["sharpfu-ai-sharpen"]["arguments"] == scaled
-    assert found["sharpfu-ai-deblur"]["arguments"] == common + ["method", "adapt", "adapt-steps"]
+    assert found["sharpfu-ai-deblur"]["arguments"] == common + ["method", "adapt", "adapt-steps",
+                                                                "strength"]
     batch = found["sharpfu-batch"]
     assert batch is not None, "sharpfu-batch is not registered"
     assert batch["label"] == "AI _Batch\u2026" and batch["menu"] == ["<Image>/Filters/Enhance"]
     assert batch["arguments"] == ["run-mode", "image", "op", "scale", "method", "adapt",
-                                  "adapt-steps", "target", "input-folder", "output-folder"]
+                                  "adapt-steps", "target", "input-folder", "output-folder",
+                                  "allow-large", "strength"]
     assert batch["returns"] == ["done", "notes"]
+
+
+def test_the_procedures_gimp_registered_are_the_table(headless):
+    """Labels, menus, help, and each argument's label, help, default,
+    choices and range: all as sharpfu_client.operations declares them."""
+    found = headless["registration"]["procedures"]
+    for procedure in PROCEDURES.values():
+        got = found[procedure.name]
+        assert got is not None, procedure.name + " is not registered"
+        assert (got["label"], got["menu"], got["blurb"], got["help"]) == (
+            procedure.label, procedure.menus, procedure.blurb, procedure.help), procedure.name
+        assert got["returns"] == [value.name for value in procedure.returns]
+        first = ["run-mode", "image", "drawables"] if procedure.image else ["run-mode"]
+        assert got["arguments"] == first + [a.name for a in procedure.arguments]
+        details = {entry["name"]: entry for entry in got["details"]}
+        for argument in procedure.arguments:
+            entry = details[argument.name]
+            assert (entry["label"], entry["help"]) == (argument.label, argument.help), entry
+            if argument.kind == "choice":
+                assert entry["choices"] == [[c.nick, c.label] for c in argument.choices], entry
+                assert entry["default"] == argument.default, entry
+            elif argument.kind == "int":
+                assert entry["range"] == [argument.minimum, argument.maximum], entry
+                assert entry["default"] == argument.default, entry
+            elif argument.kind == "bool":
+                assert entry["default"] == argument.default, entry
+            elif argument.kind == "percent":
+                assert entry["range"] == [0.0, 100.0] and entry["default"] == 100.0, entry
+            elif argument.kind == "string":     # GIMP keeps an empty default as none
+                assert (entry["default"] or "") == argument.default, entry
 
 
 def test_upscale_with_no_arguments_doubles_the_image_in_place(headless, expected):
@@ -218,6 +259,18 @@ def test_upscale_with_no_arguments_doubles_the_image_in_place(headless, expected
     assert record["method"]
     assert np.array_equal(exported(headless, "upscale_default.png"),
                           expected["upscale 2 rgb8.png"])
+
+
+def test_strength_0_is_the_plain_result_and_50_lies_between(headless, expected):
+    found = headless["strength"]
+    assert found["0"]["status"] == "success" and found["50"]["status"] == "success", found
+    plain = expected["lanczos 2 rgb8.png"].astype(int)
+    full = expected["upscale 2 rgb8.png"].astype(int)
+    assert np.array_equal(exported(headless, "strength0.png"), plain)
+    half = exported(headless, "strength50.png").astype(int)
+    assert ((half >= np.minimum(plain, full) - 1) & (half <= np.maximum(plain, full) + 1)).all()
+    assert np.abs(half - (plain + full) / 2).max() <= 1.5
+    assert not np.array_equal(half, plain) and not np.array_equal(half, full)
 
 
 def test_upscale_4x_to_a_new_image_leaves_the_original_alone(headless, expected):
@@ -348,11 +401,38 @@ def test_what_cannot_be_done_is_refused_in_plain_words(headless):
         assert found[case]["status"] == "execution-error", (case, found[case])
         assert words in found[case]["message"], (case, found[case]["message"])
     assert found["indexed"]["unchanged"] and found["locked"]["unchanged"]
+    for name in ("sharpfu-ai-upscale", "sharpfu-refine-matte"):
+        menu = found["indexed, from the menu: " + name]
+        assert menu["status"] == "execution-error" and "Convert it to RGB" in menu["message"], menu
+        assert menu["unchanged"] and menu["seconds"] < 10, menu
     assert found["unknown method"]["unchanged"]
     assert found["locked, new image"]["status"] == "success"
 
 
-# -- AI Refine Matte ------------------------------------------------------------------------------
+def test_a_very_large_result_is_refused_to_a_script_and_changes_nothing(headless):
+    found = headless["guard"]
+    assert found["upscale"]["status"] == "execution-error", found
+    assert "67 megapixels" in found["upscale"]["message"], found
+    assert "allow-large" in found["upscale"]["message"], found
+    assert found["batch"]["status"] == "execution-error", found
+    assert "64 megapixels" in found["batch"]["message"], found
+    assert found["unchanged"]
+
+
+def test_gimp_knows_the_help_pages(headless, gimp):
+    """The Help buttons' domain, as GIMP recorded it, and a page for every procedure."""
+    assert headless["registration"]
+    rc = (gimp.settings / "pluginrc").read_bytes().decode("utf-8", "replace")
+    found = re.search(r'\(help-def "sharpfu" "([^"]+)"\)', rc)
+    assert found, rc[:2000]
+    folder = gimp.plugins / "sharpfu" / "help"
+    assert found.group(1).rstrip("/").endswith("/plug-ins/sharpfu/help")
+    index = (folder / "en" / "gimp-help.xml").read_text()
+    for name in PROCEDURES:
+        assert 'id="%s"' % name in index and (folder / "en" / (name + ".html")).exists()
+
+
+# -- AI Refine Matte ----# -- AI Refine Matte ------------------------------------------------------------------------------
 
 def test_refine_matte_gives_the_layer_the_cli_matte_and_a_cut_out(headless, images, gimp,
                                                                    tmp_path):
@@ -562,6 +642,11 @@ def test_a_stopped_server_is_an_error_and_the_image_stays_as_it_was(stopped):
     assert result["status"] == "execution-error", result
     assert "SharpFu server" in result["message"] and "answers" in result["message"], result
     assert result["written"] == [] and result["images_left"] == 0
+    # what to do, in words: no error numbers or tracebacks; how to start it; where its log is
+    for procedure in ("sharpfu-ai-upscale", "sharpfu-ai-deblur", "sharpfu-batch"):
+        message = found[procedure]["message"]
+        assert "Errno" not in message and "Traceback" not in message, message
+        assert "sharpfu-server" in message and "server.log" in message, message
 
 
 # -- GUI ------------------------------------------------------------------------------------------
@@ -583,6 +668,52 @@ def test_the_dialog_runs_the_filter(gui, check):
     record = gui[check]
     assert record["helper"] == 0, "the dialog never appeared"
     assert record["status"] == "success" and record["size"] == [128, 96]
+
+
+def test_the_dialogs_offer_only_what_can_be_chosen(gui, gimp):
+    found = gui["dialog_fields"]["procedures"]
+    with Client(config_path=str(gimp.server.config_path), autostart=False) as client:
+        status = client.connect()
+    for name, op, scale, key in (
+            ("sharpfu-ai-upscale", "upscale", 2, "methods"),
+            ("sharpfu-ai-upscale", "upscale", 4, "methods_4x"),
+            ("sharpfu-ai-sharpen", "sharpen", 1, "methods"),
+            ("sharpfu-ai-deblur", "deblur", 1, "methods"),
+            ("sharpfu-batch", "upscale", 2, "methods"),
+            ("sharpfu-batch", "sharpen", 2, "methods_sharpen"),
+            ("sharpfu-refine-matte", "matte", 1, "methods")):
+        offered = [value for value, _ in found[name][key]]
+        # "Best available" first, then exactly the installed methods for this op and scale
+        installed = {m["name"] for m in status["methods"] if op in m["ops"] and (
+            scale in m["scales"] or (op == "sharpen" and 1 in m["scales"]))}
+        assert offered[0] == "" and found[name][key][0][1].startswith("Best available")
+        assert sorted(offered[1:]) == sorted(installed), (name, key, offered, installed)
+        assert [list(e) for e in found[name][key]] == [
+            list(e) for e in methods.choices(status, op, scale)]
+        assert not any("channels" in text or "blocks" in text for _, text in found[name][key])
+    for name, entry in found.items():
+        keys = [key for key, _ in entry["keys"]]
+        assert len(keys) == len(set(keys)), (name, entry["keys"])
+        for argument in PROCEDURES[name].arguments:
+            if argument.in_dialog:
+                key = argument.label[argument.label.index("_") + 1].lower()
+                assert [key, argument.label] in entry["keys"], (name, argument.label, entry)
+        if name != "sharpfu-refine-matte":
+            assert entry["steps_sensitive"] == [False, True], (name, entry)
+    size = found["sharpfu-ai-upscale"]["size"]
+    assert size[0].startswith("Size of the result: 128 \u00d7 96 pixels"), size
+    assert size[1].startswith("Size of the result: 256 \u00d7 192 pixels"), size
+    assert found["sharpfu-batch"]["scales_upscale"] == {
+        "1\u00d7 (same size)": False, "2\u00d7": True, "4\u00d7": True}
+    assert all(found["sharpfu-batch"]["scales_sharpen"].values())
+    assert found["sharpfu-refine-matte"]["sources"] == {
+        "Automatic": True, "Layer mask": False, "Selection": False, "Alpha channel": False}
+
+
+def test_no_warning_about_the_batch_settings(gui):
+    """GIMP keeps a dialog's last values; the image AI Batch ran on is none of them."""
+    assert gui["batch_dialog"]["status"] == "success"
+    assert "couldn't serialize" not in gui.output, gui.tail()
 
 
 @pytest.mark.parametrize("check", ["cancel", "cancel_batch"])

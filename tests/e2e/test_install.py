@@ -90,6 +90,20 @@ def test_an_update_replaces_changed_files_and_drops_stale_modules(home, config):
     assert "removed sharpfu_client/retired.py" in said
 
 
+def test_a_change_to_the_client_library_alone_makes_gimp_ask_the_plugin_again(home, config):
+    """GIMP re-reads a plug-in's procedures only when its script is newer than it
+    recorded; the procedures' words are in sharpfu_client/operations.py."""
+    install(home, "--config-from", config)
+    folder = plugin(home, NATIVE[0])
+    os.utime(folder / "sharpfu.py", (1000000000, 1000000000))
+    (folder / "sharpfu_client" / "operations.py").write_text("# an older table\n")
+    install(home, "--config-from", config)
+    assert (folder / "sharpfu.py").stat().st_mtime > 1000000000
+    os.utime(folder / "sharpfu.py", (1000000000, 1000000000))
+    install(home, "--config-from", config)          # nothing changed: left alone
+    assert (folder / "sharpfu.py").stat().st_mtime == 1000000000
+
+
 def test_dry_run_writes_nothing(home, config):
     said = install(home, "--config-from", config, "--dry-run")
     assert "would be installed" in said
@@ -101,6 +115,35 @@ def test_plugin_dir_installs_there_only(home, config, tmp_path):
     install(home, "--config-from", config, "--plugin-dir", target)
     assert (target / "sharpfu" / "sharpfu.py").exists()
     assert not any(plugin(home, s).exists() for s in NATIVE + SANDBOXED)
+
+
+def test_plugin_dir_of_another_system_checks_that_systems_python(home, config, tmp_path):
+    """A plug-ins folder inside another root (a chroot, a container's files):
+    pyzmq is looked for in the python3 that GIMP runs there, not in ours."""
+    root = tmp_path / "root"
+    for folder in ("usr/bin", "usr/lib/python3/dist-packages/gi"):
+        (root / folder).mkdir(parents=True)
+    for name in ("gimp-console-3.0", "python3"):     # not runnable: found by looking
+        (root / "usr" / "bin" / name).write_text("")
+    target = root / "root/.config/GIMP/3.0/plug-ins"
+    said = install(home, "--config-from", config, "--plugin-dir", target)
+    assert (target / "sharpfu" / "sharpfu.py").exists()
+    assert "/usr/bin/python3 in %s cannot import pyzmq" % root in said, said
+    assert "cannot import PyGObject" not in said, said
+    (root / "usr/lib/python3/dist-packages/zmq").mkdir()
+    said = install(home, "--config-from", config, "--plugin-dir", target)
+    assert "cannot import" not in said, said
+
+
+def test_the_help_pages_go_with_the_plugin(home, config):
+    install(home, "--config-from", config)
+    folder = plugin(home, NATIVE[0]) / "help" / "en"
+    index = (folder / "gimp-help.xml").read_text()
+    for name in ("sharpfu-ai-upscale", "sharpfu-ai-sharpen", "sharpfu-ai-deblur",
+                 "sharpfu-batch", "sharpfu-refine-matte"):
+        assert 'id="%s" ref="%s.html"' % (name, name) in index
+        assert "<h1>" in (folder / (name + ".html")).read_text()
+    assert not (home / ".config/GIMP/2.10/plug-ins/sharpfu_gimp2/help").exists()
 
 
 def test_uninstall_removes_only_sharpfu_plugins(home, config):

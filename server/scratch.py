@@ -1,4 +1,6 @@
-"""A SharpFu server in a child process, for tests that need a live one."""
+"""A SharpFu server in a child process, with a configuration, key and log
+of its own in a scratch folder: for the tests and benchmarks that need a
+live server beside the user's own."""
 from __future__ import annotations
 
 import json
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from sharpfu_client import Client, Timeout, ConnectionLost
 
+# where `python -m server` finds this checkout's server
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,30 +1,22 @@
-"""MIMO-UNet weights: recognising them, building the network they fit, and
-how much context a tile needs. The network itself is models/mimo_unet.py.
+"""MIMO-UNet (models/mimo_unet.py): recognising its weights, serving it,
+and how much context a tile needs.
 
-Weights say what they are (as in spandrel): `detect` reads the names and
-shapes of a state dict and returns the hyper-parameters, so the authors'
-`MIMO-UNet.pkl`, `MIMO-UNetPlus.pkl` and the RealBlur MIMO-UNet+ (each a dict
-whose key "model" holds the state dict) and SharpFu's own safetensors are
-recognised by content, whatever the file is called.
-
-`ARCHITECTURE` holds the fields of models/registry.py's Architecture for
-this network, for the registry to list it:
-`"mimo-unet": Architecture(**mimo_unet_weights.ARCHITECTURE)`.
+The authors' `MIMO-UNet.pkl`, `MIMO-UNetPlus.pkl` and the RealBlur
+MIMO-UNet+ (each a dict whose key "model" holds the state dict) and
+SharpFu's own safetensors are recognised by content, whatever the file is
+called.
 """
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 
-from . import mimo_unet
-from .loading import WeightsError, load_state_dict
+from .. import mimo_unet
+from ..descriptor import Architecture, Spec
+from ..loading import WeightsError
 
 NAME = "mimo-unet"
-TITLE = "MIMO-UNet (Cho et al., ICCV 2021)"
-# where checkpoints nest their state dict: "model" in the authors' release
-CONTAINER_KEYS = ("model",)
 
 # (channels, blocks) -> the paper's name for that size
 PAPER_SIZES = {(32, 8): "MIMO-UNet", (32, 20): "MIMO-UNet+"}
@@ -67,36 +59,11 @@ def flavour(channels: int, blocks: int) -> str:
 
 class Restorer(mimo_unet.MIMOUNet):
     """MIMO-UNet as an image-to-image module for serving: any size in, the
-    full-size output out (MIMOUNet.restore). Same weights, same names."""
+    full-size output out (MIMOUNet.restore, which pads by reflection itself).
+    Same weights, same names."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return self.restore(x)
-
-
-def build(channels: int, blocks: int) -> Restorer:
-    return Restorer(channels, blocks)
-
-
-def load(path: str | Path) -> tuple[Restorer, dict]:
-    """The eval-mode network in a weights file (safetensors, or a checkpoint
-    read by torch.load(weights_only=True)), on the CPU, in float32, loaded
-    strictly: every name and shape must match. WeightsError, saying why,
-    for anything else."""
-    state = load_state_dict(path, container_keys=CONTAINER_KEYS)
-    # DataParallel saves every name under "module."
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
-    params = detect(state)
-    if params is None:
-        raise WeightsError("%s does not hold MIMO-UNet weights (its first names: %s)."
-                           % (Path(path).name, ", ".join(list(state)[:3])))
-    model = build(**params)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise WeightsError("%s has MIMO-UNet's names but does not fit %s: %s" % (
-            Path(path).name, flavour(**params), str(error).splitlines()[0]))
-    return model.eval(), params
 
 
 # -- context for tiling -------------------------------------------------------------
@@ -158,7 +125,7 @@ def theoretical_radius(blocks: int) -> int:
 # moves the output by more than the 8-bit rounding, not the full theoretical
 # reach, whose outer part contributes far less.
 # SharpFu's own small networks: measured with bench/deblur_margin.py on the
-# shipped mimo-unet-small (docs/MODELS.md): beyond 15 px from a tile's edge
+# shipped mimo-unet-small (docs/models/mimo-unet.md): beyond 15 px from a tile's edge
 # no output moved by more than 1/255, beyond 20 px none by 0.25/255.
 MEASURED_MARGIN = 32
 # The paper's sizes (the authors' checkpoints users bring): not measured, as
@@ -176,12 +143,29 @@ def receptive_radius(channels: int = 32, blocks: int = 8) -> int:
     return min(margin, theoretical_radius(blocks))
 
 
-def multiple(**_) -> int:
-    """Restorer pads by reflection itself, so the server's own padding
-    (by replication) is never needed."""
-    return 1
+# Working memory per input pixel at `channels` (float32, inference): measured
+# peak growth of the process over the weights, for 512x512 to 1024x1024
+# inputs on the CPU, rounded up (docs/models/mimo-unet.md).
+BYTES_PER_PIXEL_PER_CHANNEL = 110.0
 
 
-ARCHITECTURE = dict(name=NAME, title=TITLE, detect=detect, build=build,
-                    receptive_radius=receptive_radius, multiple=multiple)
+def spec(channels: int, blocks: int) -> Spec:
+    # Restorer pads by reflection itself (multiple 1); nearest-neighbour
+    # halving takes the even pixels, so only tiles shifted by multiples of 4
+    # leave the output unchanged.
+    return Spec(task="deblur", scale=1, colours=3,
+                receptive_radius=receptive_radius(channels, blocks),
+                bytes_per_pixel=BYTES_PER_PIXEL_PER_CHANNEL * channels,
+                alignment=mimo_unet.MULTIPLE, flavour=flavour(channels, blocks))
+
+
+def parameter_count(channels: int, blocks: int) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in mimo_unet.MIMOUNet(channels, blocks).parameters())
+
+
+ARCHITECTURE = Architecture(
+    name=NAME, title="MIMO-UNet (Cho et al., ICCV 2021)",
+    licence="GPL-3.0-or-later (SharpFu's implementation; the authors' checkpoints load into it)",
+    detect=detect, build=Restorer, spec=spec)
 

@@ -26,13 +26,11 @@ import torch
 from safetensors.torch import save_file
 
 from models import registry
-from models.loading import load_state_dict
+from training.degradations import BlurRecipe, ThumbnailRecipe
 
-from . import adaptation, blur_kernels, internal_pairs
-from .jobs import Job, JobError
-from .methods import ImageMethod
-from .methods.mimo_unet import MimoUNetMethod
-from .methods.network import NetworkMethod
+from ..jobs import Job, JobError
+from ..methods.network import NetworkMethod
+from . import fit, pairs
 
 log = logging.getLogger("sharpfu.adapt")
 
@@ -41,29 +39,32 @@ MAX_SAMPLE_PIXELS = 16_000_000
 FOLDER = "adapted"
 
 
-class AdaptedMethod(ImageMethod):
+class AdaptedMethod(NetworkMethod):
     """A shipped network's weights (an upscaler's for one scale, or a
-    deblurrer's), adapted to someone's images."""
+    deblurrer's), adapted to someone's images: the same network, other
+    weights, held in memory or saved in the models folder."""
 
-    kind = "network"
-    rgb_only = True
-
-    def __init__(self, name: str, base: NetworkMethod | MimoUNetMethod, scale: int, record: dict,
+    def __init__(self, name: str, base: NetworkMethod, scale: int, record: dict,
                  state: dict | None = None, path: Path | None = None):
-        super().__init__()
-        self.name, self.base, self.record = name, base, record
-        self.scales = (scale,)
-        self.ops = tuple(base.ops)
-        self.margin, self.bytes_per_pixel = base.margin, base.bytes_per_pixel
-        self.alignment = getattr(base, "alignment", 1)
+        shipped = base.weights[scale]
+        weights = registry.Weights(shipped.architecture, shipped.params, path=path, state=state)
         outcome = record["adaptation"]
-        self.title = "%s, adapted to %d sample(s) (%+.2f dB on held-out pairs)" % (
-            base.title, record["samples"], outcome["gain"])
-        self.description = "%s Adapted by the adapt op: %s." % (base.description, outcome["reason"])
-        self.source = "adapted from %s" % base.name
-        self.state, self.path = state, path
-        self.model = None
-        self.dtype, self.device = torch.float32, torch.device("cpu")
+        super().__init__(
+            name, [weights],
+            title="%s, adapted to %d sample(s) (%+.2f dB on held-out pairs)" % (
+                base.title, record["samples"], outcome["gain"]),
+            description="%s Adapted by the adapt op: %s." % (base.description,
+                                                             outcome["reason"]),
+            source="adapted from %s" % base.name)
+        self.base, self.record = base, record
+
+    @property
+    def path(self) -> Path | None:
+        return self.weights[self.scales[0]].path
+
+    @path.setter
+    def path(self, path: Path) -> None:
+        self.weights[self.scales[0]].path = path
 
     def rank(self) -> float:
         # Below its shipped network, and so below whatever would be the
@@ -78,23 +79,10 @@ class AdaptedMethod(ImageMethod):
         return info
 
     def load(self, device: torch.device, dtype: torch.dtype) -> None:
-        state = self.state if self.state is not None else load_state_dict(self.path)
-        model, _, _ = registry.build(state)
-        model = model.to(device=device, dtype=dtype)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        self.model, self.device, self.dtype = model, device, dtype
-        self.state = None   # the network holds the weights now
-        self.loaded = True
-
-    def unload(self) -> None:
-        self.model, self.loaded = None, False
-
-    def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
-        x = x.to(self.dtype)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x).float().clamp_(0.0, 1.0)
+        super().load(device, dtype)
+        weights = self.weights[self.scales[0]]
+        if weights.path is not None:
+            weights.state = None    # the network holds the weights now
 
 
 class Adapter:
@@ -109,7 +97,7 @@ class Adapter:
 
     # -- checks before queueing -----------------------------------------------
 
-    def base_method(self, job: Job) -> NetworkMethod | MimoUNetMethod:
+    def base_method(self, job: Job) -> NetworkMethod:
         task = _task(job)
         if task == "deblur":
             method = self.catalog.pick("deblur", job.params["method"])
@@ -118,7 +106,7 @@ class Adapter:
         if isinstance(method, AdaptedMethod):
             raise JobError("bad_params", "%r is already an adapted network; adapt the shipped "
                            "one (%s) instead." % (method.name, method.base.name))
-        if not isinstance(method, (NetworkMethod, MimoUNetMethod)) or task not in method.ops:
+        if not isinstance(method, NetworkMethod) or task not in method.ops:
             raise JobError("bad_params", "%s is a classical method: only a trained network can "
                            "adapt." % method.title)
         return method
@@ -139,44 +127,34 @@ class Adapter:
         base = self.base_method(job)
         task = _task(job)
         samples = [_rgb8(array, desc["format"]) for desc, array in job.inputs.values()]
+        scale = 1 if task == "deblur" else job.params["scale"]
+        weights = base.weights[scale]
         if task == "deblur":
-            scale, path, record = 1, base.path, base.record
-            recipe = dataclasses.asdict(internal_pairs.blur_recipe_of(record))
-            settings = adaptation.DEBLUR
+            recipe, settings = BlurRecipe.of(weights.record), fit.DEBLUR
         else:
-            scale = job.params["scale"]
-            weights = base.weights[scale]
-            path, record = weights.path, weights.record
-            recipe = internal_pairs.recipe_of(record)
-            settings = adaptation.Settings()
-        settings = dataclasses.replace(settings, steps=job.params["steps"] or settings.steps,
-                                       transport=job.params["transport"])
+            recipe, settings = ThumbnailRecipe.of(weights.record), fit.Settings()
+        settings = dataclasses.replace(settings, steps=job.params["steps"] or settings.steps)
         if job.params["trainable"] == "low-rank":
             settings = dataclasses.replace(
-                settings, layers="low-rank",
-                learning_rate=settings.learning_rate * adaptation.LOW_RANK_RATE_FACTOR)
+                settings, trainable="low-rank",
+                learning_rate=settings.learning_rate * fit.LOW_RANK_RATE_FACTOR)
         if not job.params["compressed"]:
             # Pairs that teach removing JPEG the images never had make the
-            # network remove real faint detail instead (docs/MODELS.md).
-            recipe = dict(recipe, jpeg=0.0)
-        name = "%s-adapted-%s" % (base.name, _content_hash(path, scale, settings, recipe,
-                                                           samples))
+            # network remove real faint detail instead (docs/models/adaptation.md).
+            recipe = dataclasses.replace(recipe, jpeg=0.0)
+        name = "%s-adapted-%s" % (base.name, _content_hash(weights.path, scale, settings,
+                                                           recipe, samples))
         known = self.outcomes.get(name)
         if known is not None and (not known["accepted"] or name in self.catalog.methods):
             report(1.0, "adapted before (cached)")
             return dict(known, cached=True)
 
         self.catalog.ensure_loaded(base, self.device)
-        if task == "deblur":
-            model = base.model
-            degradation = internal_pairs.Reblur(blur_kernels.Recipe(**recipe))
-        else:
-            model = base.models[scale]
-            degradation = internal_pairs.Downscale(scale, recipe)
+        degradation = pairs.Reblur(recipe) if task == "deblur" else pairs.Downscale(scale, recipe)
         try:
-            outcome = adaptation.adapt(model, samples, degradation, settings,
-                                       progress=lambda f, s: report(0.98 * f, s),
-                                       cancelled=job.cancel.is_set)
+            outcome = fit.adapt(base.models[scale], samples, degradation, settings,
+                                progress=lambda f, s: report(0.98 * f, s),
+                                cancelled=job.cancel.is_set)
         except ValueError as error:   # no sample large enough
             raise JobError("bad_frame", "Cannot adapt: %s." % error)
         result = outcome.report()
@@ -184,11 +162,11 @@ class Adapter:
                       task=task, scale=scale, samples=len(samples),
                       compressed=job.params["compressed"], cached=False, saved=None)
         if outcome.accepted:
-            record = {"name": name, "base": base.name, "base_weights": Path(path).stem,
+            record = {"name": name, "base": base.name, "base_weights": weights.name,
                       "task": task, "scale": scale, "samples": len(samples),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                      "settings": dataclasses.asdict(settings), "recipe": recipe,
-                      "adaptation": result}
+                      "settings": dataclasses.asdict(settings),
+                      "recipe": dataclasses.asdict(recipe), "adaptation": result}
             method = AdaptedMethod(name, base, scale, record, state=outcome.state)
             self._offer(method)
             if job.params["save"]:
@@ -212,7 +190,7 @@ class Adapter:
                 if stale.path is not None:
                     stale.unload()          # on disk: loads again when named
                 else:
-                    del self.catalog.methods[old]
+                    self.catalog.remove(old)
                     self.outcomes.pop(old, None)
 
     def _save(self, name: str, state: dict, record: dict) -> Path:
@@ -236,7 +214,7 @@ class Adapter:
             try:
                 record = json.loads(path.with_suffix(".json").read_text())
                 base = self.catalog.methods.get(record["base"])
-                if not isinstance(base, (NetworkMethod, MimoUNetMethod)) \
+                if not isinstance(base, NetworkMethod) or isinstance(base, AdaptedMethod) \
                         or record["scale"] not in base.scales:
                     raise ValueError("its shipped network %r (%sx) is not installed"
                                      % (record.get("base"), record.get("scale")))
@@ -267,11 +245,11 @@ def _rgb8(array: np.ndarray, fmt: str) -> np.ndarray:
     return np.ascontiguousarray(values)
 
 
-def _content_hash(weights_path: Path, scale: int, settings, recipe: dict, samples) -> str:
+def _content_hash(weights_path: Path, scale: int, settings, recipe, samples) -> str:
     digest = hashlib.sha256()
     digest.update(Path(weights_path).read_bytes())
-    digest.update(json.dumps([scale, dataclasses.asdict(settings), recipe], sort_keys=True)
-                  .encode())
+    digest.update(json.dumps([scale, dataclasses.asdict(settings), dataclasses.asdict(recipe)],
+                             sort_keys=True).encode())
     for sample in samples:
         digest.update(np.asarray(sample.shape, np.int64).tobytes())
         digest.update(sample.tobytes())

@@ -17,13 +17,11 @@ ground truth is exact by construction:
   than another, shifted), holes filled in or punched, stray blobs, a
   segmenter's smooth mask, binarised or soft.
 
-Photos: any folders (default ../shared/data/photos and photos-by-sa, which
-scripts/fetch_training_photos.py rebuilds from public packages). The photos
-held out for validation (scripts/train_sr.py's VALIDATION) are never used for
-training; `validation_set` builds the fixed-seed held-out composites from
-them alone.
+Photos: any folders (training/photos.py). The photos held out for
+validation (training/photos.py's VALIDATION) are never used for training;
+`validation_set` builds the fixed-seed held-out composites from them alone.
 
-    .venv/bin/python scripts/matte_data.py --out /tmp/matte-samples --count 8
+    .venv/bin/python -m training.composites --out /tmp/matte-samples --count 8
 
 writes a few samples (image, coarse mask, alpha) to look at.
 """
@@ -31,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from scripts.train_sr import DEFAULT_PHOTOS, VALIDATION, find_photos, read_rgb  # noqa: E402
+from .photos import DEFAULT_PHOTOS, read_rgb, training_photos, validation_photos
 
 SUPERSAMPLE = 4      # strands are drawn this much larger, then box-filtered: true coverage
 VALIDATION_SEED = 20260226
@@ -372,18 +366,6 @@ def make_sample(rng: np.random.Generator, photos: Photos, h: int, w: int,
         background = np.stack([gaussian_blur(background[..., c], sigma) for c in range(3)], -1)
     return Sample(composite(alpha, foreground, background), alpha, coarse_mask(rng, alpha),
                   foreground)
-
-
-def training_photos(folders: list[Path]) -> list[Path]:
-    return [p for name, p in find_photos(folders).items() if name not in VALIDATION]
-
-
-def validation_photos(folders: list[Path]) -> list[Path]:
-    photos = find_photos(folders)
-    missing = [name for name in VALIDATION if name not in photos]
-    if missing:
-        raise SystemExit("validation photos not found: %s" % ", ".join(missing))
-    return [photos[name] for name in VALIDATION]
 
 
 def validation_set(folders: list[Path], count: int, h: int, w: int,

@@ -3,102 +3,36 @@ idea: Shocher et al., "Zero-Shot Super-Resolution using Deep Internal
 Learning", CVPR 2018).
 
 The user's image plays the clean part of a pair; a copy degraded the way
-the shipped network's training photos were plays the input:
+the shipped network's training photos were plays the input
+(training/degradations.py, with the recipe read from the weights' own
+record):
 
-* for an upscaler (`Downscale`), reduced by the network's scale with the
-  random degradations of its training recipe (scripts/degradations.py);
-* for a deblurrer (`Reblur`), reduced to half size (the user's image may be
-  blurry itself; reduced, it is sharper), then blurred once more with a
-  random kernel from its training recipe (server/blur_kernels.py), then
-  noise, 8-bit rounding and JPEG, as scripts/blur_kernels.degrade does.
+* for an upscaler (`Downscale`), a random thumbnail of it;
+* for a deblurrer (`Reblur`), the image reduced to half size (the user's
+  image may be blurry itself; reduced, it is sharper), then blurred once
+  more with a random kernel of its training recipe, with noise, 8-bit
+  rounding and sometimes JPEG.
 
-Using the training recipe (read from the weights' own record) matters: the
-network then keeps its notion of what a thumbnail or a shaken camera does,
-and what it learns from the pairs is the content (the strokes of text, the
-edges of a screenshot) rather than a new degradation.
+Using the training recipe matters: the network then keeps its notion of
+what a thumbnail or a shaken camera does, and what it learns from the pairs
+is the content (the strokes of text, the edges of a screenshot) rather than
+a new degradation.
 
 A strip of every image large enough is held out: the pairs cut from it are
 fixed once (crop and degradation) and never trained on, so that the
-safeguard in server/adaptation.py judges the adapted network on pixels it
-has not seen.
-
-The downscaling pipeline mirrors scripts/degradations.py (which the server
-cannot import: scripts/ is not installed with it); tests/test_adapt.py
-checks that the two recipes have the same fields.
+safeguard in server/adaptation/fit.py judges the adapted network on pixels
+it has not seen.
 """
 from __future__ import annotations
 
-import dataclasses
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageFilter
+from PIL import Image
 
-from . import blur_kernels
-
-KERNELS = {"area": Image.Resampling.BOX, "bicubic": Image.Resampling.BICUBIC,
-           "lanczos": Image.Resampling.LANCZOS}
-
-# scripts/degradations.py Recipe(); used when a record names no recipe.
-DEFAULT_RECIPE = {"blur": 0.25, "blur_sigma": (0.3, 1.2), "noise": 0.2,
-                  "noise_sigma": (1.0, 8.0), "grey_noise": 0.4, "jpeg": 0.6,
-                  "jpeg_quality": (30, 95), "second_order": 0.2}
-
-
-def recipe_of(record: dict) -> dict:
-    """The degradation recipe a network was trained with last: the final
-    entry of its record's recipe changes, else its recipe."""
-    data = ((record or {}).get("training") or {}).get("data") or {}
-    changes = data.get("recipe_changes") or []
-    recipe = changes[-1].get("recipe") if changes else data.get("recipe")
-    merged = dict(DEFAULT_RECIPE)
-    for key in DEFAULT_RECIPE:
-        if isinstance(recipe, dict) and key in recipe:
-            value = recipe[key]
-            merged[key] = tuple(value) if isinstance(value, (list, tuple)) else value
-    return merged
-
-
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=int(quality))
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
-
-
-def _round(image: Image.Image, size, recipe: dict, rng: np.random.Generator) -> Image.Image:
-    if rng.random() < recipe["blur"]:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*recipe["blur_sigma"])))
-    image = image.resize(size, KERNELS[rng.choice(sorted(KERNELS))])
-    if rng.random() < recipe["noise"]:
-        pixels = np.asarray(image, np.float32)
-        grey = rng.random() < recipe["grey_noise"]
-        shape = pixels.shape[:2] + ((1,) if grey else (3,))
-        pixels = pixels + rng.normal(0.0, rng.uniform(*recipe["noise_sigma"]), shape)
-        image = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
-    if rng.random() < recipe["jpeg"]:
-        low, high = recipe["jpeg_quality"]
-        image = _jpeg(image, rng.integers(low, high + 1))
-    return image
-
-
-def degrade(high: Image.Image, scale: int, rng: np.random.Generator, recipe: dict) -> Image.Image:
-    """A random 1/scale copy of `high` (sides multiples of `scale`)."""
-    size = (high.width // scale, high.height // scale)
-    if rng.random() < recipe["second_order"]:
-        factor = rng.uniform(1.0, float(scale))
-        middle = (max(size[0], round(high.width / factor)),
-                  max(size[1], round(high.height / factor)))
-        high = _round(high, middle, recipe, rng)
-    return _round(high, size, recipe, rng)
-
-
-def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 (n, h, w, 3) -> float32 (n, 3, h, w) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+from training import degradations
+from training.photos import to_tensor
 
 
 class Downscale:
@@ -107,7 +41,7 @@ class Downscale:
 
     reach = 0              # pixels of picture read beyond the target, on each side
 
-    def __init__(self, scale: int, recipe: dict):
+    def __init__(self, scale: int, recipe: degradations.ThumbnailRecipe):
         self.scale, self.recipe = scale, recipe
 
     def sources(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -115,18 +49,9 @@ class Downscale:
         return images
 
     def make(self, crop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        low = degrade(Image.fromarray(np.ascontiguousarray(crop)), self.scale, rng, self.recipe)
+        low = degradations.thumbnail(Image.fromarray(np.ascontiguousarray(crop)), self.scale,
+                                     rng, self.recipe)
         return np.asarray(low), crop
-
-
-def blur_recipe_of(record: dict | None) -> blur_kernels.Recipe:
-    """The blur recipe a deblurrer was trained with (its record's), else the
-    training script's default: a user's checkpoint has no record."""
-    data = ((record or {}).get("training") or {}).get("data") or {}
-    recipe = data.get("recipe") if isinstance(data.get("recipe"), dict) else {}
-    fields = {f.name for f in dataclasses.fields(blur_kernels.Recipe)}
-    return blur_kernels.Recipe(**{key: tuple(value) if isinstance(value, list) else value
-                                  for key, value in recipe.items() if key in fields})
 
 
 class Reblur:
@@ -143,14 +68,14 @@ class Reblur:
     would learn to leave that much blur in: on text and screenshots, pairs
     at full size lost 0.41 dB against the truth, pairs at half size moved it
     by -0.05 to +0.04 dB, and on line art they gained 0.7 to 1.2 dB
-    (docs/MODELS.md, "The deblurrer")."""
+    (docs/models/adaptation.md)."""
 
     scale = 1
     reduce = 2
 
-    def __init__(self, recipe: blur_kernels.Recipe):
+    def __init__(self, recipe: degradations.BlurRecipe):
         self.recipe = recipe
-        self.reach = blur_kernels.largest_radius(recipe)
+        self.reach = degradations.largest_radius(recipe)
 
     def sources(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return [np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(
@@ -159,27 +84,12 @@ class Reblur:
                 for image in images]
 
     def make(self, crop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        kernel, _ = blur_kernels.random_kernel(rng, self.recipe)
-        while kernel.shape[0] // 2 > self.reach:     # a rare curled-up shake path
-            kernel, _ = blur_kernels.random_kernel(rng, self.recipe)
+        kernel, _ = degradations.random_kernel(rng, self.recipe)
         side = crop.shape[0] - 2 * self.reach
         radius = kernel.shape[0] // 2
         scene = crop[self.reach - radius:self.reach + radius + side,
                      self.reach - radius:self.reach + radius + side]
-        # A true convolution (the kernel flipped), over the valid part only.
-        pixels = torch.from_numpy(np.ascontiguousarray(scene)).permute(2, 0, 1)[:, None].double()
-        weights = torch.from_numpy(kernel[::-1, ::-1].copy())[None, None]
-        blurred = F.conv2d(pixels, weights)[:, 0].permute(1, 2, 0).numpy()
-        recipe = self.recipe
-        if rng.random() < recipe.noise:
-            grey = rng.random() < recipe.grey_noise
-            shape = blurred.shape[:2] + ((1,) if grey else (3,))
-            blurred = blurred + rng.normal(0.0, rng.uniform(*recipe.noise_sigma), shape)
-        low = np.clip(np.round(blurred), 0, 255).astype(np.uint8)
-        if rng.random() < recipe.jpeg:
-            low = np.asarray(_jpeg(Image.fromarray(low),
-                                   rng.integers(recipe.jpeg_quality[0],
-                                                recipe.jpeg_quality[1] + 1)))
+        low = degradations.blurred_photo(scene, kernel, rng, self.recipe)
         high = crop[self.reach:self.reach + side, self.reach:self.reach + side]
         return low, high
 
@@ -233,7 +143,7 @@ class Pairs:
                     continue
             self.train.append(Region(index, 0, 0, height, width))
         # Training areas weigh by the square root of their size, as in
-        # scripts/train_sr.py: big images hold more, but not in proportion.
+        # training: big images hold more, but not in proportion.
         weights = np.array([np.sqrt(r.height * r.width) for r in self.train])
         self.weights = weights / weights.sum()
         self.held_out = bool(held)

@@ -1,0 +1,2 @@
+"""Architecture descriptors (models/descriptor.py), one per network in
+models/: how to recognise its weights, build it, and run it."""
