@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import matte, mimo_unet, span
+from .architectures import drunet, matte, mimo_unet, span
 from .descriptor import Architecture, Spec
 from .loading import WeightsError, load_state_dict
 
@@ -27,7 +27,7 @@ log = logging.getLogger("sharpfu.models")
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ARCHITECTURES = {a.name: a for a in (span.ARCHITECTURE, mimo_unet.ARCHITECTURE,
-                                     matte.REFINER, matte.UPSAMPLER)}
+                                     matte.REFINER, matte.UPSAMPLER, drunet.ARCHITECTURE)}
 # where checkpoints nest their state dict: "model" in the MIMO-UNet release
 CONTAINER_KEYS = ("model",)
 
