@@ -13,6 +13,7 @@ import torch
 from . import device as devices
 from .jobs import JobError
 from .methods import Method
+from .methods.blind_deconvolution import shipped as blind_deconvolution
 from .methods.colour_matte import ColourLineMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
@@ -32,7 +33,7 @@ class Catalog:
         for method in (Lanczos(), UnsharpMask(), ColourLineMatte()):
             self.add(method)
         # SharpFu's trained networks; the classical methods stay as the fallback
-        for method in shipped_methods() + mask_refiner_methods():
+        for method in shipped_methods() + blind_deconvolution() + mask_refiner_methods():
             self.add(method)
         # Checkpoints the user brought (install.py --add-model), named after
         # their files; a name already taken goes to the file's full name.
@@ -46,10 +47,10 @@ class Catalog:
         self.methods.pop(name, None)
 
     def candidates(self, role: str, scale: int = 1) -> list[Method]:
-        """Methods for a role, best first (Method.rank: networks before
-        classical ones, unless a network's own record ranks it lower; for
-        deblurring, a user's MIMO-UNet+ before MIMO-UNet before SharpFu's
-        own)."""
+        """Methods for a role, best first (Method.rank; for networks,
+        server/methods/network.py's preference(): deblurrers the deblurring
+        benchmark measured by their numbers there, then a user's checkpoints,
+        the bigger first, then SharpFu's own, then the classical methods)."""
         found = [m for m in self.methods.values() if role in m.ops
                  and (role != "upscale" or scale in m.scales)]
         return sorted(found, key=lambda m: -m.rank())

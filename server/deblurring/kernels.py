@@ -6,8 +6,6 @@ the picture). These helpers keep estimates in that shape.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -143,29 +141,10 @@ def pad_to(kernel: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(kernel, (extra,) * 4)
 
 
-def gaussian(sigma: float, size: int | None = None, like: torch.Tensor | None = None) -> torch.Tensor:
-    """A round Gaussian of standard deviation `sigma` px, out to 3.5 sigma
-    (or on a `size` square)."""
-    radius = max(1, int(math.ceil(3.5 * sigma))) if size is None else size // 2
-    axis = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    profile = torch.exp(-0.5 * (axis / max(sigma, 1e-3)) ** 2)
-    kernel = (profile[:, None] * profile[None, :]).float()
-    if like is not None:
-        kernel = kernel.to(like.device)
-    return kernel / kernel.sum()
-
-
-def disc(radius: float, size: int | None = None, like: torch.Tensor | None = None) -> torch.Tensor:
-    """A uniform disc (an out-of-focus aperture), edges antialiased by 8x8
-    supersampling."""
-    half = int(math.ceil(radius)) + 1 if size is None else size // 2
-    fine = (torch.arange(-half * 8, (half + 1) * 8, dtype=torch.float64) + 0.5) / 8 - 0.5
-    inside = (fine[:, None] ** 2 + fine[None, :] ** 2 <= radius * radius).double()
-    side = 2 * half + 1
-    kernel = inside[:side * 8, :side * 8].reshape(side, 8, side, 8).sum((1, 3)).float()
-    if like is not None:
-        kernel = kernel.to(like.device)
-    return kernel / kernel.sum()
+def from_array(kernel, like: torch.Tensor) -> torch.Tensor:
+    """A kernel of training/degradations.py (float64 numpy, the one home of
+    blur shapes) as a float32 tensor on `like`'s device."""
+    return torch.as_tensor(np.asarray(kernel), dtype=torch.float32, device=like.device)
 
 
 def similarity(a: torch.Tensor, b: torch.Tensor) -> float:
