@@ -85,6 +85,12 @@ CROPS = [("gaussian-2", "grace_hopper.jpg", 176, 150, 160),
          ("camera-shake", "picture_1a_by_freespace.jpg", 260, 180, 160)]
 
 
+def centre_square(pixels: np.ndarray, side: int) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    return np.ascontiguousarray(pixels[top:top + side, left:left + side])
+
+
 def case_for(case_name: str, photo_index: int) -> BlurCase:
     """The blur of `case_name` for the photo_index-th photo (camera shake has
     a kernel of its own per photo; the other cases one for all)."""
@@ -333,6 +339,10 @@ def main() -> None:
     parser.add_argument("--record", action="store_true",
                         help="append to docs/BENCHMARKS.md, write docs/images/deblur_crops.png "
                              "and store the served deblurrers' numbers for the server's ranking")
+    parser.add_argument("--crop", type=int, default=0, metavar="PX",
+                        help="measure on each photo's centre square of this side instead of the "
+                             "whole photo (a quicker run; the figure then shows each crop's "
+                             "centre)")
     parser.add_argument("--results", type=Path,
                         help="also write the raw results here (JSON, and the crops beside it "
                              "as .npz); with --from-results, read them instead of measuring")
@@ -341,6 +351,11 @@ def main() -> None:
     args = parser.parse_args()
     photos = {name: np.asarray(image)
               for name, image in validation_set(args.photos or DEFAULT_PHOTOS).items()}
+    if args.crop:
+        photos = {name: centre_square(pixels, args.crop) for name, pixels in photos.items()}
+        side = min(160, args.crop)
+        CROPS[:] = [(case, photo, (photos[photo].shape[1] - side) // 2,
+                     (photos[photo].shape[0] - side) // 2, side) for case, photo, *_ in CROPS]
     engine = Engine(Settings(device="cpu", models_dir=args.models_dir or ""))
     names = [m.name for m in engine.catalog.candidates("deblur")]
     if BLIND not in names:
@@ -368,17 +383,20 @@ def main() -> None:
                      **{"|".join(key): value for key, value in crops.items()})
     text = tables(results, methods) + "\n" + found_kernels(results, ours) + "\n\n" + \
         goals(results, ours)
-    header = "Ours: %s. Photos (held out of training): %s." % (ours.title, ", ".join(VALIDATION))
+    header = "Ours: %s. Photos (held out of training): %s%s." % (
+        ours.title, ", ".join(VALIDATION),
+        "; each cut to its centre %d px square" % args.crop if args.crop else ", whole")
     print("\n" + header + "\n" + text)
     if args.record:
         image_path = ROOT / "docs" / "images" / "deblur_crops.png"
         crops_figure(methods, crops, image_path)
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         section = ("\n## Deblurring quality, %s (bench/deblur_quality.py)\n\nMachine: %s; torch "
-                   "threads: %s. `bench/deblur_quality.py%s`. %s Seconds are wall-clock per "
+                   "threads: %s. `bench/deblur_quality.py%s%s`. %s Seconds are wall-clock per "
                    "megapixel, model loading excluded; skimage and Pillow run on one core.\n%s\n\n"
                    "Crops, pixels doubled: ![crops](images/deblur_crops.png)\n" % (
                        stamp, machine(), torch.get_num_threads(),
+                       " --crop %d" % args.crop if args.crop else "",
                        " --models-dir %s" % args.models_dir if args.models_dir else "",
                        header, text))
         with open(ROOT / "docs" / "BENCHMARKS.md", "a") as handle:

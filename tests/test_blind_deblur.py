@@ -151,3 +151,15 @@ def test_kernel_size_is_made_odd_and_fits_the_picture():
     assert blind.kernel_size(0, 600, 800) == blind.AUTOMATIC_SIZE
     assert blind.kernel_size(0, 4000, 6000) == blind.LARGEST_AUTOMATIC
     assert blind.kernel_size(0, 60, 60) == 19
+
+
+def test_adapting_the_deblurrer_adapts_a_network_even_when_the_default_is_blind(monkeypatch):
+    catalog = engine().catalog
+    monkeypatch.setattr(catalog.methods[METHOD], "preference", 10.0)
+    assert catalog.defaults()["deblur"]["1"] == METHOD
+    sample = np.zeros((64, 64, 3), np.uint8)
+    job = make_job("adapt", {"task": "deblur"}, sample0=sample)
+    assert engine().adapter.base_method(job).name == "mimo-unet-small"
+    with pytest.raises(JobError) as caught:
+        engine().check(make_job("adapt", {"task": "deblur", "method": METHOD}, sample0=sample))
+    assert caught.value.code == "bad_params" and "cannot adapt" in caught.value.message

@@ -101,14 +101,21 @@ class Adapter:
         task = _task(job)
         if task == "deblur":
             method = self.catalog.pick("deblur", job.params["method"])
+            if not job.params["method"] and not isinstance(method, NetworkMethod):
+                # The default deblurrer may be one no training adapts (blind
+                # deconvolution): adapting means the best deblurring network.
+                method = next((m for m in self.catalog.candidates("deblur")
+                               if isinstance(m, NetworkMethod)), method)
         else:
             method = self.catalog.pick("upscale", job.params["method"], job.params["scale"])
         if isinstance(method, AdaptedMethod):
             raise JobError("bad_params", "%r is already an adapted network; adapt the shipped "
                            "one (%s) instead." % (method.name, method.base.name))
         if not isinstance(method, NetworkMethod) or task not in method.ops:
-            raise JobError("bad_params", "%s is a classical method: only a trained network can "
-                           "adapt." % method.title)
+            raise JobError("bad_params", "%s cannot adapt: only an image-to-image network "
+                           "trained end to end can (%s)." % (
+                               method.title, "it is a classical method" if method.kind ==
+                               "classical" else "its network is only a part of it"))
         return method
 
     def check(self, job: Job) -> None:
