@@ -5,7 +5,7 @@ level that falls from 49/255 to the photo's own at every iteration).
     .venv/bin/python scripts/train_denoiser.py --run ../denoiser-runs/drunet \\
         --minutes 300 --init models/weights/drunet-denoiser.safetensors
 
-(docs/models/blind-deconvolution.md has the exact commands behind the
+(docs/models/deblur.md has the exact commands behind the
 shipped weights.)
 
 Data: the training photos (training/photos.py; the held-out VALIDATION

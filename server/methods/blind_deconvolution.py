@@ -1,6 +1,6 @@
 """Blind deconvolution as a catalog method: the blur kernel estimated from
 the photo itself, then deconvolution with SharpFu's trained denoiser as the
-prior (server/deblurring/, docs/models/blind-deconvolution.md).
+prior (server/deblurring/, docs/models/deblur.md).
 
 The kernel (and, on a large photo, a kernel per region) is found from the
 whole frame in `prepare`; the deconvolution then runs tile by tile through
