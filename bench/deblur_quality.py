@@ -39,7 +39,7 @@ the true kernel on mean PSNR in every case; at least 3 dB above the blurry
 input on (b) and 2 dB on (d); at most 30 s per megapixel.
 
 --record appends the tables, with date and machine, to docs/BENCHMARKS.md,
-writes docs/images/deblur_crops.png (crops: each case on a different photo)
+writes docs/images/deblur_crops_DATE.png (crops: each case on a different photo)
 and stores the mean PSNR of ours and of each user's checkpoint beside the
 blurry input's and the unsharp mask's, per case, where the server ranks
 deblurrers from (server/methods/network.py, preference): in the record of
@@ -339,7 +339,7 @@ def main() -> None:
     parser.add_argument("--models-dir", help="a models folder whose MIMO-UNet checkpoints "
                                              "get rows of their own")
     parser.add_argument("--record", action="store_true",
-                        help="append to docs/BENCHMARKS.md, write docs/images/deblur_crops.png "
+                        help="append to docs/BENCHMARKS.md, write docs/images/deblur_crops_DATE.png "
                              "and store the served deblurrers' numbers for the server's ranking")
     parser.add_argument("--crop", type=int, default=0, metavar="PX",
                         help="measure on each photo's centre square of this side instead of the "
@@ -390,17 +390,19 @@ def main() -> None:
         "; each cut to its centre %d px square" % args.crop if args.crop else ", whole")
     print("\n" + header + "\n" + text)
     if args.record:
-        image_path = ROOT / "docs" / "images" / "deblur_crops.png"
+        now = datetime.datetime.now(datetime.timezone.utc)
+        # dated, so that earlier sections keep their own figure
+        image_path = ROOT / "docs" / "images" / ("deblur_crops_%s.png" % now.date().isoformat())
         crops_figure(methods, crops, image_path)
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        stamp = now.strftime("%Y-%m-%d %H:%M UTC")
         section = ("\n## Deblurring quality, %s (bench/deblur_quality.py)\n\nMachine: %s; torch "
                    "threads: %s. `bench/deblur_quality.py%s%s`. %s Seconds are wall-clock per "
                    "megapixel, model loading excluded; skimage and Pillow run on one core.\n%s\n\n"
-                   "Crops, pixels doubled: ![crops](images/deblur_crops.png)\n" % (
+                   "Crops, pixels doubled: ![crops](images/%s)\n" % (
                        stamp, machine(), torch.get_num_threads(),
                        " --crop %d" % args.crop if args.crop else "",
                        " --models-dir %s" % args.models_dir if args.models_dir else "",
-                       header, text))
+                       header, text, image_path.name))
         with open(ROOT / "docs" / "BENCHMARKS.md", "a") as handle:
             handle.write(section)
         # SharpFu's other networks keep the rank their own validation gives

@@ -446,7 +446,8 @@ def blur_arguments(op):
         from_param("show-blur", op, "kernel", u"Show estimated _blur",
                    u"Also add the blur the deblurrer found (its kernel: the path the camera "
                    u"shook along, or the disc of a focus blur) as a small layer above, "
-                   u"enlarged to be seen")]
+                   u"enlarged to be seen. Only a method that estimates the blur (Blind "
+                   u"deconvolution) can; with another the filter says so and changes nothing")]
 
 
 def filter_procedure(name, op, label, blurb, help, extra=()):
