@@ -19,6 +19,7 @@ from . import device as devices
 from .jobs import JobError
 from .methods import Method
 from .methods.auto_upscale import AutoUpscale
+from .methods.blind_deconvolution import shipped as blind_deconvolution
 from .methods.colour_matte import ColourLineMatte
 from .methods.guided_filter import GuidedFilterMatte
 from .methods.laplacian_matte import LaplacianMatte
@@ -44,7 +45,7 @@ class Catalog:
                        LaplacianMatte()):
             self.add(method)
         # SharpFu's trained networks; the classical methods stay as the fallback
-        for method in shipped_methods() + mask_refiner_methods():
+        for method in shipped_methods() + blind_deconvolution() + mask_refiner_methods():
             self.add(method)
         folder = getattr(settings, "models_dir", "")
         self.store = Store(folder) if folder else None
@@ -116,10 +117,10 @@ class Catalog:
         self.methods.pop(name, None)
 
     def candidates(self, role: str, scale: int = 1) -> list[Method]:
-        """Methods for a role, best first (Method.rank: networks before
-        classical ones, unless a network's own record ranks it lower; for
-        deblurring, a user's MIMO-UNet+ before MIMO-UNet before SharpFu's
-        own)."""
+        """Methods for a role, best first (Method.rank; for networks,
+        server/methods/network.py's preference(): deblurrers the deblurring
+        benchmark measured by their numbers there, then a user's checkpoints,
+        the bigger first, then SharpFu's own, then the classical methods)."""
         self.refresh()
         found = [m for m in self.methods.values() if role in m.ops
                  and (role != "upscale" or scale in m.scales)]

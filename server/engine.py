@@ -18,6 +18,7 @@ from .jobs import Job, JobError
 from .methods import ImageMethod, MatteMethod
 from .methods import foreground
 from .methods.lanczos import upscale as lanczos_upscale
+from .ops import OPS
 
 log = logging.getLogger("sharpfu.engine")
 
@@ -52,7 +53,14 @@ class Engine:
         elif job.op == "adapt":
             self.adapter.check(job)
         elif job.op != "echo":
-            self._stages(job, choose=False)
+            stages = self._stages(job, choose=False)
+            wanted = [name for name in OPS[job.op].on_request if job.params.get(name)]
+            missing = [name for name in wanted if name not in stages[0][0].extra_frames]
+            if missing:
+                raise JobError("bad_params", "%s cannot return %s; leave out %s, or name a "
+                               "method that can (see status: extra_frames)." % (
+                                   stages[0][0].title, " or ".join(map(repr, missing)),
+                                   " and ".join(map(repr, missing))))
 
     def run(self, job: Job, report: Report) -> tuple[list[tuple[dict, np.ndarray, dict | None]], dict]:
         """Returns the result frames (descriptor, array, shared-memory ref or
@@ -97,7 +105,10 @@ class Engine:
 
     def _image(self, job: Job, stages, report: Report, strength: float = 1.0):
         """Run the stages tile by tile; with strength under 1, the result is
-        mixed with the image plainly resampled (Lanczos-3; unchanged at 1x)."""
+        mixed with the image plainly resampled (Lanczos-3; unchanged at 1x).
+        The first stage first sees the whole frame (ImageMethod.prepare: a
+        blur kernel is estimated from all of it) and may add result frames
+        the job asked for."""
         desc, image = job.inputs["image"]
         scale = math.prod(s for _, s in stages)
         channels = desc["channels"]
@@ -112,6 +123,15 @@ class Engine:
             self.catalog.ensure_loaded(method, self.device)
         colour_channels = channels - has_alpha
         rgb_only = any(m.rgb_only for m, _ in stages)
+        (first, first_scale), rest = stages[0], stages[1:]
+        start = first.prepared_share
+
+        def preparing(fraction: float, stage: str) -> None:
+            if job.cancel.is_set():
+                raise tiling.Cancelled()
+            report(fraction * start, stage)
+        prepared = first.prepare(image, desc["format"], colour_channels, first_scale, job.params,
+                                 preparing)
 
         def tile_fn(inputs: list[torch.Tensor], box) -> torch.Tensor:
             x = inputs[0]
@@ -119,12 +139,14 @@ class Engine:
             if rgb_only and colour_channels == 1:
                 colour = colour.expand(-1, 3, -1, -1)
             original = colour
-            for n, (method, stage_scale) in enumerate(stages):
-                if n and bounded:
+            colour = prepared.run(colour, box).float()
+            for method, stage_scale in rest:
+                if bounded:
                     # Between stages, the picture the next network sees is
                     # what the first would have written: it was trained on
-                    # 0..1, and overshoots outside it (sharp noise, clipped
-                    # highlights) are amplified, not restored
+                    # 0..1, and overshoots outside it (a classical
+                    # deblurrer's halo, clipped highlights) are amplified,
+                    # not restored
                     colour = colour.clamp(0.0, 1.0)
                 colour = method.forward(colour, stage_scale).float()
             if strength < 1.0:
@@ -141,15 +163,25 @@ class Engine:
 
         out_desc = dict(desc, width=desc["width"] * scale, height=desc["height"] * scale)
         out, ref = job.allocate(out_desc)
-        margin = sum(m.margin for m, _ in stages)
+        margin = prepared.margin + sum(m.margin for m, _ in rest)
         align = math.lcm(*(m.alignment for m, _ in stages))
         bytes_per_pixel = max(m.bytes_per_pixel for m, _ in stages) * scale * scale
         title = " + ".join(m.title for m, _ in stages)
         largest = min((m.largest_tile for m, _ in stages if m.largest_tile), default=None)
         self._tiled(job, [image], [desc["format"]], out, desc["format"], tile_fn, scale, margin,
-                    bytes_per_pixel, title, report, align, largest,
+                    bytes_per_pixel, title, report, align, largest, start=start,
                     networks=[n for m, s in stages for n in m.networks(s)])
-        return [(out_desc, out, ref)]
+        job.outcome.update(prepared.outcome)
+        results = [(out_desc, out, ref)]
+        for name in OPS[job.op].on_request:
+            if job.params.get(name) and name in prepared.frames:
+                values = np.ascontiguousarray(prepared.frames[name], np.float32)
+                frame_desc = {"name": name, "width": values.shape[1], "height": values.shape[0],
+                              "channels": values.shape[2], "format": "f32"}
+                frame, frame_ref = job.allocate(frame_desc)
+                frame[...] = values
+                results.append((frame_desc, frame, frame_ref))
+        return results
 
     def _matte(self, job: Job, method: MatteMethod, report: Report):
         desc, image = job.inputs["image"]

@@ -104,6 +104,35 @@ def test_strength_zero_leaves_the_picture_as_it_was(sharpfu, tmp_path):
     assert refused.returncode == 2 and "between 0 and 1" in refused.stderr
 
 
+def test_deblur_saves_the_kernel_it_estimated(sharpfu, tmp_path):
+    image(tmp_path / "in.png")
+    result = ok(sharpfu("deblur", tmp_path / "in.png", "-o", tmp_path / "out.png",
+                        "--method", "blind-deconvolution", "--kernel-size", "8",
+                        "--save-kernel", tmp_path / "kernel.png"))
+    kernel = imageio.read(str(tmp_path / "kernel.png")).pixels
+    # 8 is made odd; at most that, at least one pixel; its largest weight white
+    assert kernel.dtype == np.dtype("<u2") and kernel.shape[2] == 1
+    assert kernel.shape[0] == kernel.shape[1] and kernel.shape[0] % 2 == 1
+    assert kernel.shape[0] <= 9 and kernel.max() == 65535
+    assert "kernel written to" in result.stderr
+    assert imageio.read(str(tmp_path / "out.png")).pixels.shape == (48, 64, 3)
+
+
+def test_kernel_options_are_checked(sharpfu, tmp_path):
+    image(tmp_path / "in.png")
+    refused = sharpfu("deblur", tmp_path / "in.png", "-o", tmp_path / "x.png",
+                      "--kernel-size", "500")
+    assert refused.returncode == 2 and "between 0 (automatic) and 99" in refused.stderr
+    refused = sharpfu("deblur", tmp_path / "in.png", "-o", tmp_path / "x.png",
+                      "--save-kernel", tmp_path / "kernel.jpg")
+    assert refused.returncode == 2 and ".png" in refused.stderr
+    # a method that estimates no kernel cannot save one: refused before it runs
+    refused = sharpfu("deblur", tmp_path / "in.png", "-o", tmp_path / "x.png",
+                      "--method", "unsharp", "--save-kernel", tmp_path / "kernel.png")
+    assert refused.returncode != 0 and "kernel" in refused.stderr
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "kernel.png").exists()
+
+
 @pytest.mark.parametrize("scale", [1, 2])
 def test_sharpen_scales(sharpfu, tmp_path, scale):
     image(tmp_path / "in.png")

@@ -183,3 +183,21 @@ def test_the_unreachable_server_message_says_what_to_do(monkeypatch, tmp_path):
     told = launcher.unreachable({"server_command": None}, "tcp://127.0.0.1:5599")
     assert "Flatpak sandbox" in told and "outside the sandbox" in told
     assert "install.py" in told and "sharpfu-server" in told
+
+
+def test_blur_fields_become_params_and_the_kernel_a_picture():
+    import struct
+    from sharpfu_client.plugin_jobs import BLUR_VIEW, blur_params, blur_view
+    assert blur_params({}, "deblur", 0, False) == {}
+    assert blur_params({}, "sharpen", 41, True) == {"kernel_size": 41, "kernel": True}
+    assert blur_params({}, "upscale", 41, True) == {}
+    weights = [0.0, 0.1, 0.0,
+               0.0, 0.4, 0.0,
+               0.0, 0.5, 0.0]
+    data, width, height = blur_view(struct.pack("<9f", *weights), 3, 3, 3)
+    zoom = BLUR_VIEW // 3
+    assert (width, height) == (3 * zoom, 3 * zoom) and len(data) == width * height * 3
+    pixel = lambda row, column: data[(row * zoom * width + column * zoom) * 3]  # noqa: E731
+    assert pixel(2, 1) == 255 and pixel(1, 1) == round(255 * 0.8) and pixel(0, 0) == 0
+    grey, width, height = blur_view(struct.pack("<f", 1.0), 1, 1, 1)
+    assert grey == b"\xff" * (BLUR_VIEW * BLUR_VIEW)

@@ -381,3 +381,29 @@ BLUR_CASES = {
     "motion-15+noise": BlurCase("the same motion blur, Gaussian noise sigma 2/255, 8-bit "
                                 "rounding", linear_motion(15, 30), 2.0),
 }
+
+# Non-linear camera shake for the deblurring benchmark (issue 17): a random
+# trajectory per photo (camera_shake: inertia, pull, jerks, after Boracchi
+# and Foi), its kernel's support 21 to 31 px, then Gaussian noise of sigma
+# 1/255 and 8-bit rounding. Its seeds are used by nothing else: no training
+# draws from them, and the blind estimation was tuned on other kernels and
+# photos.
+SHAKE_SUPPORT = (21, 31)
+SHAKE_NOISE = 1.0
+SHAKE_SEED = 20_170_517
+
+
+def shake_case(index: int) -> BlurCase:
+    """The benchmark's camera shake for its `index`-th photo; apply it with
+    seed SHAKE_SEED + index."""
+    rng = np.random.default_rng(SHAKE_SEED + index)
+    while True:
+        kernel = camera_shake(rng, rng.uniform(25.0, 45.0))
+        if SHAKE_SUPPORT[0] <= kernel.shape[0] <= SHAKE_SUPPORT[1]:
+            return BlurCase("non-linear camera shake, %d px support, Gaussian noise sigma "
+                            "1/255, 8-bit rounding" % kernel.shape[0], kernel, SHAKE_NOISE)
+
+
+# The deblurring benchmark's cases (bench/deblur_quality.py): the fixed
+# three, then camera shake.
+DEBLUR_BENCHMARK_CASES = tuple(BLUR_CASES) + ("camera-shake",)

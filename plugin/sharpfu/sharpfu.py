@@ -45,7 +45,7 @@ try:
     import refine_matte
     import server_job
     from sharpfu_client.layers import Declined, Refusal, free_memory
-    from sharpfu_client import SharpFuError
+    from sharpfu_client import Frame, SharpFuError, plugin_jobs
     from sharpfu_client.adapt import task_for
     from sharpfu_client.config import ConfigError
     MISSING = None
@@ -207,6 +207,9 @@ def process(spec, image, drawables, config, show):
     gimp_pixels.check_layer(image, layer, changes_layer=not new_image)
     params = server_job.job_params(scale if spec.scales else None, config.get_property("method"),
                                    config.get_property("strength"))
+    show_blur = has_blur_fields(spec) and config.get_property("show-blur")
+    if has_blur_fields(spec):
+        plugin_jobs.blur_params(params, spec.op, config.get_property("blur-size"), show_blur)
 
     if not new_image:
         in_place.check_size(image, scale)
@@ -226,17 +229,50 @@ def process(spec, image, drawables, config, show):
         note = "; " + note
     result = server_job.run(spec.op, [frame], params, spec.title, started)
     change.take(result.frame("image"))
+    blur = None
+    if show_blur and any(f.name == "kernel" for f in result.frames):  # none at strength 0
+        kernel = result.frame("kernel")
+        grey = image.get_base_type() == Gimp.ImageBaseType.GRAY
+        blur = plugin_jobs.blur_view(kernel.data, kernel.width, kernel.height, 1 if grey else 3)
 
     # Everything so far only read the image. From here it changes, as one undo step.
     if new_image:
         new = gimp_pixels.new_image(image, layer, change.pixels)
+        if blur is not None:
+            add_blur_layer(new, new.get_layers()[0], blur)
         if show:
             Gimp.Display.new(new)
     else:
         new = image
-        in_place.apply(image, [change], scale)
+        image.undo_group_start()
+        try:
+            in_place.apply(image, [change], scale)
+            if blur is not None:
+                add_blur_layer(image, layer, blur)
+        finally:
+            image.undo_group_end()
     server_job.finish(spec.title, result.words.done(result, note), show)
     return new, result.method
+
+
+def has_blur_fields(spec):
+    return any(argument.name == "show-blur" for argument in spec.arguments)
+
+
+def add_blur_layer(image, layer, blur):
+    """The estimated blur (blur_view's pixels) as a small layer above
+    `layer`, at its top left corner."""
+    data, width, height = blur
+    grey = image.get_base_type() == Gimp.ImageBaseType.GRAY
+    shown = Gimp.Layer.new(image, "%s (estimated blur)" % layer.get_name(), width, height,
+                           Gimp.ImageType.GRAY_IMAGE if grey else Gimp.ImageType.RGB_IMAGE,
+                           100.0, Gimp.LayerMode.NORMAL)
+    _, x, y = layer.get_offsets()
+    shown.set_offsets(x, y)
+    image.insert_layer(shown, layer.get_parent(), image.get_item_position(layer))
+    # The insertion's undo step removes the layer: its pixels need none.
+    gimp_pixels.write_direct(shown, Frame(data, width, height, 1 if grey else 3, "u8"))
+    Gimp.displays_flush()
 
 
 def failure(procedure, message):

@@ -105,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default 1: all; 0: the image %s)" % (
                                       "unchanged" if name == "deblur" else
                                       "plainly resampled with Lanczos-3"))
+        if "kernel_size" in OPERATIONS[name].params:
+            group = command.add_argument_group("blur")
+            group.add_argument("--kernel-size", metavar="PX", type=_kernel_size,
+                               help="the largest blur to look for, in pixels (the estimated "
+                                    "blur kernel's side, made odd; default: automatic, 35 or "
+                                    "2.5%%%% of a large image's shorter side); raise it for "
+                                    "strong camera shake")
+            group.add_argument("--save-kernel", metavar="FILE",
+                               help="also write the estimated blur kernel as an image (grey, "
+                                    "its largest weight white; .png or .tif); for several "
+                                    "inputs, a folder, one file per input named after it")
         command.add_argument("--jobs", metavar="N", type=_positive_int,
                              help="images in flight at once (default: 2 per server), so that "
                                   "reading and writing files never leaves a server idle")
@@ -169,6 +180,15 @@ def _strength(text: str) -> float:
     value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("must lie between 0 and 1 (or 0%% and 100%%)")
+    return value
+
+
+def _kernel_size(text: str) -> int:
+    spec = OPERATIONS["deblur"].params["kernel_size"]
+    value = int(text)
+    if not spec.minimum <= value <= spec.maximum:
+        raise argparse.ArgumentTypeError("must lie between %d (automatic) and %d"
+                                         % (spec.minimum, spec.maximum))
     return value
 
 
@@ -262,6 +282,7 @@ def connect(client: Client | Cluster, args) -> dict:
 
 def run_images(args, client, interrupt: Interrupt) -> int:
     pairs, failed = plan(args)
+    args.kernel_targets = kernel_targets(args, pairs)
     everything = [source for source, _ in pairs]
     skipped = 0
     if args.resume:
@@ -398,6 +419,28 @@ class Batch:
         self.written += 1
         self.pixels_out += pixels.shape[0] * pixels.shape[1]
         announce_method(self.args, result.method, self.methods)
+        if self.args.kernel_targets:
+            self.save_kernel(source, result)
+
+    def save_kernel(self, source: str, result) -> None:
+        """The estimated kernel beside the output (the output is written: a
+        kernel that cannot be is reported, and counts as a failure)."""
+        target = self.args.kernel_targets[source]
+        try:
+            kernel = from_frame(result.frame("kernel"))[..., 0]
+        except KeyError:
+            # strength 0: nothing ran, so no blur was estimated
+            say("%s: no blur was estimated (nothing runs at strength 0); %s not written"
+                % (source, target))
+            return
+        try:
+            write(target, imageio.Picture(kernel_picture(kernel)))
+        except Failure as failure:
+            self.fail(failure.path, failure.reason)
+            return
+        if not self.args.quiet:
+            say("%s: %s; kernel written to %s" % (source, blur_words(result.header.get("blur")),
+                                                  target))
 
     def fail(self, path: str, reason: str) -> None:
         say("error: %s: %s" % (path, reason))
@@ -500,6 +543,50 @@ def _identity(path: str):
         return os.path.abspath(path)
 
 
+def kernel_targets(args, pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """input -> where its estimated kernel goes (--save-kernel): the file
+    named, or for several inputs (or a folder named) a PNG per input in that
+    folder, named after it."""
+    target = getattr(args, "save_kernel", None)
+    if not target:
+        return {}
+    folder = len(pairs) > 1 or os.path.isdir(target) or target.endswith(os.sep) \
+        or len(args.inputs) > 1 or any(os.path.isdir(path) for path in args.inputs)
+    if not folder:
+        if os.path.splitext(target)[1].lower() not in (".png", ".tif", ".tiff"):
+            args.parser.error("--save-kernel writes a PNG (or TIFF); name it .png")
+        return {source: target for source, _ in pairs}
+    if os.path.exists(target) and not os.path.isdir(target):
+        args.parser.error("with several inputs, --save-kernel must be a folder; %s is a file"
+                          % target)
+    os.makedirs(target, exist_ok=True)
+    return {source: os.path.join(target, os.path.splitext(os.path.basename(source))[0] + ".png")
+            for source, _ in pairs}
+
+
+def kernel_picture(kernel: np.ndarray) -> np.ndarray:
+    """A kernel's weights as a 16-bit grey image, its largest weight white."""
+    top = float(kernel.max())
+    scaled = kernel / top if top > 0 else kernel
+    return np.round(np.clip(scaled, 0.0, 1.0) * 65535.0).astype("<u2")[..., None]
+
+
+def blur_words(blur: dict | None) -> str:
+    """What the deblurrer found, in words."""
+    if not blur:
+        return "blur estimated"
+    if blur.get("kernel_model") == "none":
+        return "no blur found: left as it is"
+    shape = {"free": "camera shake or motion", "gaussian": "soft (Gaussian) blur",
+             "disc": "focus blur (a disc)", "given": "given"}.get(blur.get("kernel_model"),
+                                                                  blur.get("kernel_model"))
+    words = "blur %d px, %s, noise %.1f/255" % (blur.get("kernel_size", 0), shape,
+                                                  blur.get("noise_sigma", 0.0))
+    if (blur.get("regions") or 1) > 1:
+        words += ", %d regions with kernels of their own" % blur["regions"]
+    return words
+
+
 def job_params(args) -> dict:
     params = {}
     if args.method:
@@ -510,6 +597,10 @@ def job_params(args) -> dict:
         params["scale"] = args.scale
     if getattr(args, "strength", None) is not None and args.strength != 1.0:
         params["strength"] = args.strength
+    if getattr(args, "kernel_size", None):
+        params["kernel_size"] = args.kernel_size
+    if getattr(args, "save_kernel", None):
+        params["kernel"] = True
     return params
 
 

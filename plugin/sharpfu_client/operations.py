@@ -96,13 +96,15 @@ class Operation(object):
     inputs: the names of its input frames, in order; with max_frames > 0 it
     takes 1 to max_frames frames, all named inputs[0]. masks: the inputs
     that must have one channel and the first input's size. outputs: the
-    names of the frames its result holds (some only on request). runner:
-    which of the engine's runners computes it ("image": a method chain over
-    the image, "matte", "adapt", "echo")."""
+    names of the frames its result holds; on_request: those among them it
+    holds only when the job asks, each by a boolean param of its name.
+    runner: which of the engine's runners computes it ("image": a method
+    chain over the image, "matte", "adapt", "echo")."""
 
     def __init__(self, name, inputs, outputs, params, summary, runner, doing,
-                 common=("method", "tile"), max_frames=0, masks=()):
+                 common=("method", "tile"), max_frames=0, masks=(), on_request=()):
         self.name, self.inputs, self.outputs = name, tuple(inputs), tuple(outputs)
+        self.on_request = tuple(on_request)
         self.doing = doing    # what a progress bar says while it runs
         self.masks = tuple(masks)
         self.params = OrderedDict(params)
@@ -155,6 +157,19 @@ STRENGTH = Param("float", 1.0, minimum=0.0, maximum=1.0,
                       "plainly resampled with Lanczos-3, or unchanged at 1x), in between a mix")
 
 
+# The blur a deblurrer estimates (deblur, sharpen).
+KERNEL_SIZE = Param("int", 0, minimum=0, maximum=99,
+                    help="side in pixels of the largest blur to look for (the estimated blur "
+                         "kernel's square), made odd, at least 3; 0: automatic (35, or 2.5% of "
+                         "the shorter side of a large image, up to 75). Methods that estimate no "
+                         "kernel ignore it")
+KERNEL = Param("bool", False,
+               help="also return the estimated blur kernel as frame 'kernel' (f32, 1 channel, "
+                    "its weights, which sum to 1; [[1]] for an image found unblurred); only "
+                    "methods that estimate one (status: extra_frames), and not at strength 0, "
+                    "where nothing runs")
+
+
 def _table(entries):
     return OrderedDict((entry.name, entry) for entry in entries)
 
@@ -164,19 +179,22 @@ OPERATIONS = _table([
               [("scale", Param("int", 2, choices=(2, 4), help="output size factor")),
                ("strength", STRENGTH)],
               "Enlarge the image 2x or 4x.", runner="image", doing=u"Enlarging"),
-    Operation("deblur", ["image"], ["image"], [("strength", STRENGTH)],
-              "Remove blur at the same size.", runner="image", doing=u"Removing blur"),
-    Operation("sharpen", ["image"], ["image"],
+    Operation("deblur", ["image"], ["image", "kernel"],
+              [("strength", STRENGTH), ("kernel_size", KERNEL_SIZE), ("kernel", KERNEL)],
+              "Remove blur at the same size.", runner="image", doing=u"Removing blur",
+              on_request=["kernel"]),
+    Operation("sharpen", ["image"], ["image", "kernel"],
               [("scale", Param("int", 1, choices=(1, 2, 4), help="output size factor")),
-               ("strength", STRENGTH)],
-              "Deblur, then upscale: AI Sharpen.", runner="image", doing=u"Sharpening"),
+               ("strength", STRENGTH), ("kernel_size", KERNEL_SIZE), ("kernel", KERNEL)],
+              "Deblur, then upscale: AI Sharpen.", runner="image", doing=u"Sharpening",
+              on_request=["kernel"]),
     Operation("matte", ["image", "mask"], ["alpha", "foreground"], [
         ("foreground", Param("bool", False, help="also return the foreground colours (frame "
                                                  "'foreground'), free of the old background")),
         ("iterations", Param("int", 0, minimum=0, maximum=8,
                              help="refinement passes of a network refiner; 0: its default"))],
         "Refine a coarse mask (1 channel, the image's size) into an alpha matte.",
-        runner="matte", doing=u"Refining the matte", masks=["mask"]),
+        runner="matte", doing=u"Refining the matte", masks=["mask"], on_request=["foreground"]),
     Operation("echo", ["image"], ["image"], [
         ("delay", Param("float", 0.0, minimum=0.0, maximum=60.0,
                         help="seconds to spend, in progress steps (for tests)")),
@@ -428,14 +446,30 @@ GIMP2_ONLY = {
         u"GIMP 2.10's Python-Fu reads and writes 8 bits per channel only", False),
 }
 
-def filter_procedure(name, op, label, blurb, help):
+def blur_arguments(op):
+    """The estimated blur: how large to look for it, and showing it."""
+    return [
+        from_param("blur-size", op, "kernel_size", u"Blur si_ze",
+                   u"The largest blur to look for, in pixels (the side of the estimated blur "
+                   u"kernel); 0: automatic. Raise it for strong camera shake; a larger size "
+                   u"takes longer", hint=u"pixels, 0: automatic"),
+        from_param("show-blur", op, "kernel", u"Show estimated _blur",
+                   u"Also add the blur the deblurrer found (its kernel: the path the camera "
+                   u"shook along, or the disc of a focus blur) as a small layer above, "
+                   u"enlarged to be seen. Only a method that estimates the blur (Blind "
+                   u"deconvolution) can; with another the filter says so and changes nothing")]
+
+
+def filter_procedure(name, op, label, blurb, help, extra=()):
     """A filter on the active layer: with the op's scales, if it has any,
-    and where the result goes; the method; adapting first."""
+    and where the result goes; the method; adapting first; `extra`
+    arguments last."""
     scaled = "scale" in OPERATIONS[op].params
     arguments = [scale_argument(op, SCALE_HELP), OUTPUT] if scaled else []
     return Procedure(name, op, label, blurb, help, [FILTER_MENU], arguments + [METHOD]
                      + adapt_arguments(u"this image", u"tiles of the layer")
-                     + ([ALLOW_LARGE] if scaled else []) + [strength_argument(op)],
+                     + ([ALLOW_LARGE] if scaled else []) + [strength_argument(op)]
+                     + list(extra),
                      FILTER_RETURNS,
                      gimp2={"arguments": [a.name for a in arguments]
                             + ["method", "high-bit-depth-as-8-bit"]}, preview=True)
@@ -445,7 +479,8 @@ SHARPEN = filter_procedure(
     "sharpfu-ai-sharpen", "sharpen", u"AI _Sharpen\u2026",
     u"Sharpen the layer with SharpFu, optionally enlarging it",
     u"Removes blur from the active layer with SharpFu's deblurring model, then, at 2x or 4x, "
-    u"enlarges it with its upscaling model. At 1x only the selection changes.")
+    u"enlarges it with its upscaling model. At 1x only the selection changes.",
+    blur_arguments("sharpen"))
 UPSCALE = filter_procedure(
     "sharpfu-ai-upscale", "upscale", u"AI _Upscale\u2026",
     u"Enlarge the layer 2x or 4x with SharpFu",
@@ -455,7 +490,7 @@ UPSCALE = filter_procedure(
 DEBLUR = filter_procedure(
     "sharpfu-ai-deblur", "deblur", u"AI _Deblur\u2026", u"Remove blur from the layer with SharpFu",
     u"Removes motion and focus blur from the active layer with SharpFu's deblurring model, at "
-    u"the same size. Only the selection changes.")
+    u"the same size. Only the selection changes.", blur_arguments("deblur"))
 
 FILTERS = [SHARPEN, UPSCALE, DEBLUR]     # the filters AI Batch runs, in menu order
 BATCH_OPS = [f.op for f in FILTERS]

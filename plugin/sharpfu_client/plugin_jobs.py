@@ -2,6 +2,7 @@
 GIMP itself: both ship this library beside them. Python 2.7 and 3."""
 from __future__ import absolute_import
 
+import struct
 import time
 
 from .layers import Refusal
@@ -12,6 +13,7 @@ CONNECTING = u"Starting SharpFu" + ELLIPSIS
 STARTING_SERVER = u"Starting the SharpFu server (the first start takes a while)" + ELLIPSIS
 PUTTING_BACK = u"Putting the result back" + ELLIPSIS
 SHOW_SECONDS_AFTER = 2.0   # seconds; from then on the text counts them, so that it moves
+BLUR_VIEW = 96             # pixels: about the side the estimated blur is shown at
 
 
 def job_params(scale, method, strength=None):
@@ -25,6 +27,38 @@ def job_params(scale, method, strength=None):
     if strength is not None and strength < 100:
         found["strength"] = max(0.0, strength / 100.0)
     return found
+
+
+def blur_params(params, op, blur_size, show_blur):
+    """A deblurring filter's blur fields added to its job's `params`: the
+    largest blur to look for (0, automatic, is not sent) and whether the
+    estimated kernel comes back. Ops without them are left as they are."""
+    if "kernel_size" not in OPERATIONS[op].params:
+        return params
+    if blur_size:
+        params["kernel_size"] = int(blur_size)
+    if show_blur:
+        params["kernel"] = True
+    return params
+
+
+def blur_view(weights, width, height, channels):
+    """An estimated blur kernel (its weights: `width` x `height` float32,
+    little-endian, as the 'kernel' frame holds them) as 8-bit pixels to look
+    at: the largest weight white, each weight a square of whole pixels so
+    that the picture is about BLUR_VIEW wide, grey repeated into `channels`.
+    Returns (bytes, width, height)."""
+    values = struct.unpack("<%df" % (width * height), bytes(weights))
+    top = max(values) if len(values) else 0.0
+    zoom = max(1, BLUR_VIEW // max(1, width, height))
+    out = bytearray()
+    for row in range(height):
+        line = bytearray()
+        for value in values[row * width:(row + 1) * width]:
+            level = int(round(255.0 * min(1.0, max(0.0, value / top)))) if top > 0 else 0
+            line.extend(bytearray([level]) * (zoom * channels))
+        out.extend(bytes(line) * zoom)
+    return bytes(out), width * zoom, height * zoom
 
 
 def method_words(method):

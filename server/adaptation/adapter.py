@@ -113,6 +113,11 @@ class Adapter:
             name = MEASURED_BASES[task]
         if task == "deblur":
             method = self.catalog.pick("deblur", name)
+            if name is None and not isinstance(method, NetworkMethod):
+                # The default deblurrer may be one no training adapts (blind
+                # deconvolution): adapting means the best deblurring network.
+                method = next((m for m in self.catalog.candidates("deblur")
+                               if isinstance(m, NetworkMethod)), method)
         else:
             method = self.catalog.pick("upscale", name, job.params["scale"])
             if getattr(method, "name", "") == "auto":
@@ -123,8 +128,10 @@ class Adapter:
             raise JobError("bad_params", "%r is already an adapted network; adapt the shipped "
                            "one (%s) instead." % (method.name, method.base.name))
         if not isinstance(method, NetworkMethod) or task not in method.ops:
-            raise JobError("bad_params", "%s is a classical method: only a trained network can "
-                           "adapt." % method.title)
+            raise JobError("bad_params", "%s cannot adapt: only an image-to-image network "
+                           "trained end to end can (%s)." % (
+                               method.title, "it is a classical method" if method.kind ==
+                               "classical" else "its network is only a part of it"))
         if task != "deblur" and job.params["scale"] not in method.weights:
             raise JobError("bad_params", "%s makes %dx from its %dx weights, which cannot be "
                            "adapted for %dx; adapt it at %dx." % (

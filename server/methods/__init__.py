@@ -2,6 +2,7 @@
 in models/ (wrapped by server.catalog). Each is a Method."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -58,10 +59,46 @@ class Method:
                 "scales": list(self.scales), "loaded": self.loaded}
 
 
+# A tile function: float32 (1, c, h, w) in [0, 1], the tile's box in input
+# pixels (top, left, height, width) -> (1, c, h * scale, w * scale).
+TileFunction = Callable[[torch.Tensor, tuple[int, int, int, int]], torch.Tensor]
+
+
+@dataclass
+class Prepared:
+    """What an image method worked out from the whole frame before the
+    tiler runs it: its tile function, the context each tile needs (which
+    may depend on what it found, as a blur kernel's size does), what it
+    found, for the job's result (`outcome`), and frames it can add to the
+    result on request (name -> float32 (h, w, c) array)."""
+    run: TileFunction
+    margin: int
+    outcome: dict = field(default_factory=dict)
+    frames: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class ImageMethod(Method):
+    prepared_share = 0.0     # of the job's progress, taken by `prepare`
+    extra_frames: tuple[str, ...] = ()     # result frames `prepare` can add ("kernel")
+
+    def info(self) -> dict:
+        info = super().info()
+        if self.extra_frames:
+            info["extra_frames"] = list(self.extra_frames)
+        return info
+
     def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         """float32 (1, c, h, w) in [0, 1] -> (1, c, h * scale, w * scale)."""
         raise NotImplementedError
+
+    def prepare(self, image: np.ndarray, image_format: str, colour_channels: int, scale: int,
+                params: dict, progress: Callable[[float, str], None]) -> Prepared:
+        """Whatever needs the whole frame `image` (h, w, c; transparent
+        pixels already filled) before tiling, done once per job as the first
+        method of its chain (a later stage's input exists only tile by
+        tile); `params` are the job's. By default nothing: `forward` on each
+        tile, with the method's own margin."""
+        return Prepared(lambda colour, box: self.forward(colour, scale), self.margin)
 
 
 class MatteMethod(Method):

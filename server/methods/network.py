@@ -16,6 +16,7 @@ architecture's descriptor, without loading anything.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from models import registry
 from models.architectures import mimo_unet
+from training.degradations import DEBLUR_BENCHMARK_CASES
 
 from . import ImageMethod
 
@@ -154,13 +156,52 @@ def installed(weights: registry.Weights) -> bool:
     return weights.record is None or "store" in weights.record
 
 
+# What the deblurring benchmark (bench/deblur_quality.py --record) measured
+# for a deblurrer: in the record of SharpFu's own weights ("benchmark"), in
+# NAME.benchmark.json beside a checkpoint a user brought.
+BENCHMARK_SUFFIX = ".benchmark.json"
+
+
+def benchmark_path(weights: registry.Weights):
+    return None if weights.path is None else weights.path.with_name(
+        weights.path.name + BENCHMARK_SUFFIX)
+
+
+def benchmark_cases(weights: registry.Weights) -> dict[str, dict[str, float]]:
+    """case -> {"network": mean PSNR, "blurry_input": ..., "unsharp": ...,
+    ...} as the deblurring benchmark measured these weights; {} if it never
+    ran on them."""
+    found = (weights.record or {}).get("benchmark")
+    path = benchmark_path(weights)
+    if found is None and path is not None and path.is_file():
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            log.warning("ignoring %s: %s", path, error)
+    cases = (found or {}).get("cases") if isinstance(found, dict) else None
+    return validation_cases({"validation": cases}) if isinstance(cases, dict) else {}
+
+
+def _ahead(cases) -> bool:
+    """On every case, the network above each of its baselines (a case
+    without baselines, as a denoiser's validation, shows nothing)."""
+    cases = list(cases)
+    return bool(cases) and all(
+        len(numbers) > 1 and numbers["network"] > max(v for k, v in numbers.items()
+                                                      if k != "network")
+        for numbers in cases)
+
+
 def preference(weights: registry.Weights) -> float:
     """Where the catalog ranks a network when none is named (the highest
-    first; classical methods stand at 0).
+    first; classical methods stand at 0). The one place of these rules:
 
-    * SharpFu's own weights rank above the classical method only if their
-      record shows them ahead of every baseline on every validation case;
-      otherwise they stay available by name, below it.
+    * A deblurrer the deblurring benchmark measured on all its cases ranks
+      by that: ahead of everything else, by its mean PSNR over the cases,
+      if it beat the blurry input and the unsharp mask on every one; below
+      the classical unsharp mask otherwise. The benchmark runs every
+      deblurrer on the same held-out photos and blurs, so its numbers
+      compare (a published number, on other photos and blur, would not).
     * Models from the models folder are offered by name (and in the GIMP
       dialogs' lists) below SharpFu's validated networks and above the
       classical methods, the bigger first: SharpFu knows nothing of how
@@ -169,17 +210,25 @@ def preference(weights: registry.Weights) -> float:
       MIMO-UNet checkpoints, which SharpFu recognises as its own
       architecture and knows to be far better trained than its own small
       deblurrer (docs/models/mimo-unet.md): they rank above everything
-      SharpFu ships, MIMO-UNet+ before MIMO-UNet."""
+      SharpFu ships that is not measured so, MIMO-UNet+ before MIMO-UNet.
+    * SharpFu's own weights rank above the classical method only if their
+      record shows them ahead of every baseline on every validation case;
+      otherwise they stay available by name, below it."""
+    deblurrer = weights.spec.task == "deblur" or "deblur" in (weights.record or {}).get("ops", ())
+    if deblurrer:
+        measured = benchmark_cases(weights)
+        if all(case in measured for case in DEBLUR_BENCHMARK_CASES):
+            if not _ahead(measured[case] for case in DEBLUR_BENCHMARK_CASES):
+                return -1.0
+            mean = sum(measured[case]["network"] for case in DEBLUR_BENCHMARK_CASES) / len(
+                DEBLUR_BENCHMARK_CASES)
+            return 3.0 + mean / 100.0
     if installed(weights):
         if weights.architecture.name == mimo_unet.NAME:
             return 2.0 + weights.parameters / 1e9
         return 0.5 + weights.parameters / 1e9
-    cases = validation_cases(weights.record).values()
-    beaten = bool(cases) and all(
-        numbers["network"] > max([v for k, v in numbers.items() if k != "network"],
-                                 default=float("-inf"))
-        for numbers in cases)
-    return 1.0 + weights.parameters / 1e9 if beaten else -1.0
+    return 1.0 + weights.parameters / 1e9 if _ahead(
+        validation_cases(weights.record).values()) else -1.0
 
 
 def shipped_methods(directory=None) -> list[NetworkMethod]:

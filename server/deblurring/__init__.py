@@ -1,0 +1,1 @@
+"""Deblurring a photo whose blur is unknown: estimate the kernel, then deconvolve."""
