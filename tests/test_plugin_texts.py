@@ -131,3 +131,20 @@ def test_the_size_of_a_result_and_when_it_is_too_large():
     big = ResultSize(8400, 8000, 8400 * 8000 * 3)
     assert big.too_large().startswith("The result would be 8400 \u00d7 8000 pixels "
                                       "(67 megapixels), more than the 64 megapixels")
+
+
+def test_blur_fields_follow_the_deblurrer_that_would_run():
+    status = {"methods": [
+        {"name": "mimo-unet-small", "kind": "network", "ops": ["deblur", "sharpen"],
+         "scales": [1]},
+        {"name": "blind-deconvolution", "kind": "mixed", "ops": ["deblur", "sharpen"],
+         "scales": [1], "extra_frames": ["kernel"]},
+        {"name": "span", "kind": "network", "ops": ["sharpen", "upscale"], "scales": [2, 4]}],
+        "defaults": {"deblur": {"1": "mimo-unet-small"},
+                     "sharpen": {"2": "mimo-unet-small+span"}}}
+    assert methods.estimates_blur(status, "deblur", 1, "") is False
+    assert methods.estimates_blur(status, "deblur", 1, "blind-deconvolution") is True
+    assert methods.estimates_blur(status, "sharpen", 2, "blind-deconvolution") is True
+    # a named upscaler leaves the deblurring stage to the server's default
+    assert methods.estimates_blur(status, "sharpen", 2, "span") is False
+    assert methods.estimates_blur(None, "deblur", 1, "") is None

@@ -144,7 +144,7 @@ class MethodField(object):
     (value, label) as offered now."""
 
     def __init__(self, window, config, spec):
-        self.config, self.spec = config, spec
+        self.window, self.config, self.spec = window, config, spec
         self.status = server_status()
         argument = spec.argument("method")
         entry = window.get_widget("method", GObject.TYPE_NONE)
@@ -187,11 +187,25 @@ class MethodField(object):
         for value, text in self.entries:
             self.combo.append(value, text)
         self.combo.set_active_id(current)
+        self.follow_blur()
 
     def chosen(self, combo):
         value = combo.get_active_id()
         if value is not None:
             self.config.set_property("method", value)
+        self.follow_blur()
+
+    def follow_blur(self):
+        """Blur size and Show estimated blur mean something only to a
+        deblurrer that estimates the blur: greyed out for the others (left
+        as they are when the server cannot tell)."""
+        fields = [a.name for a in self.spec.arguments if a.name in ("blur-size", "show-blur")]
+        if not fields:
+            return
+        op, scale = self.op_and_scale()
+        able = methods.estimates_blur(self.status, op, scale, self.config.get_property("method"))
+        for name in fields:
+            self.window.get_widget(name, GObject.TYPE_NONE).set_sensitive(able is not False)
 
 
 def server_status():

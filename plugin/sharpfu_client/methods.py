@@ -77,6 +77,24 @@ def choices(status, op, scale=1):
     return [(BEST, best)] + [(m["name"], label(m)) for m in ranked(status, op, scale)]
 
 
+def estimates_blur(status, op, scale, method):
+    """Whether the deblurrer a job of `op` at `scale` naming `method` ("" for
+    the server's choice) would run estimates a blur kernel (status
+    methods' `extra_frames`), which Blur size and Show estimated blur need;
+    None when the status cannot tell (no server, or an unknown name)."""
+    status = status or {}
+    name = method
+    if not name or not any(m.get("name") == name and "deblur" in (m.get("ops") or [])
+                           for m in status.get("methods") or []):
+        # the server's default deblurring stage (a named upscaler leaves it so)
+        name = ((status.get("defaults") or {}).get(op) or {}).get(str(scale)) or ""
+        name = name.split("+")[0]
+    for info in status.get("methods") or []:
+        if info.get("name") == name:
+            return "kernel" in (info.get("extra_frames") or [])
+    return None
+
+
 def _offers(method, op, scale):
     """Whether a server without `choices` would take `method` for `op` at
     `scale`: AI Sharpen's first stage is a deblurrer, its last an upscaler

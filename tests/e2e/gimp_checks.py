@@ -864,6 +864,12 @@ def dialog_fields():
             entry["methods_sharpen"] = window.sharpfu_methods.entries
         if name == "sharpfu-refine-matte":
             entry["sources"] = radio_states(window, "source")
+        if name == "sharpfu-ai-deblur":
+            # Show estimated blur: greyed out unless the deblurrer estimates one
+            show = window.get_widget("show-blur", GObject.TYPE_NONE)
+            entry["show_blur_sensitive"] = [show.get_sensitive()]
+            window.sharpfu_methods.combo.set_active_id("blind-deconvolution")
+            entry["show_blur_sensitive"].append(show.get_sensitive())
         window.destroy()
         found[name] = entry
     image.delete()

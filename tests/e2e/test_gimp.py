@@ -212,10 +212,11 @@ def test_procedures_are_registered_under_filters_enhance(headless):
     common = ["run-mode", "image", "drawables"]
     scaled = common + ["scale", "output", "method", "adapt", "adapt-steps", "allow-large",
                        "strength"]
+    blur = ["blur-size", "show-blur"]      # the deblurring stage's, since issue 17
     assert found["sharpfu-ai-upscale"]["arguments"] == scaled
-    assert found["sharpfu-ai-sharpen"]["arguments"] == scaled
+    assert found["sharpfu-ai-sharpen"]["arguments"] == scaled + blur
     assert found["sharpfu-ai-deblur"]["arguments"] == common + ["method", "adapt", "adapt-steps",
-                                                                "strength"]
+                                                                "strength"] + blur
     batch = found["sharpfu-batch"]
     assert batch is not None, "sharpfu-batch is not registered"
     assert batch["label"] == "AI _Batch\u2026" and batch["menu"] == ["<Image>/Filters/Enhance"]
@@ -698,6 +699,8 @@ def test_the_dialogs_offer_only_what_can_be_chosen(gui, gimp):
         assert [list(e) for e in found[name][key]] == [
             list(e) for e in methods.choices(status, op, scale)]
         assert not any("channels" in text or "blocks" in text for _, text in found[name][key])
+    # the server's default deblurrer estimates no blur; blind deconvolution does
+    assert found["sharpfu-ai-deblur"]["show_blur_sensitive"] == [False, True]
     for name, entry in found.items():
         keys = [key for key, _ in entry["keys"]]
         assert len(keys) == len(set(keys)), (name, entry["keys"])
