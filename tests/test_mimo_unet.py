@@ -20,7 +20,7 @@ from models.span import SPAN
 from models.store import Store
 from server import tiling
 from server.engine import Engine
-from server.methods import network
+from server.methods import blind_deconvolution, network
 from server.methods.network import NetworkMethod, shipped_methods
 from server.settings import Settings
 from training import metrics
@@ -280,8 +280,10 @@ def test_deblur_prefers_mimo_unet_plus_then_mimo_unet_then_ours(tmp_path):
     save_official(small_network(32, 20), folder / "b.pkl")
     served = Engine(Settings(device="cpu", models_dir=str(folder)))
     candidates = [m.name for m in served.catalog.candidates("deblur")]
-    ahead = [m.name for m in shipped_deblurrers() if m.rank() > 0]
-    behind = [m.name for m in shipped_deblurrers() if m.name not in ahead]
+    # SharpFu's own deblurrers (blind deconvolution too), best first
+    shipped = sorted(shipped_deblurrers() + blind_deconvolution.shipped(), key=lambda m: -m.rank())
+    ahead = [m.name for m in shipped if m.rank() > 0]
+    behind = [m.name for m in shipped if m.name not in ahead]
     assert candidates == ["b", "a"] + ahead + ["unsharp"] + behind
     assert served.status()["defaults"]["sharpen"]["2"] == "b+" + served.catalog.pick(
         "upscale", None, 2).name

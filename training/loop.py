@@ -295,7 +295,12 @@ def train(task: Task) -> None:
     if state is None and args.init:
         init = task.start_from(networks, args.init)
         from models.download import sha256_of
-        init = dict(init, weights=str(args.init), sha256=sha256_of(args.init),
+        # a file, or a folder of weights (the matte task starts both its
+        # networks from models/weights/): each file's sha256 then
+        started = Path(args.init)
+        digest = ({p.name: sha256_of(p) for p in sorted(started.glob("*.safetensors"))}
+                  if started.is_dir() else sha256_of(started))
+        init = dict(init, weights=str(args.init), sha256=digest,
                     earlier_runs=training_history(task.history_of(args.init)))
         print("started from %s" % args.init, flush=True)
     clip = args.clip or task.clip
