@@ -81,12 +81,14 @@ def lanczos(small: np.ndarray) -> np.ndarray:
                                    Image.Resampling.LANCZOS))
 
 
-def rows_for(engine: Engine) -> list[Row]:
+def rows_for(engine: Engine, skip=()) -> list[Row]:
     upscaler = engine.catalog.pick("upscale", None, SCALE).name
     default = engine.catalog.pick("deblur", None).name
     rows = [Row("Lanczos (classical)", lanczos),
             engine_row(engine, "upscale", None, "upscale: %s" % upscaler)]
     for method in engine.catalog.candidates("deblur"):
+        if method.name in skip:
+            continue
         rows.append(engine_row(engine, "sharpen", method.name, "sharpen: %s + %s%s" % (
             method.name, upscaler, " (default)" if method.name == default else "")))
     return rows
@@ -136,13 +138,15 @@ def main() -> None:
                         % ", ".join(map(str, DEFAULT_PHOTOS)))
     parser.add_argument("--models-dir", help="a models folder whose MIMO-UNet checkpoints "
                                              "get rows of their own")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="METHOD",
+                        help="deblurrers to leave out, e.g. blind-deconvolution (minutes per MP)")
     parser.add_argument("--record", action="store_true", help="append to docs/BENCHMARKS.md")
     args = parser.parse_args()
     photos = {name: np.asarray(image)[:image.height // SCALE * SCALE,
                                       :image.width // SCALE * SCALE]
               for name, image in validation_set(args.photos or DEFAULT_PHOTOS).items()}
     engine = Engine(Settings(device="cpu", models_dir=args.models_dir or ""))
-    rows = rows_for(engine)
+    rows = rows_for(engine, args.skip)
     for row in rows:   # warm-up: weights load on the first job
         row.run(np.zeros((32, 32, 3), np.uint8))
     results = measure(rows, photos)
@@ -156,7 +160,8 @@ def main() -> None:
                    "and SSIM with 8 px shaved; seconds are wall-clock per megapixel of output, "
                    "model loading excluded.\n%s\n" % (
                        datetime.date.today().isoformat(), machine(), torch.get_num_threads(),
-                       " --models-dir %s" % args.models_dir if args.models_dir else "",
+                       (" --models-dir %s" % args.models_dir if args.models_dir else "")
+                       + (" --skip %s" % " ".join(args.skip) if args.skip else ""),
                        header, text))
         with open(ROOT / "docs" / "BENCHMARKS.md", "a") as handle:
             handle.write(section)
