@@ -124,3 +124,15 @@ class MatteMethod(Method):
                           for t in (image[:, :3], mask)]
         return colour, self.prepare(colour, "f32", 3, coarse, "f32", None,
                                     lambda fraction, stage: None)
+
+
+class SubjectMethod(Method):
+    """Finds the main subject of a photo (the `select` op): a rough mask for
+    a refine to start from. A segmentation network sees the whole frame at
+    its own working size, so the op does not tile it."""
+    ops = ("select",)
+
+    def subject(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, 3, h, w) colour in [0, 1] on the method's device -> (1, 1, h,
+        w) soft mask in [0, 1] at the same size (1: subject)."""
+        raise NotImplementedError
