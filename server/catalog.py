@@ -31,9 +31,16 @@ from .methods.unsharp import UnsharpMask
 log = logging.getLogger("sharpfu.models")
 
 # op -> the op whose methods it draws on (sharpen = deblur, then upscale)
-ROLES = {"upscale": "upscale", "deblur": "deblur", "sharpen": "deblur", "matte": "matte"}
+ROLES = {"upscale": "upscale", "deblur": "deblur", "sharpen": "deblur", "matte": "matte",
+         "select": "select"}
 # the scales each op is offered at
-OP_SCALES = {"upscale": (2, 4), "deblur": (1,), "sharpen": (1, 2, 4), "matte": (1,)}
+OP_SCALES = {"upscale": (2, 4), "deblur": (1,), "sharpen": (1, 2, 4), "matte": (1,),
+             "select": (1,)}
+# What to install for a role that has no classical fallback, when no method is installed.
+NO_METHOD = {"select": "Select Subject needs a model that finds the subject of a photo, and this "
+                       "server has none installed. Install one with 'sharpfu models pull "
+                       "isnet-general' (once; the server offers it at once), then try again. "
+                       "Nothing was changed."}
 
 
 class Catalog:
@@ -130,14 +137,18 @@ class Catalog:
         self.refresh()
         if name is None:
             found = self.candidates(role, scale)
+            if not found and role in NO_METHOD:
+                raise JobError("bad_params", NO_METHOD[role])
             if not found:
                 raise JobError("internal", "No method can %s at scale %d." % (role, scale))
             return found[0]
         method = self.methods.get(name)
         if method is None or role not in method.ops:
-            names = ", ".join(m.name for m in self.candidates(role, scale)) or "none"
+            names = ", ".join(m.name for m in self.candidates(role, scale))
+            if not names and role in NO_METHOD:
+                raise JobError("bad_params", NO_METHOD[role])
             raise JobError("bad_params", "There is no method %r for %s; installed: %s." % (
-                name, role, names))
+                name, role, names or "none"))
         if role == "upscale" and scale not in method.scales:
             raise JobError("bad_params", "%s cannot upscale %dx; it does %s." % (
                 method.title, scale, " and ".join("%dx" % s for s in method.scales)))
@@ -194,9 +205,11 @@ class Catalog:
         return found
 
     def defaults(self) -> dict:
-        """op -> scale -> the method (or '+'-joined chain) used when none is named."""
+        """op -> scale -> the method (or '+'-joined chain) used when none is named;
+        an op with no method installed (select, before a model is pulled) is left out."""
         return {op: {str(s): "+".join(m.name for m, _ in self.chain(op, s)) for s in ss}
-                for op, ss in OP_SCALES.items()}
+                for op, ss in OP_SCALES.items()
+                if op not in NO_METHOD or self.candidates(ROLES[op])}
 
 
 def _version(path) -> tuple:

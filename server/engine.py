@@ -15,9 +15,10 @@ from .adaptation import Adapter
 from . import pixels, tiling
 from .catalog import Catalog
 from .jobs import Job, JobError
-from .methods import ImageMethod, MatteMethod
+from .methods import ImageMethod, MatteMethod, SubjectMethod
 from .methods import foreground
 from .methods.lanczos import upscale as lanczos_upscale
+from .methods.laplacian_matte import _sample, working_size
 from .ops import OPS
 
 log = logging.getLogger("sharpfu.engine")
@@ -25,6 +26,11 @@ log = logging.getLogger("sharpfu.engine")
 MIN_TILE = 64
 CPU_TILE_LIMIT = 1024     # larger CPU tiles gain no speed and coarsen progress
 SUBTILE_INTERVAL = 0.5    # seconds between progress reports inside a tile
+# select: the largest picture a subject finder is given (the image area-shrunk,
+# never enlarged); segmentation networks work at about 1 MP, so nothing is lost
+# and the memory it needs is bounded whatever the photo's size.
+SUBJECT_PIXELS = 4_000_000
+SUBJECT_REFINER = "laplacian"   # select's refine: the matte op's band solver
 
 Report = Callable[[float, str], None]
 
@@ -50,6 +56,8 @@ class Engine:
         """Refuse at once, before queueing, a job naming a method that cannot do it."""
         if job.op == "matte":
             self.catalog.pick("matte", job.params["method"])
+        elif job.op == "select":
+            self.catalog.pick("select", job.params["method"])
         elif job.op == "adapt":
             self.adapter.check(job)
         elif job.op != "echo":
@@ -75,6 +83,12 @@ class Engine:
         if job.op == "matte":
             method = self.catalog.pick("matte", job.params["method"])
             return self._matte(job, method, report), method.info()
+        if job.op == "select":
+            method = self.catalog.pick("select", job.params["method"])
+            stages = [(method, 1)]
+            if job.params["refine"]:
+                stages.append((self.catalog.methods[SUBJECT_REFINER], 1))
+            return self._select(job, method, report), _describe(stages)
         if job.op == "adapt":
             job.outcome = {"adaptation": self.adapter.run(job, report)}
             return [], self.catalog.methods[job.outcome["adaptation"]["model"]].info()
@@ -190,8 +204,19 @@ class Engine:
         has_alpha = channels in (2, 4)
         if has_alpha:
             image = pixels.fill_transparent(image, desc["format"])
-        colour_channels = channels - has_alpha
         self.catalog.ensure_loaded(method, self.device)
+        return self._refined(job, method, desc, image, mask, mask_desc["format"], "alpha",
+                             report)
+
+    def _refined(self, job: Job, method: MatteMethod, desc: dict, image: np.ndarray,
+                 mask: np.ndarray, mask_format: str, name: str, report: Report,
+                 covered: bool = False):
+        """`method`'s matte of the coarse `mask` over `image` (its
+        transparent pixels filled) as result frame `name`, with the
+        foreground frame when the job asks. covered: the matte is multiplied
+        by the image's alpha (select: transparent pixels are background)."""
+        channels = desc["channels"]
+        colour_channels = channels - (channels in (2, 4))
         if job.params["foreground"]:
             # the last fifth of the progress: the foreground colours
             matte_report = lambda fraction, stage: report(0.8 * fraction, stage)  # noqa: E731
@@ -202,31 +227,116 @@ class Engine:
             if job.cancel.is_set():
                 raise tiling.Cancelled()
             matte_report(fraction * method.prepared_share, stage)
-        matte = method.prepare(image, desc["format"], colour_channels, mask, mask_desc["format"],
-                               job.params["iterations"] or None, preparing)
+        matte = method.prepare(image, desc["format"], colour_channels, mask, mask_format,
+                               job.params.get("iterations") or None, preparing)
 
         def tile_fn(inputs: list[torch.Tensor], box) -> torch.Tensor:
             colour, coarse = inputs[0][:, :colour_channels], inputs[1]
             if colour_channels == 1:
                 colour = colour.expand(-1, 3, -1, -1)
-            return matte(colour, coarse.clamp(0.0, 1.0), box).float()
+            alpha = matte(colour, coarse.clamp(0.0, 1.0), box).float()
+            if covered and channels != colour_channels:
+                alpha = alpha * inputs[0][:, colour_channels:]
+            return alpha
 
-        out_desc = dict(desc, name="alpha", channels=1)
+        out_desc = dict(desc, name=name, channels=1)
         out, ref = job.allocate(out_desc)
-        self._tiled(job, [image, mask], [desc["format"], mask_desc["format"]], out,
+        self._tiled(job, [image, mask], [desc["format"], mask_format], out,
                     desc["format"], tile_fn, 1, method.margin, method.bytes_per_pixel,
                     method.title, matte_report, method.alignment, method.largest_tile,
                     start=method.prepared_share, networks=method.networks(1))
-        results = [(out_desc, out, ref)]
-        if job.params["foreground"]:
-            if job.cancel.is_set():
-                raise tiling.Cancelled()
-            report(0.8, "foreground colours")
-            fg_desc = dict(desc, name="foreground", channels=colour_channels)
-            fg, fg_ref = job.allocate(fg_desc)
-            foreground.into_frame(image, desc["format"], colour_channels, out, fg, self.device)
-            results.append((fg_desc, fg, fg_ref))
-        return results
+        return [(out_desc, out, ref)] + self._foreground(job, desc, image, out, report)
+
+    def _foreground(self, job: Job, desc: dict, image: np.ndarray, alpha: np.ndarray,
+                    report: Report) -> list:
+        """The foreground frame (matte and select, on request): the image's
+        colours free of the old background, given the alpha frame."""
+        if not job.params["foreground"]:
+            return []
+        if job.cancel.is_set():
+            raise tiling.Cancelled()
+        report(0.8, "foreground colours")
+        colour_channels = desc["channels"] - (desc["channels"] in (2, 4))
+        fg_desc = dict(desc, name="foreground", channels=colour_channels)
+        fg, fg_ref = job.allocate(fg_desc)
+        foreground.into_frame(image, desc["format"], colour_channels, alpha, fg, self.device)
+        return [(fg_desc, fg, fg_ref)]
+
+    def _select(self, job: Job, method: SubjectMethod, report: Report):
+        """The subject's soft mask: the method sees the whole image once, at
+        most SUBJECT_PIXELS (no tiles: it judges the picture as a whole);
+        its mask, enlarged to the image's size, is refined by the matte's
+        band solver (refine) or written as it is. Transparent pixels are
+        background: the mask is multiplied by the image's alpha."""
+        desc, image = job.inputs["image"]
+        fmt, channels = desc["format"], desc["channels"]
+        colour_channels = channels - (channels in (2, 4))
+        refine = job.params["refine"]
+        refiner = self.catalog.methods[SUBJECT_REFINER] if refine else None
+        # the subject finder's share of the progress; the rest is the refine's,
+        # or writing the enlarged mask
+        share = 0.3 if refine else 0.8
+        if colour_channels != channels:
+            report(0.0, "preparing transparent areas")
+            image = pixels.fill_transparent(image, fmt)
+        if not method.loaded:
+            report(0.0, "loading %s" % method.title)
+        self.catalog.ensure_loaded(method, self.device)
+        if refiner is not None:
+            self.catalog.ensure_loaded(refiner, self.device)
+        height, width = image.shape[:2]
+        small = working_size(height, width, SUBJECT_PIXELS)
+        if job.cancel.is_set():
+            raise tiling.Cancelled()
+        report(0.0, "%s: finding the subject" % method.title)
+        colour = pixels.shrunk(image, fmt, colour_channels, small, self.device)
+        if colour_channels == 1:
+            colour = colour.expand(-1, 3, -1, -1)
+        with torch.inference_mode():
+            found = method.subject(colour.contiguous())
+        if not isinstance(found, torch.Tensor) or tuple(found.shape) != (1, 1) + small:
+            raise JobError("model_failed", "%s answered with a mask of shape %s for a %dx%d "
+                           "picture; nothing was returned." % (
+                               method.title, tuple(getattr(found, "shape", ())), small[1],
+                               small[0]))
+        found = found.detach().float().clamp(0.0, 1.0)
+        if not bool(torch.isfinite(found).all()):
+            raise JobError("model_failed", "%s produced invalid values (NaN) in its mask; "
+                           "nothing was returned." % method.title)
+        del colour
+        if job.cancel.is_set():
+            raise tiling.Cancelled()
+        report(share, "%s: subject found" % method.title)
+
+        def after(fraction: float, stage: str) -> None:
+            report(share + (1.0 - share) * fraction, stage)
+
+        def enlarged(box) -> torch.Tensor:
+            top, left, rows, cols = box
+            return _sample(_sample(found, top, top + rows, height, 2), left, left + cols,
+                           width, 3)
+
+        if refiner is not None:
+            coarse = np.empty((height, width, 1), np.float32)
+            step = max(1, 4_000_000 // width)
+            for top in range(0, height, step):
+                rows = min(step, height - top)
+                coarse[top:top + rows] = enlarged((top, 0, rows, width))[0].permute(
+                    1, 2, 0).cpu().numpy()
+            return self._refined(job, refiner, desc, image, coarse, "f32", "mask", after,
+                                 covered=True)
+
+        def tile_fn(inputs: list[torch.Tensor], box) -> torch.Tensor:
+            mask = enlarged(box).to(inputs[0].device)
+            if colour_channels != channels:
+                mask = mask * inputs[0][:, colour_channels:]
+            return mask
+
+        out_desc = dict(desc, name="mask", channels=1)
+        out, ref = job.allocate(out_desc)
+        self._tiled(job, [image], [fmt], out, fmt, tile_fn, 1, 0, 16.0, method.title,
+                    (lambda f, s: after(0.8 * f, s)) if job.params["foreground"] else after)
+        return [(out_desc, out, ref)] + self._foreground(job, desc, image, out, after)
 
     def _echo(self, job: Job, report: Report):
         delay = job.params["delay"]

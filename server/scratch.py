@@ -25,11 +25,13 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """Starts `python -m server` with its own config file and log."""
+    """Starts `python -m server` with its own config file and log. program:
+    another script to run in its place, taking the server's arguments (a
+    test's server with a test double among its methods)."""
 
     def __init__(self, directory: Path, key: str = "", endpoint: str | None = None,
                  extra_args: tuple[str, ...] = (), server_settings: dict | None = None,
-                 client_settings: dict | None = None):
+                 client_settings: dict | None = None, program: str | None = None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.endpoint = endpoint or "tcp://127.0.0.1:%d" % free_port()
@@ -46,6 +48,7 @@ class ServerProcess:
         }))
         self.log_path = self.directory / "server.log"
         self.extra_args = list(extra_args)
+        self.program = ["-m", "server"] if program is None else [str(program)]
         self.process: subprocess.Popen | None = None
 
     def environment(self) -> dict:
@@ -59,7 +62,7 @@ class ServerProcess:
     def start(self, wait: bool = True) -> "ServerProcess":
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--config", str(self.config_path),
+            [sys.executable] + self.program + ["--config", str(self.config_path),
              "--log-level", "debug"] + self.extra_args,
             cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -23,10 +23,11 @@ GIMP3 = ROOT / "plugin" / "sharpfu" / "sharpfu.py"
 
 def test_the_server_reads_the_table_itself():
     assert ops.OPS is OPERATIONS
-    assert list(OPERATIONS) == ["upscale", "deblur", "sharpen", "matte", "echo", "adapt"]
+    assert list(OPERATIONS) == ["upscale", "deblur", "sharpen", "matte", "select", "echo",
+                                "adapt"]
     runners = {name: op.runner for name, op in OPERATIONS.items()}
     assert runners == {"upscale": "image", "deblur": "image", "sharpen": "image",
-                       "matte": "matte", "echo": "echo", "adapt": "adapt"}
+                       "matte": "matte", "select": "select", "echo": "echo", "adapt": "adapt"}
     for op in OPERATIONS.values():
         assert callable(op.check_params) and op.inputs and isinstance(op.max_frames, int)
         described = op.describe()

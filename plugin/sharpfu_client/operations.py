@@ -99,7 +99,7 @@ class Operation(object):
     names of the frames its result holds; on_request: those among them it
     holds only when the job asks, each by a boolean param of its name.
     runner: which of the engine's runners computes it ("image": a method
-    chain over the image, "matte", "adapt", "echo")."""
+    chain over the image, "matte", "select", "adapt", "echo")."""
 
     def __init__(self, name, inputs, outputs, params, summary, runner, doing,
                  common=("method", "tile"), max_frames=0, masks=(), on_request=()):
@@ -195,6 +195,16 @@ OPERATIONS = _table([
                              help="refinement passes of a network refiner; 0: its default"))],
         "Refine a coarse mask (1 channel, the image's size) into an alpha matte.",
         runner="matte", doing=u"Refining the matte", masks=["mask"], on_request=["foreground"]),
+    Operation("select", ["image"], ["mask", "foreground"], [
+        ("refine", Param("bool", True, help="refine the network's mask with the matte's band "
+                                             "solver (method 'laplacian'), so that edges and hair "
+                                             "come out crisp; false: the network's soft mask as "
+                                             "it is, enlarged")),
+        ("foreground", Param("bool", False, help="also return the subject's colours (frame "
+                                                 "'foreground'), free of the old background"))],
+        "Find the main subject of a photo: a soft mask (1 channel, the image's size; "
+        "transparent pixels are background).", runner="select",
+        doing=u"Finding the subject", on_request=["foreground"]),
     Operation("echo", ["image"], ["image"], [
         ("delay", Param("float", 0.0, minimum=0.0, maximum=60.0,
                         help="seconds to spend, in progress steps (for tests)")),
