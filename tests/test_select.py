@@ -237,3 +237,45 @@ def test_select_through_a_live_server(fake_server, server):
             client.run("select", [Frame(image, 128, 96, 3, "u8", "image")], {})
     assert caught.value.code == "bad_params"
     assert "sharpfu models pull isnet-general" in caught.value.message
+
+
+def sharpfu(server, *args):
+    return subprocess.run([sys.executable, "-m", "sharpfu_cli.main"] + [str(a) for a in args]
+                          + ["--config", str(server.config_path), "--no-autostart"],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_writes_the_mask_and_a_cut_out(fake_server, tmp_path):
+    from sharpfu_cli import imageio
+    image, truth = photo()
+    imageio.write(str(tmp_path / "photo.png"), imageio.Picture(image))
+    done = sharpfu(fake_server, "select", tmp_path / "photo.png", "-o", tmp_path / "mask.png",
+                   "--cutout", tmp_path / "cut.png", "--bits", "16")
+    assert done.returncode == 0, done.stderr
+    assert "select used Test subject finder (bright is subject) (classical method, not AI) " \
+           "then Closed-form matting" in done.stderr
+    mask = imageio.read(str(tmp_path / "mask.png")).pixels
+    cut = imageio.read(str(tmp_path / "cut.png")).pixels
+    assert mask.shape == (96, 128, 1) and mask.dtype == np.dtype("<u2")
+    assert cut.shape == (96, 128, 4) and np.array_equal(cut[..., 3:], mask)
+    assert np.abs(mask[..., 0] / 65535 - truth).mean() < 0.05
+    done = sharpfu(fake_server, "select", tmp_path / "photo.png", "-o", tmp_path / "rough.png",
+                   "--no-refine", "--method", "fake-subject", "-q")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    rough = imageio.read(str(tmp_path / "rough.png")).pixels
+    assert rough.shape == (96, 128, 1) and rough.dtype == np.uint8
+    assert not np.array_equal(rough[..., 0].astype(int) * 257, mask[..., 0].astype(int))
+
+
+@pytest.mark.slow
+def test_cli_without_a_subject_model_says_what_to_install(server, tmp_path):
+    from sharpfu_cli import imageio
+    imageio.write(str(tmp_path / "photo.png"), imageio.Picture(photo()[0]))
+    done = sharpfu(server, "select", tmp_path / "photo.png", "-o", tmp_path / "mask.png")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "sharpfu models pull isnet-general" in done.stderr
+    assert not (tmp_path / "mask.png").exists()
+    status = sharpfu(server, "status")
+    assert "select: " in status.stdout
+    assert "none installed; install with: sharpfu models pull isnet-general" in status.stdout

@@ -3,6 +3,7 @@
     sharpfu upscale photo.jpg -o big.jpg --scale 4
     sharpfu deblur scans/ -o sharp/
     sharpfu matte photo.png --mask rough.png -o alpha.png --bits 16
+    sharpfu select photo.jpg -o subject.png --cutout subject-cut.png
     sharpfu status
     sharpfu models list       # and add, remove, show, pull: see models_cmd.py
 
@@ -35,6 +36,7 @@ from . import imageio, models_cmd
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 RUN_WORDS = {"classical": "classical method, not AI", "network": "AI model"}
 STATUS_WORDS = {"classical": "classical method, not AI", "network": "trained network"}
+INSTALL = {"select": "sharpfu models pull isnet-general"}   # for an op with nothing installed
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 LUMA = (0.299, 0.587, 0.114)   # ITU-R 601, as Pillow and most tools make grey
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "server never exceeds what its memory allows)" % (MIN_TILE, MAX_TILE))
 
     parser = argparse.ArgumentParser(prog="sharpfu", description="AI restoration with the "
-                                     "SharpFu server: upscale, deblur, sharpen, refine mattes.")
+                                     "SharpFu server: upscale, deblur, sharpen, refine mattes, "
+                                     "select subjects.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def image_command(name, help_text):
@@ -159,6 +162,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write the subject as an RGBA PNG (or TIFF): the matte as alpha, "
                             "colours freed of the old background (no halo)")
     matte.set_defaults(run=run_matte, op="matte", parser=matte)
+
+    select = commands.add_parser("select", parents=[connection, job],
+                                 help="Find the main subject of a photo: a soft mask.",
+                                 description="Find the main subject of a photo with a subject "
+                                             "model (install one with 'sharpfu models pull "
+                                             "isnet-general') and write its soft mask as a "
+                                             "one-channel PNG the size of the image (white: "
+                                             "subject; transparent pixels count as background).")
+    select.add_argument("image", metavar="IMAGE")
+    select.add_argument("-o", "--output", required=True, metavar="MASK", help="PNG to write")
+    select.add_argument("--no-refine", dest="refine", action="store_false",
+                        help="the model's own soft mask, without refining its edges by closed-"
+                             "form matting (faster; hair and fine edges come out blurred)")
+    select.add_argument("--bits", type=int, choices=(8, 16), default=8,
+                        help="bits per sample of the PNG (default 8)")
+    select.add_argument("--cutout", metavar="FILE",
+                        help="also write the subject as an RGBA PNG (or TIFF): the mask as "
+                             "alpha, colours freed of the old background (no halo)")
+    select.set_defaults(run=run_select, op="select", parser=select)
 
     status = commands.add_parser("status", parents=[connection],
                                  help="Show the server, its device and its methods.")
@@ -639,16 +661,38 @@ def announce_method(args, method: dict, seen: set) -> None:
 # -- matte --------------------------------------------------------------------
 
 def run_matte(args, client: Client, interrupt: Interrupt) -> int:
+    def frames(image):
+        mask = read(args.mask, input_limit(client, {}))
+        if image.size != mask.size:
+            raise Failure(args.mask, "the mask is %dx%d but the image is %dx%d; they must "
+                          "be the same size" % (mask.size + image.size))
+        return [to_frame(image.pixels, "image"), to_frame(mask_channel(mask.pixels), "mask")]
+    return run_mask(args, client, interrupt, [args.image, args.mask], frames, job_params(args),
+                    "alpha", "matte")
+
+
+def run_select(args, client: Client, interrupt: Interrupt) -> int:
+    params = job_params(args)
+    if not args.refine:
+        params["refine"] = False
+    return run_mask(args, client, interrupt, [args.image],
+                    lambda image: [to_frame(image.pixels, "image")], params, "mask", "mask")
+
+
+def run_mask(args, client: Client, interrupt: Interrupt, inputs: list[str], frames, params,
+             frame: str, what: str) -> int:
+    """matte and select: a one-channel result written as a PNG (or TIFF),
+    and with --cutout the subject's freed colours with it as alpha."""
     target = args.output
     if os.path.isdir(target):
         target = os.path.join(target, os.path.splitext(os.path.basename(args.image))[0] + ".png")
     if os.path.splitext(target)[1].lower() not in (".png", ".tif", ".tiff"):
-        args.parser.error("the matte is written as a PNG (or TIFF); name the output .png")
+        args.parser.error("the %s is written as a PNG (or TIFF); name the output .png" % what)
     if args.cutout and os.path.splitext(args.cutout)[1].lower() not in (".png", ".tif", ".tiff"):
         args.parser.error("the cut-out is written as a PNG (or TIFF); name it .png")
-    inputs = {_identity(args.image), _identity(args.mask)}
+    identities = {_identity(path) for path in inputs}
     for path in filter(None, (target, args.cutout)):
-        if _identity(path) in inputs:
+        if _identity(path) in identities:
             args.parser.error("%s would be written over an input; choose another name" % path)
         try:
             check_output(path)
@@ -659,15 +703,11 @@ def run_matte(args, client: Client, interrupt: Interrupt) -> int:
     with tqdm(total=1, disable=True if args.quiet else None, file=sys.stderr,
               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]") as bar:
         try:
-            image, mask = (read(path, input_limit(client, {})) for path in (args.image,
-                                                                              args.mask))
-            if image.size != mask.size:
-                raise Failure(args.mask, "the mask is %dx%d but the image is %dx%d; they must "
-                              "be the same size" % (mask.size + image.size))
-            frames = [to_frame(image.pixels, "image"), to_frame(mask_channel(mask.pixels), "mask")]
-            params = dict(job_params(args), foreground=True) if args.cutout else job_params(args)
-            result = run_job(client, interrupt, "matte", frames, params, bar, 0)
-            alpha = from_frame(result.frame("alpha"))
+            image = read(args.image, input_limit(client, {}))
+            if args.cutout:
+                params = dict(params, foreground=True)
+            result = run_job(client, interrupt, args.op, frames(image), params, bar, 0)
+            alpha = from_frame(result.frame(frame))
             bits = "u16" if args.bits == 16 else "u8"
             write(target, imageio.Picture(imageio.to_format(alpha, bits)))
             if args.cutout:
@@ -837,6 +877,13 @@ def describe_choices(status: dict) -> list[str]:
                 method.get("name"), method.get("title", ""),
                 STATUS_WORDS.get(method.get("kind"), method.get("kind")),
                 "; " + source if source and source != "built in" else "", at))
+    for op, scales in (status.get("choices") or {}).items():
+        # an op with nothing installed to do it (select, before a model is pulled)
+        if op not in all_defaults and not any(scales.values()):
+            summary = (ops.get(op) or {}).get("summary", "")
+            lines += ["", "%s: %s" % (op, summary) if summary else op,
+                      "  none installed" + ("; install with: %s" % INSTALL[op] if op in INSTALL
+                                            else "")]
     return lines
 
 
