@@ -28,6 +28,18 @@ def server(tmp_path_factory):
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def subject_server(tmp_path_factory):
+    """A signed server that also offers tests/fake_subject.py for the select
+    op (the shared `server` has no subject finder)."""
+    proc = ServerProcess(tmp_path_factory.mktemp("subject-server"), key="0123456789abcdef" * 4,
+                         server_settings={"device": "cpu"},
+                         program=Path(__file__).resolve().parent / "fake_subject_server.py")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture
 def fresh_server(tmp_path):
     """A server of the test's own, for tests that kill or starve it."""

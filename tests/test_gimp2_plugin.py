@@ -28,7 +28,7 @@ from gimpfu import (GRAY, GRAY_IMAGE, GRAYA_IMAGE, INDEXED, RGB, RGB_IMAGE,  # n
 
 NAMES = ["python-fu-sharpfu-ai-sharpen", "python-fu-sharpfu-ai-upscale",
          "python-fu-sharpfu-ai-deblur", "python-fu-sharpfu-refine-matte",
-         "python-fu-sharpfu-batch"]
+         "python-fu-sharpfu-batch", "python-fu-sharpfu-select-subject"]
 CHANNELS = {RGB_IMAGE: 3, RGBA_IMAGE: 4, GRAY_IMAGE: 1, GRAYA_IMAGE: 2}
 rng = np.random.default_rng(11)
 
@@ -102,9 +102,9 @@ def test_registration_names_menus_and_arguments(plugin):
     labels = {name: label for name, (_, label, _, _) in installed.items()}
     assert labels == {NAMES[0]: "AI _Sharpen...", NAMES[1]: "AI _Upscale...",
                       NAMES[2]: "AI _Deblur...", NAMES[3]: "AI Refine _Matte...",
-                      NAMES[4]: "AI _Batch..."}
+                      NAMES[4]: "AI _Batch...", NAMES[5]: "AI Select S_ubject..."}
     for name, (menu, _, params, _) in installed.items():
-        assert menu == "<Image>/Filters/Enhance"
+        assert menu == ("<Image>/Select" if name == NAMES[5] else "<Image>/Filters/Enhance")
         assert [p[1] for p in params[:3]] == ["run-mode", "image", "drawable"]
         assert params[-1][1] == "high-bit-depth-as-8-bit", name
         assert "method" in [p[1] for p in params]
@@ -122,6 +122,10 @@ def test_registration_names_menus_and_arguments(plugin):
         "image", "drawable", "op", "scale", "method", "target", "input-folder",
         "output-folder", "high-bit-depth-as-8-bit"]
     assert [r[1] for r in batch["results"]] == ["done", "notes"]
+    select = gimpfu.registered[NAMES[5]]
+    assert [p[1] for p in select["params"]] == [
+        "image", "drawable", "result", "refine", "method", "high-bit-depth-as-8-bit"]
+    assert [r[1] for r in select["results"]] == ["method-used"]
 
 
 # -- the pixel round trip ----------------------------------------------------------------------
@@ -265,6 +269,67 @@ def test_refine_matte_without_mask_or_selection_says_what_to_do(plugin):
     status, _ = gimpfu.run(NAMES[3], RUN_INTERACTIVE, image, layer, "", 0)
     assert status == "success"
     assert "rough mask" in gimpfu.messages[-1] and image.snapshot() == before
+
+
+# -- Select Subject ----------------------------------------------------------------------------
+
+@pytest.fixture
+def subject_plugin(plugin, subject_server, monkeypatch):
+    """The plug-in talking to a server with a subject finder (the test double)."""
+    monkeypatch.setenv("SHARPFU_CONFIG", str(subject_server.config_path))
+    return plugin
+
+
+def subject_picture(offsets=(4, 2)):
+    """A bright square on a dark ground, as the layer to work on."""
+    image, layer = picture(kind=RGB_IMAGE, offsets=offsets)
+    array = np.full((30, 40, 3), 30, np.uint8)
+    array[6:24, 10:30] = 220
+    layer.pixels = bytearray(array.tobytes())
+    return image, layer
+
+
+def test_select_subject_replaces_the_selection_in_one_undo_step(subject_plugin, subject_server):
+    image, layer = subject_picture(offsets=(30, 2))      # 20 of its 40 columns off the canvas
+    select(image, 0, 0, 10, 10)                          # an old selection
+    before, original = image.snapshot(), layer_array(layer).copy()
+    status, values = gimpfu.run(NAMES[5], RUN_NONINTERACTIVE, image, layer, "selection", 1, "",
+                                0)
+    assert status == "success" and values == ("fake-subject+laplacian",)
+    wanted = server_answer(subject_server, "select", [frame_of(original)], name="mask")
+    selection = layer_array(image.selection)
+    assert np.array_equal(selection[2:32, 30:50], wanted[:, :20])
+    assert selection[:, :30].max() == 0 and selection[32:].max() == 0
+    assert image.channels == [] and layer.mask is None
+    assert np.array_equal(layer_array(layer), original)
+    assert image.steps() == 1 and image.unsaved_writes == []
+    image.undo()
+    assert image.snapshot() == before
+
+
+def test_select_subject_as_the_layer_mask_replaces_an_old_one(subject_plugin, subject_server):
+    image, layer = subject_picture()
+    pdb.gimp_layer_add_mask(layer, pdb.gimp_layer_create_mask(layer, gimpfu.ADD_MASK_WHITE))
+    del image.undo_stack[:]              # the set-up is not what is undone
+    select(image, 0, 0, 10, 10)          # the whole mask changes all the same
+    before, original = image.snapshot(), layer_array(layer).copy()
+    status, _ = gimpfu.run(NAMES[5], RUN_NONINTERACTIVE, image, layer, "mask", 0, "", 0)
+    assert status == "success"
+    wanted = server_answer(subject_server, "select", [frame_of(original)], {"refine": False},
+                           name="mask")
+    assert layer.mask is not None and np.array_equal(layer_array(layer.mask), wanted)
+    assert image.steps() == 1 and image.unsaved_writes == []
+    image.undo()
+    assert image.snapshot() == before
+
+
+def test_select_subject_without_a_subject_model_says_what_to_install(plugin):
+    image, layer = subject_picture()
+    before = image.snapshot()
+    status, _ = gimpfu.run(NAMES[5], RUN_INTERACTIVE, image, layer, "selection", 1, "", 0)
+    assert status == "success"      # the user was told
+    assert "sharpfu models pull isnet-general" in gimpfu.messages[-1]
+    assert image.snapshot() == before and image.steps() == 0
 
 
 # -- failures leave the image as it was --------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from server import ops
 from sharpfu_client import operations
 from sharpfu_client.operations import (BATCH, COMMON, FILTERS, OPERATIONS, PROCEDURES,
-                                       REFINE_MATTE, gimp2_label, plain)
+                                       REFINE_MATTE, SELECT_SUBJECT, gimp2_label, plain)
 from sharpfu_client.wire import WireError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def test_every_parameter_of_a_gimp_operation_has_a_field_in_its_dialog():
         for argument in procedure.arguments:
             if argument.param:
                 mapped.setdefault(argument.param, []).append((procedure.name, argument))
-    for procedure in FILTERS + [REFINE_MATTE]:
+    for procedure in FILTERS + [REFINE_MATTE, SELECT_SUBJECT]:
         op = OPERATIONS[procedure.op]
         for name in list(op.params) + ["method"]:
             key = (None, name) if name in COMMON else (op.name, name)

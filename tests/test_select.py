@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +16,9 @@ from enginekit import engine, make_job, run
 from fake_subject import FakeSubject
 from server import tiling
 from server.jobs import JobError
-from server.scratch import ServerProcess
 from sharpfu_client import Frame
 
 SCALE = {"u8": 255, "u16": 65535, "f32": 1.0}
-FAKE_SERVER = Path(__file__).resolve().parent / "fake_subject_server.py"
 
 
 @pytest.fixture
@@ -204,20 +201,11 @@ def test_cancel_stops_it(fake, refine):
     assert len(fake.calls) == 1
 
 
-@pytest.fixture(scope="module")
-def fake_server(tmp_path_factory):
-    """A live server offering the test double for select."""
-    proc = ServerProcess(tmp_path_factory.mktemp("select-server"), key="0123456789abcdef" * 4,
-                         server_settings={"device": "cpu"}, program=FAKE_SERVER).start()
-    yield proc
-    proc.stop()
-
-
 @pytest.mark.slow
-def test_select_through_a_live_server(fake_server, server):
+def test_select_through_a_live_server(subject_server, server):
     image, truth = photo()
     seen = []
-    with fake_server.client() as client:
+    with subject_server.client() as client:
         status = client.status()
         assert status["defaults"]["select"]["1"] == "fake-subject"
         assert "select" in status["ops"]
@@ -246,11 +234,11 @@ def sharpfu(server, *args):
 
 
 @pytest.mark.slow
-def test_cli_writes_the_mask_and_a_cut_out(fake_server, tmp_path):
+def test_cli_writes_the_mask_and_a_cut_out(subject_server, tmp_path):
     from sharpfu_cli import imageio
     image, truth = photo()
     imageio.write(str(tmp_path / "photo.png"), imageio.Picture(image))
-    done = sharpfu(fake_server, "select", tmp_path / "photo.png", "-o", tmp_path / "mask.png",
+    done = sharpfu(subject_server, "select", tmp_path / "photo.png", "-o", tmp_path / "mask.png",
                    "--cutout", tmp_path / "cut.png", "--bits", "16")
     assert done.returncode == 0, done.stderr
     assert "select used Test subject finder (bright is subject) (classical method, not AI) " \
@@ -260,7 +248,7 @@ def test_cli_writes_the_mask_and_a_cut_out(fake_server, tmp_path):
     assert mask.shape == (96, 128, 1) and mask.dtype == np.dtype("<u2")
     assert cut.shape == (96, 128, 4) and np.array_equal(cut[..., 3:], mask)
     assert np.abs(mask[..., 0] / 65535 - truth).mean() < 0.05
-    done = sharpfu(fake_server, "select", tmp_path / "photo.png", "-o", tmp_path / "rough.png",
+    done = sharpfu(subject_server, "select", tmp_path / "photo.png", "-o", tmp_path / "rough.png",
                    "--no-refine", "--method", "fake-subject", "-q")
     assert done.returncode == 0 and done.stderr == "", done.stderr
     rough = imageio.read(str(tmp_path / "rough.png")).pixels

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-#   SharpFu for GIMP 3: AI Sharpen, AI Upscale, AI Deblur, AI Batch and
-#   AI Refine Matte.
+#   SharpFu for GIMP 3: AI Sharpen, AI Upscale, AI Deblur, AI Batch,
+#   AI Refine Matte and AI Select Subject.
 #
 #   This program is free software: you can redistribute it and/or modify
 #   it under the terms of the GNU General Public License as published by
@@ -15,7 +15,8 @@ is scaled as Image > Scale Image does, with the model's pixels in the active
 layer and GIMP's interpolation in the others; or the result opens as a new
 image. AI Batch (batch.py) does the same to every layer, every open image
 or a folder of files. AI Refine Matte (refine_matte.py, also under Layer >
-Mask) turns a rough mask into the layer's alpha matte.
+Mask) turns a rough mask into the layer's alpha matte; Select > AI Select
+Subject (select_subject.py) selects the layer's main subject.
 """
 import os
 import sys
@@ -43,6 +44,7 @@ try:
     import gimp_pixels
     import in_place
     import refine_matte
+    import select_subject
     import server_job
     from sharpfu_client.layers import Declined, Refusal, free_memory
     from sharpfu_client import Frame, SharpFuError, plugin_jobs
@@ -62,7 +64,7 @@ def one_layer(spec, image, drawables):
         raise Refusal("Select exactly one layer for %s (%d are selected)." % (
             spec.title, len(drawables)))
     layer = drawables[0]
-    if spec.op == "matte" and layer.is_layer_mask():   # its thumbnail was clicked
+    if spec.op in ("matte", "select") and layer.is_layer_mask():   # its thumbnail was clicked
         layer = Gimp.Layer.from_mask(layer)
     gimp_pixels.check_layer(image, layer, changes_layer=False)
     return layer
@@ -120,6 +122,20 @@ def run_refine(procedure, run_mode, image, drawables, config, spec):
         _, cutout, method = refine_matte.refine(
             image, layer, config.get_property("source"), config.get_property("cutout"),
             config.get_property("iterations"), config.get_property("method"),
+            interactive=run_mode != Gimp.RunMode.NONINTERACTIVE)
+        return [GObject.Value(Gimp.Layer, cutout),
+                GObject.Value(GObject.TYPE_STRING, method.get("name", ""))]
+    return answer(procedure, run_mode, lambda: dialogs.run(
+        procedure, config, spec, image, drawables), work,
+        lambda: one_layer(spec, image, drawables))
+
+
+def run_select(procedure, run_mode, image, drawables, config, spec):
+    def work():
+        layer = one_layer(spec, image, drawables)
+        cutout, method = select_subject.select(
+            image, layer, config.get_property("result"), config.get_property("refine"),
+            config.get_property("cutout"), config.get_property("method"),
             interactive=run_mode != Gimp.RunMode.NONINTERACTIVE)
         return [GObject.Value(Gimp.Layer, cutout),
                 GObject.Value(GObject.TYPE_STRING, method.get("name", ""))]
@@ -341,7 +357,8 @@ def add_return_value(procedure, value):
         procedure.add_string_return_value(name, label, help_text, "", flags)
 
 
-RUNS = {"sharpfu-batch": run_batch, "sharpfu-refine-matte": run_refine}
+RUNS = {"sharpfu-batch": run_batch, "sharpfu-refine-matte": run_refine,
+        "sharpfu-select-subject": run_select}
 
 
 class SharpFu(Gimp.PlugIn):

@@ -603,7 +603,41 @@ REFINE_MATTE = Procedure(
            "returns": [Return("method-used", "string", u"Method used",
                               u"The name of the model or method that made the matte")]})
 
-PROCEDURES = _table(FILTERS + [BATCH, REFINE_MATTE])
+SELECT_RESULTS = [
+    Choice("selection", u"Replace the selection", u"The subject becomes the image's selection, "
+           u"soft where its edge is (outside the layer nothing is selected)"),
+    Choice("mask", u"Layer mask", u"The subject becomes the layer's mask (the old mask's "
+           u"contents are replaced; a layer without one gets one)")]
+
+SELECT_SUBJECT = Procedure(
+    "sharpfu-select-subject", "select", u"AI Select S_ubject…",
+    u"Select the main subject of the layer with SharpFu",
+    u"Finds the main subject of the active layer (a person, an animal, an object in front) "
+    u"with SharpFu's subject model, a segmentation network (install it once with 'sharpfu "
+    u"models pull isnet-general'), and selects it with a soft mask, its edges and hair refined "
+    u"by closed-form matting (a classical method) unless that is turned off. The whole layer is "
+    u"looked at; its transparent pixels count as background. The selection is replaced, or "
+    u"the mask becomes the layer's mask, and optionally a cut-out layer above holds the subject "
+    u"with the old background's colours removed from its edges. One undo step.",
+    ["<Image>/Select"], [
+        Argument("result", "choice", u"Res_ult", u"Where the subject's mask goes", "selection",
+                 SELECT_RESULTS),
+        from_param("refine", "select", "refine", u"Refine _edges",
+                   u"Refine the model's mask with closed-form matting over a band around its "
+                   u"edge, so that hair and fine edges come out crisp (a few seconds more); "
+                   u"off: the model's own soft mask"),
+        from_param("cutout", "select", "foreground", u"Add a cu_t-out layer",
+                   u"Also add a layer above, holding the subject with clean edge colours"),
+        METHOD],
+    [Return("cutout-layer", "layer", u"Cut-out layer",
+            u"The cut-out layer, when one was asked for", optional=True),
+     Return("method-used", "string", u"Method used",
+            u"The name of the model (and refiner) that found the subject")],
+    gimp2={"arguments": ["result", "refine", "method", "high-bit-depth-as-8-bit"],
+           "returns": [Return("method-used", "string", u"Method used",
+                              u"The name of the model (and refiner) that found the subject")]})
+
+PROCEDURES = _table(FILTERS + [BATCH, REFINE_MATTE, SELECT_SUBJECT])
 
 
 def filter_for(op):

@@ -17,6 +17,9 @@ from sharpfu_client import Frame, layers
 from sharpfu_client.layers import Refusal, Region
 
 ADD_MASK_SELECTION = 4           # GimpAddMaskType; its Python name changed in 2.10
+ADD_MASK_BLACK = 1
+MASK_DISCARD = 1                 # GimpMaskApplyMode
+CHANNEL_OP_REPLACE = 2           # GimpChannelOps
 HIGH_BIT_DEPTH = 200             # GimpPrecision: the 8-bit ones are 100 and 150
 INDEXED = 2                      # GimpImageBaseType
 
@@ -202,3 +205,68 @@ class MatteChange(object):
         finally:
             pdb.gimp_image_undo_group_end(self.image)
         gimp.displays_flush()
+
+
+class SubjectChange(object):
+    """Select Subject on one layer: the server's mask of the subject
+    replaces the selection (result "selection") or becomes the layer's mask
+    ("mask")."""
+
+    def __init__(self, image, layer, result):
+        self.image, self.layer, self.result = image, layer, result
+        self.mask = None
+
+    def frames(self):
+        return [read(self.layer, Region(0, 0, self.layer.width, self.layer.height))]
+
+    def take(self, frame):
+        if (frame.width, frame.height, frame.channels, frame.format) != (
+                self.layer.width, self.layer.height, 1, "u8"):
+            raise Refusal("The SharpFu server answered with a %dx%d mask of %d channels "
+                          "instead of %dx%d of 1; the image is unchanged." % (
+                              frame.width, frame.height, frame.channels, self.layer.width,
+                              self.layer.height))
+        self.mask = frame
+
+    def apply(self):
+        pdb.gimp_image_undo_group_start(self.image)
+        try:
+            if self.result == "mask":
+                self.replace_mask()
+            else:
+                self.replace_selection()
+        finally:
+            pdb.gimp_image_undo_group_end(self.image)
+        gimp.displays_flush()
+
+    def replace_mask(self):
+        """A new mask holding the subject's, in place of any old one (written
+        before it is added: the adding is the undo step)."""
+        if self.layer.mask is not None:
+            pdb.gimp_layer_remove_mask(self.layer, MASK_DISCARD)
+        mask = pdb.gimp_layer_create_mask(self.layer, ADD_MASK_BLACK)
+        write(mask, self.mask, 0, 0, shadow=False)
+        pdb.gimp_layer_add_mask(self.layer, mask)
+
+    def replace_selection(self):
+        """Through a channel of the image's size, there for the moment:
+        selecting it is the undo step that brings the old selection back.
+        Outside the layer nothing is selected."""
+        image, (x, y) = self.image, self.layer.offsets
+        left, top = max(0, x), max(0, y)
+        right = min(image.width, x + self.mask.width)
+        bottom = min(image.height, y + self.mask.height)
+        if right <= left or bottom <= top:
+            pdb.gimp_selection_none(image)
+            return
+        channel = gimp.Channel(image, native(self.layer.name) + " (subject)", image.width,
+                               image.height, 50.0, (0, 0, 0))
+        pdb.gimp_image_insert_channel(image, channel, None, 0)
+        try:
+            inside = layers.crop(self.mask, left - x, top - y, right - left, bottom - top)
+            # pixel regions take the channel's stored values, which selecting
+            # it copies into the selection as they are
+            write(channel, inside, left, top, shadow=False)
+            pdb.gimp_image_select_item(image, CHANNEL_OP_REPLACE, channel)
+        finally:
+            pdb.gimp_image_remove_channel(image, channel)

@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 # -*- coding: utf-8 -*-
 #   SharpFu for GIMP 2.10 (Python-Fu): AI Sharpen, AI Upscale, AI Deblur,
-#   AI Refine Matte and AI Batch.
+#   AI Refine Matte, AI Batch and AI Select Subject.
 #
 #   This program is free software: you can redistribute it and/or modify
 #   it under the terms of the GNU General Public License as published by
 #   the Free Software Foundation; either version 3 of the License, or
 #   (at your option) any later version.
 """Filters > Enhance > AI Sharpen, AI Upscale, AI Deblur, AI Refine Matte and
-AI Batch, for GIMP 2.10 and its Python 2.7.
+AI Batch, and Select > AI Select Subject, for GIMP 2.10 and its Python 2.7.
 
 The same filters as SharpFu's GIMP 3 plug-in, through the same client
 library. The procedures are named python-fu-sharpfu-ai-sharpen and so on:
@@ -34,7 +34,8 @@ from gimpfu import (PF_DIRNAME, PF_DRAWABLE, PF_IMAGE, PF_INT32, PF_RADIO, PF_ST
 # The table of procedures needs only the standard library: the menus are
 # there even when the rest cannot load.
 from sharpfu_client.operations import (AUTHOR, BATCH, COPYRIGHT, DATE, FILTERS,  # noqa: E402
-                                       PROCEDURES, REFINE_MATTE, filter_for, gimp2_label, plain)
+                                       PROCEDURES, REFINE_MATTE, SELECT_SUBJECT, filter_for,
+                                       gimp2_label, plain)
 
 try:
     import zmq  # noqa: F401 - first, so that when it is missing, that is what is told
@@ -199,6 +200,27 @@ def refine_matte(image, drawable, method, accept_8_bit):
     return guarded(title(REFINE_MATTE), "", work)
 
 
+def select_subject(image, drawable, result, refine, method, accept_8_bit):
+    def work(shown):
+        gimp2_layers.check_precision(image, accept_8_bit)
+        layer = gimp2_layers.layer_of(drawable)
+        gimp2_layers.check_layer(image, layer, changes_layer=False)
+        if result not in ("selection", "mask"):
+            raise Refusal("%s puts the subject in the selection or the layer mask, not %r." % (
+                title(SELECT_SUBJECT), native(result)))
+        change = gimp2_layers.SubjectChange(image, layer, result)
+        params = gimp2_job.job_params(None, method)
+        if not refine:
+            params["refine"] = False
+        answer = gimp2_job.run(SELECT_SUBJECT.op, change.frames(), params,
+                               title(SELECT_SUBJECT))
+        change.take(answer.frame("mask"))
+        change.apply()
+        finish(title(SELECT_SUBJECT), answer)
+        return native(answer.method.get("name", ""))
+    return guarded(title(SELECT_SUBJECT), "", work)
+
+
 def batch(image, drawable, op, scale, method, target, input_folder, output_folder,
           accept_8_bit):
     def work(shown):
@@ -229,7 +251,8 @@ def missing_message(error):
             "the client library into %s." % (error, HERE))
 
 
-FUNCTIONS = {REFINE_MATTE.name: refine_matte, BATCH.name: batch}
+FUNCTIONS = {REFINE_MATTE.name: refine_matte, BATCH.name: batch,
+             SELECT_SUBJECT.name: select_subject}
 
 for _spec in PROCEDURES.values():
     register(PREFIX + _spec.name, plain(_spec.gimp2_value("blurb")),

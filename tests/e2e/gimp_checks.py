@@ -157,7 +157,7 @@ def describe_argument(pspec):
 def registration():
     found = {}
     for name in ("sharpfu-ai-sharpen", "sharpfu-ai-upscale", "sharpfu-ai-deblur",
-                 "sharpfu-batch", "sharpfu-refine-matte"):
+                 "sharpfu-batch", "sharpfu-refine-matte", "sharpfu-select-subject"):
         proc = PDB.lookup_procedure(name)
         found[name] = None if proc is None else {
             "label": proc.get_menu_label(), "menu": list(proc.get_menu_paths()),
@@ -469,6 +469,131 @@ def refine_matte():
     image.delete()
     bare.delete()
     record("refine_matte", **found)
+
+
+# -- AI Select Subject (its own suite: a server with a subject finder) ----------------------------
+
+def select_subject(image, layer, **arguments):
+    """Call sharpfu-select-subject as a script would."""
+    proc = PDB.lookup_procedure("sharpfu-select-subject")
+    assert proc is not None, "sharpfu-select-subject is not registered"
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])
+    for name, value in arguments.items():
+        config.set_property(name, value)
+    values = proc.run(config)
+    status = values.index(0)
+    out = {"status": status.value_nick}
+    if status == Gimp.PDBStatusType.SUCCESS:
+        out["cutout"], out["method"] = values.index(1), values.index(2)
+    elif values.length() > 1:
+        out["message"] = values.index(1)
+    return out
+
+
+def selection_state(image):
+    """What Ctrl+Z must bring back after Select Subject: the layers, their
+    masks, the channels and the selection."""
+    masks = [hashlib.sha256(raw(l.get_mask(), "Y u8")).hexdigest() if l.get_mask() else None
+             for l in image.get_layers()]
+    return {"image": describe(image), "masks": masks,
+            "channels": [c.get_name() for c in image.get_channels()],
+            "selection": hashlib.sha256(raw(image.get_selection(), "Y u8")).hexdigest()}
+
+
+@check("select")
+def select_registration():
+    proc = PDB.lookup_procedure("sharpfu-select-subject")
+    record("select_registration", found=proc is not None, **({} if proc is None else {
+        "label": proc.get_menu_label(), "menu": list(proc.get_menu_paths()),
+        "arguments": [a.name for a in proc.get_arguments()],
+        "returns": [a.name for a in proc.get_return_values()]}))
+
+
+@check("select")
+def select_replaces_the_selection():
+    image = load("subject.png")
+    layer = image.get_layers()[0]
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 0, 0, 10, 10)    # an old selection
+    found = {k: v for k, v in select_subject(image, layer).items() if k != "cutout"}
+    dump("select_selection.raw", raw(image.get_selection(), "Y u8"))
+    found["layers"] = len(image.get_layers())
+    found["channels"] = [c.get_name() for c in image.get_channels()]   # none left behind
+    found["mask"] = layer.get_mask() is not None
+    found["layer_unchanged"] = raw(layer, None) == raw(load("subject.png").get_layers()[0], None)
+    image.delete()
+    record("select_replaces_the_selection", **found)
+
+
+@check("select")
+def select_as_layer_mask_with_a_cut_out():
+    image = load("subject.png")
+    layer = image.get_layers()[0]
+    result = select_subject(image, layer, result="mask", refine=False, cutout=True)
+    found = {k: v for k, v in result.items() if k != "cutout"}
+    found["selection_empty"] = Gimp.Selection.is_empty(image)
+    mask = layer.get_mask()
+    found["has_mask"] = mask is not None
+    if mask is not None:
+        dump("select_mask.raw", raw(mask, "Y u8"))
+    cut = result.get("cutout")
+    if cut is not None:
+        found["cutout"] = {"name": cut.get_name(), "has_alpha": cut.has_alpha(),
+                           "size": [cut.get_width(), cut.get_height()],
+                           "position": image.get_item_position(cut)}
+    image.delete()
+    record("select_as_layer_mask_with_a_cut_out", **found)
+
+
+@check("select")
+def select_offset_layer():
+    # A layer smaller than the canvas, half off its right edge: selected at
+    # its place, nothing selected outside it
+    image = Gimp.Image.new(96, 64, Gimp.ImageBaseType.RGB)
+    layer = Gimp.Layer.new_from_drawable(load("subject.png").get_layers()[0], image)
+    image.insert_layer(layer, None, 0)
+    layer.set_offsets(64, 8)
+    found = {k: v for k, v in select_subject(image, layer).items() if k != "cutout"}
+    dump("select_offset.raw", raw(image.get_selection(), "Y u8"))
+    found["channels"] = [c.get_name() for c in image.get_channels()]
+    image.delete()
+    record("select_offset_layer", **found)
+
+
+@check("select")
+def undo_select_subject():
+    if not PARAMS.get("gui"):  # noqa: F821
+        record("undo_select_subject", skipped="no GUI GIMP here")
+        return
+    image = load("subject.png")
+    layer = image.get_layers()[0]
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 0, 0, 10, 10)
+    display, window = show(image, "undo_select_subject")
+
+    def wait(wanted):
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if selection_state(image) == wanted:
+                return True
+            time.sleep(0.25)
+        return False
+    before = selection_state(image)
+    result = {k: v for k, v in select_subject(image, layer).items() if k != "cutout"}
+    Gimp.displays_flush()
+    after = selection_state(image)
+    press(window, "ctrl+z")
+    undone = wait(before)
+    state_undone = selection_state(image)
+    press(window, "ctrl+y")
+    redone = wait(after)
+    state_redone = selection_state(image)
+    image.clean_all()
+    display.delete()
+    record("undo_select_subject", changed=after != before, undone=undone, redone=redone,
+           before=before, after_undo=state_undone, after=after, after_redo=state_redone,
+           **result)
 
 
 # -- headless: AI Batch ---------------------------------------------------------------------------

@@ -57,6 +57,8 @@ RGB_IMAGE, RGBA_IMAGE, GRAY_IMAGE, GRAYA_IMAGE, INDEXED_IMAGE, INDEXEDA_IMAGE = 
 PRECISION_U8_GAMMA, PRECISION_U16_GAMMA, PRECISION_FLOAT_GAMMA = 150, 250, 650
 ADD_MASK_WHITE, ADD_MASK_BLACK, ADD_MASK_ALPHA = 0, 1, 2
 ADD_MASK_SELECTION = 4
+MASK_APPLY, MASK_DISCARD = 0, 1
+CHANNEL_OP_ADD, CHANNEL_OP_SUBTRACT, CHANNEL_OP_REPLACE, CHANNEL_OP_INTERSECT = range(4)
 CLIP_TO_IMAGE = 1
 CHANNELS = {RGB_IMAGE: 3, RGBA_IMAGE: 4, GRAY_IMAGE: 1, GRAYA_IMAGE: 2, INDEXED_IMAGE: 1,
             INDEXEDA_IMAGE: 2}
@@ -181,17 +183,20 @@ class Drawable(object):
 
 
 class Channel(Drawable):
-    """A layer mask or the selection: one byte a pixel."""
+    """A layer mask, the selection or a channel (gimp.Channel(image, name,
+    width, height, opacity, color)): one byte a pixel, 0 when new."""
 
-    def __init__(self, image, name, width, height):
+    def __init__(self, image, name, width, height, opacity=100.0, color=(0, 0, 0)):
         Drawable.__init__(self, image, name, width, height, 1)
         self.layer = None          # the layer whose mask it is, once added
         self.is_selection = False
+        self.in_image = False      # a channel of the image (Channels dialog)
         self.has_alpha, self.is_rgb, self.is_gray, self.is_indexed = False, False, True, False
         self.type = GRAY_IMAGE
 
     def attached(self):
-        return self.is_selection or (self.layer is not None and self.layer.attached())
+        return self.is_selection or self.in_image or (self.layer is not None
+                                                      and self.layer.attached())
 
     def empty(self):
         return not any(self.pixels)
@@ -249,6 +254,7 @@ class Image(object):
         self.active_layer = None
         self.selection = Channel(self, "selection", width, height)
         self.selection.is_selection = True
+        self.channels = []                   # the Channels dialog's, top to bottom
         self.filename = None
         self.name = "Untitled"
         self.valid = True
@@ -277,7 +283,8 @@ class Image(object):
         return (self.width, self.height, bytes(self.selection.pixels),
                 [(layer.name, layer.width, layer.height, layer.offsets, layer.type,
                   bytes(layer.pixels), bytes(layer.mask.pixels) if layer.mask else None)
-                 for layer in self.all_layers()])
+                 for layer in self.all_layers()],
+                [(channel.name, bytes(channel.pixels)) for channel in self.channels])
 
     def insert_layer(self, layer, parent=None, position=0):
         pdb.gimp_image_insert_layer(self, layer, parent, position)
@@ -297,7 +304,8 @@ class Image(object):
 
     def whole_state(self):
         return (self.width, self.height, bytes(self.selection.pixels),
-                [(layer, layer.state()) for layer in self.all_layers()], list(self.layers))
+                [(layer, layer.state()) for layer in self.all_layers()], list(self.layers),
+                list(self.channels))
 
     def saved_in_open_group(self, drawable):
         if self.open_group is None:
@@ -313,7 +321,12 @@ class Image(object):
         group = self.undo_stack.pop()
         for thing, state in reversed(group):
             if thing is self:
-                width, height, selection, layers, top = state
+                width, height, selection, layers, top, channels = state
+                for channel in self.channels:
+                    channel.in_image = False
+                self.channels = channels
+                for channel in channels:
+                    channel.in_image = True
                 self.width, self.height = width, height
                 self.selection.width, self.selection.height = width, height
                 self.selection.pixels = bytearray(selection)
@@ -552,6 +565,47 @@ class _Pdb(object):
         elif mask_type != ADD_MASK_BLACK:
             raise error("the double does not make masks of type %r" % mask_type)
         return mask
+
+    def gimp_layer_remove_mask(self, layer, mode):
+        _record("pdb.gimp_layer_remove_mask", layer.name, mode)
+        if layer.mask is None:
+            raise error("layer '%s' has no mask" % layer.name)
+        if mode != MASK_DISCARD:
+            raise error("the double only discards masks")
+        if layer.attached():
+            layer.image.save_for_undo(layer)
+        layer.mask.layer, layer.mask = None, None
+
+    def gimp_image_insert_channel(self, image, channel, parent, position):
+        _record("pdb.gimp_image_insert_channel", image.ID, channel.name, position)
+        if channel.image is not image or (channel.width, channel.height) != (image.width,
+                                                                           image.height):
+            raise error("the channel belongs to another image or has another size")
+        image.save_for_undo(image)      # its undo removes the channel, pixels and all
+        image.channels.insert(position, channel)
+        channel.in_image = True
+
+    def gimp_image_remove_channel(self, image, channel):
+        _record("pdb.gimp_image_remove_channel", image.ID, channel.name)
+        if channel not in image.channels:
+            raise error("the channel is not in the image")
+        image.save_for_undo(image)
+        image.channels.remove(channel)
+        channel.in_image = False
+
+    def gimp_image_select_item(self, image, operation, item):
+        """Only CHANNEL_OP_REPLACE with a channel of the image: the channel's
+        values become the selection's."""
+        _record("pdb.gimp_image_select_item", image.ID, operation, item.name)
+        if operation != CHANNEL_OP_REPLACE or not getattr(item, "in_image", False):
+            raise error("the double only replaces the selection with a channel of the image")
+        image.save_for_undo(image.selection)
+        image.selection.pixels = bytearray(item.pixels)
+
+    def gimp_selection_none(self, image):
+        _record("pdb.gimp_selection_none", image.ID)
+        image.save_for_undo(image.selection)
+        image.selection.pixels = bytearray(len(image.selection.pixels))
 
     def gimp_layer_add_mask(self, layer, mask):
         _record("pdb.gimp_layer_add_mask", layer.name)
