@@ -288,12 +288,25 @@ class Engine:
         small = working_size(height, width, SUBJECT_PIXELS)
         if job.cancel.is_set():
             raise tiling.Cancelled()
-        report(0.0, "%s: finding the subject" % method.title)
+        finding = "%s: finding the subject" % method.title
+        report(0.0, finding)
         colour = pixels.shrunk(image, fmt, colour_channels, small, self.device)
         if colour_channels == 1:
             colour = colour.expand(-1, 3, -1, -1)
-        with torch.inference_mode():
-            found = method.subject(colour.contiguous())
+
+        def inside(fraction: float, done: int, total: int) -> None:
+            # as the network's layers finish: progress, and a cancel is
+            # honoured within the one long call
+            if job.cancel.is_set():
+                raise tiling.Cancelled()
+            report(share * fraction, finding)
+        within = TileProgress(method.networks(1))
+        within.report = inside
+        try:
+            with torch.inference_mode():
+                found = method.subject(colour.contiguous())
+        finally:
+            within.close()
         if not isinstance(found, torch.Tensor) or tuple(found.shape) != (1, 1) + small:
             raise JobError("model_failed", "%s answered with a mask of shape %s for a %dx%d "
                            "picture; nothing was returned." % (

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from server.methods import SubjectMethod
 
 COARSE = 8      # the mask is worked out on cells of this many pixels a side
+LAYERS = 10
 
 
 class FakeSubject(SubjectMethod):
@@ -21,12 +22,20 @@ class FakeSubject(SubjectMethod):
         super().__init__()
         self.calls: list[tuple[int, ...]] = []    # the shape of every picture it was given
         self.answer = None        # for tests of a broken network: what it returns instead
+        # layers it passes the picture through, as a network would (their
+        # forward hooks report progress)
+        self.layers = torch.nn.Sequential(*[torch.nn.Identity() for _ in range(LAYERS)])
+        self.finished = 0         # calls that got to the end
+
+    def networks(self, scale: int) -> list[torch.nn.Module]:
+        return [self.layers]
 
     def subject(self, image: torch.Tensor) -> torch.Tensor:
         self.calls.append(tuple(image.shape))
         if self.answer is not None:
             return self.answer
-        bright = (image.mean(1, keepdim=True) > 0.5).float()
+        bright = (self.layers(image).mean(1, keepdim=True) > 0.5).float()
+        self.finished += 1
         height, width = image.shape[-2:]
         cells = (max(1, height // COARSE), max(1, width // COARSE))
         coarse = F.interpolate(bright, size=cells, mode="area")

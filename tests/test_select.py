@@ -168,6 +168,23 @@ def test_progress_rises_to_1_and_says_what_it_does(fake):
     assert any("Closed-form matting" in s for _, s in reports)
 
 
+def test_progress_moves_and_cancel_is_honoured_inside_the_network(fake, monkeypatch):
+    import server.engine
+    monkeypatch.setattr(server.engine, "SUBTILE_INTERVAL", 0.0)
+    reports = []
+    run("select", {}, reports, image=photo()[0])
+    inside = [f for f, s in reports if "finding the subject" in s and 0 < f < 0.3]
+    assert len(inside) >= 5, reports[:12]
+    job = make_job("select", {}, image=photo()[0])
+
+    def report(fraction, stage):
+        if "finding the subject" in stage and fraction > 0:
+            job.cancel.set()
+    with pytest.raises(tiling.Cancelled):
+        engine().run(job, report)
+    assert len(fake.calls) == 2 and fake.finished == 1     # stopped within the call
+
+
 def test_a_broken_answer_is_a_model_failure(fake):
     import torch
     fake.answer = torch.zeros(1, 1, 5, 5)
