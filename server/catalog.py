@@ -191,7 +191,7 @@ class Catalog:
         it can end with). The list the GIMP dialogs and the CLI offer."""
         self.refresh()
         found = {}
-        for op, scales in OP_SCALES.items():
+        for op, scales in self._offered().items():
             found[op] = {}
             for scale in scales:
                 if op == "sharpen":
@@ -205,10 +205,14 @@ class Catalog:
         return found
 
     def defaults(self) -> dict:
-        """op -> scale -> the method (or '+'-joined chain) used when none is named;
-        an op with no method installed (select, before a model is pulled) is left out."""
+        """op -> scale -> the method (or '+'-joined chain) used when none is named."""
         return {op: {str(s): "+".join(m.name for m, _ in self.chain(op, s)) for s in ss}
-                for op, ss in OP_SCALES.items()
+                for op, ss in self._offered().items()}
+
+    def _offered(self) -> dict:
+        """OP_SCALES less the ops without a classical fallback (select) that
+        no installed method can do: choices and defaults leave them out."""
+        return {op: scales for op, scales in OP_SCALES.items()
                 if op not in NO_METHOD or self.candidates(ROLES[op])}
 
 

@@ -877,13 +877,12 @@ def describe_choices(status: dict) -> list[str]:
                 method.get("name"), method.get("title", ""),
                 STATUS_WORDS.get(method.get("kind"), method.get("kind")),
                 "; " + source if source and source != "built in" else "", at))
-    for op, scales in (status.get("choices") or {}).items():
+    for op, command in INSTALL.items():
         # an op with nothing installed to do it (select, before a model is pulled)
-        if op not in all_defaults and not any(scales.values()):
+        if op in ops and op not in all_defaults:
             summary = (ops.get(op) or {}).get("summary", "")
             lines += ["", "%s: %s" % (op, summary) if summary else op,
-                      "  none installed" + ("; install with: %s" % INSTALL[op] if op in INSTALL
-                                            else "")]
+                      "  none installed; install with: %s" % command]
     return lines
 
 
