@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +98,6 @@ def checked(gimp):
     """The "select" suite, in one GIMP start."""
     work = gimp.workdir("select")
     imageio.write(str(work / "subject.png"), imageio.Picture(subject_image()))
-    shutil.copy(HERE / "press_cancel.py", work / "press_cancel.py")
     gui = has_gui_tools(gimp)
     params = {"results": work / "results.jsonl", "work": work, "suite": "select",
               "server_log": gimp.server.log_path, "gui": gui}
