@@ -323,6 +323,17 @@ def test_select_subject_as_the_layer_mask_replaces_an_old_one(subject_plugin, su
     assert image.snapshot() == before
 
 
+def test_select_subject_that_finds_nothing_says_so_and_changes_nothing(subject_plugin):
+    image, layer = subject_picture()
+    layer.pixels = bytearray(len(layer.pixels))       # all dark: the finder sees no subject
+    select(image, 0, 0, 10, 10)
+    before = image.snapshot()
+    status, _ = gimpfu.run(NAMES[5], RUN_INTERACTIVE, image, layer, "selection", 1, "", 0)
+    assert status == "success"
+    assert "found no subject in layer 'subject'" in gimpfu.messages[-1]
+    assert image.snapshot() == before and image.steps() == 0
+
+
 def test_select_subject_without_a_subject_model_says_what_to_install(plugin):
     image, layer = subject_picture()
     before = image.snapshot()

@@ -274,6 +274,15 @@ def test_cli_writes_the_mask_and_a_cut_out(subject_server, tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_says_when_it_finds_no_subject(subject_server, tmp_path):
+    from sharpfu_cli import imageio
+    imageio.write(str(tmp_path / "dark.png"), imageio.Picture(np.full((40, 50, 3), 20, "u1")))
+    done = sharpfu(subject_server, "select", tmp_path / "dark.png", "-o", tmp_path / "mask.png")
+    assert done.returncode == 0 and "found no subject" in done.stderr, done.stderr
+    assert imageio.read(str(tmp_path / "mask.png")).pixels.max() == 0
+
+
+@pytest.mark.slow
 def test_cli_without_a_subject_model_says_what_to_install(server, tmp_path):
     from sharpfu_cli import imageio
     imageio.write(str(tmp_path / "photo.png"), imageio.Picture(photo()[0]))

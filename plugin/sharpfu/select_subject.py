@@ -18,7 +18,7 @@ from gi.repository import Babl, Gegl, Gimp  # noqa: E402
 import gimp_pixels  # noqa: E402
 import refine_matte  # noqa: E402
 import server_job  # noqa: E402
-from sharpfu_client.layers import Refusal, Region, crop  # noqa: E402
+from sharpfu_client.layers import Refusal, Region, check_subject, crop  # noqa: E402
 from sharpfu_client.operations import SELECT_SUBJECT  # noqa: E402
 
 TITLE = SELECT_SUBJECT.title
@@ -48,6 +48,7 @@ def select(image, layer, result="selection", refine=True, cutout=False, method="
     if (mask.width, mask.height, mask.channels) != (width, height, 1):
         raise Refusal("The SharpFu server answered with a %dx%d mask instead of %dx%d; the "
                       "image is unchanged." % (mask.width, mask.height, width, height))
+    check_subject(mask, TITLE, layer.get_name())
     foreground = answer.frame("foreground") if cutout else None
 
     # Everything so far only read the image. From here it changes, as one undo step.

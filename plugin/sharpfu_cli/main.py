@@ -708,6 +708,9 @@ def run_mask(args, client: Client, interrupt: Interrupt, inputs: list[str], fram
                 params = dict(params, foreground=True)
             result = run_job(client, interrupt, args.op, frames(image), params, bar, 0)
             alpha = from_frame(result.frame(frame))
+            if args.op == "select" and not alpha.any():
+                say("%s: found no subject: the mask is empty (it looks for one main subject "
+                    "in front of a background)" % args.image)
             bits = "u16" if args.bits == 16 else "u8"
             write(target, imageio.Picture(imageio.to_format(alpha, bits)))
             if args.cutout:

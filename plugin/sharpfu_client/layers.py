@@ -66,6 +66,19 @@ def crop(frame, left, top, width, height, name=None):
                  frame.name if name is None else name)
 
 
+def check_subject(mask, title, layer_name):
+    """Refuse a subject mask that is 0 everywhere (Select Subject found
+    nothing to select), before the image changes: selecting nothing, or an
+    all-black layer mask, would look like a failure that said nothing."""
+    if not memoryview(mask.data).tobytes().strip(b"\0"):
+        raise Refusal(NO_SUBJECT % (title, layer_name))
+
+
+NO_SUBJECT = ("%s found no subject in layer '%s': the model's mask is empty, and the image is "
+              "unchanged. It looks for one main subject in front of a background; a close-up "
+              "that fills the picture, or a plain texture, has none.")
+
+
 def check_drawable(name, indexed=False, mask_or_channel=False, group=False, locked=False):
     """Refuse what cannot be processed, before any work is done. name: the
     drawable's; the rest: what the plug-in's GIMP says about it (locked:

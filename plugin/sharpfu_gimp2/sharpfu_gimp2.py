@@ -45,7 +45,7 @@ try:
     from gimp2_layers import native
     from sharpfu_client import SharpFuError
     from sharpfu_client.config import ConfigError
-    from sharpfu_client.layers import Refusal
+    from sharpfu_client.layers import Refusal, check_subject
     MISSING = None
 except ImportError as error:
     # Register the menu entries anyway: running one then says what is missing,
@@ -215,6 +215,7 @@ def select_subject(image, drawable, result, refine, method, accept_8_bit):
         answer = gimp2_job.run(SELECT_SUBJECT.op, change.frames(), params,
                                title(SELECT_SUBJECT))
         change.take(answer.frame("mask"))
+        check_subject(change.mask, title(SELECT_SUBJECT), native(layer.name))
         change.apply()
         finish(title(SELECT_SUBJECT), answer)
         return native(answer.method.get("name", ""))

@@ -563,6 +563,22 @@ def select_offset_layer():
 
 
 @check("select")
+def select_finds_nothing():
+    # a plain dark layer: no subject; the selection stays as it was
+    image = Gimp.Image.new(40, 30, Gimp.ImageBaseType.RGB)
+    layer = Gimp.Layer.new(image, "Plain", 40, 30, Gimp.ImageType.RGB_IMAGE, 100.0,
+                           Gimp.LayerMode.NORMAL)
+    image.insert_layer(layer, None, 0)
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 0, 0, 10, 10)
+    before = selection_state(image)
+    found = select_subject(image, layer)
+    found.pop("cutout", None)
+    found["unchanged"] = selection_state(image) == before
+    image.delete()
+    record("select_finds_nothing", **found)
+
+
+@check("select")
 def undo_select_subject():
     if not PARAMS.get("gui"):  # noqa: F821
         record("undo_select_subject", skipped="no GUI GIMP here")

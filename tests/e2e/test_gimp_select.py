@@ -167,6 +167,13 @@ def test_a_layer_off_the_corner_is_selected_where_it_lies(checked, gimp, tmp_pat
     assert np.abs(selection[8:56, 64:] - cli_mask(gimp, tmp_path)[:, :32]).max() <= 1
 
 
+def test_a_layer_without_a_subject_is_refused_and_left_alone(checked):
+    record = checked["select_finds_nothing"]
+    assert record["status"] == "execution-error", record
+    assert "found no subject in layer 'Plain'" in record["message"]
+    assert record["unchanged"]
+
+
 def test_one_ctrl_z_brings_the_old_selection_back(checked):
     record = checked["undo_select_subject"]
     if record.get("skipped"):
