@@ -22,6 +22,7 @@ from .methods.auto_upscale import AutoUpscale
 from .methods.blind_deconvolution import shipped as blind_deconvolution
 from .methods.colour_matte import ColourLineMatte
 from .methods.guided_filter import GuidedFilterMatte
+from .methods.isnet_subject import subject_methods
 from .methods.laplacian_matte import LaplacianMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
@@ -31,9 +32,13 @@ from .methods.unsharp import UnsharpMask
 log = logging.getLogger("sharpfu.models")
 
 # op -> the op whose methods it draws on (sharpen = deblur, then upscale)
-ROLES = {"upscale": "upscale", "deblur": "deblur", "sharpen": "deblur", "matte": "matte"}
+ROLES = {"upscale": "upscale", "deblur": "deblur", "sharpen": "deblur", "matte": "matte",
+         "select": "select"}
 # the scales each op is offered at
-OP_SCALES = {"upscale": (2, 4), "deblur": (1,), "sharpen": (1, 2, 4), "matte": (1,)}
+OP_SCALES = {"upscale": (2, 4), "deblur": (1,), "sharpen": (1, 2, 4), "matte": (1,),
+             "select": (1,)}
+# ops that have no method until a network is installed (no classical fallback)
+OPTIONAL = ("select",)
 
 
 class Catalog:
@@ -72,6 +77,7 @@ class Catalog:
                     log.warning("models folder: skipping %s: %s", model.path.name, model.problem)
             taken = set(self.methods) - set(self._installed) - {"auto"}
             current = {m.name: m for m in installed_methods(models, taken)}
+            current.update((m.name, m) for m in subject_methods(models, taken | set(current)))
             # each installed method serves one file
             versions = {m.name: _version(next(iter(m.weights.values())).path)
                         for m in current.values()}
@@ -177,10 +183,12 @@ class Catalog:
         """op -> scale -> the names of the methods a job may name for it,
         best first: the first is what runs when none is named (for sharpen,
         the deblurrers, whose first is its first stage, then the upscalers
-        it can end with). The list the GIMP dialogs and the CLI offer."""
+        it can end with). The list the GIMP dialogs and the CLI offer. An
+        op without a classical fallback (select) is listed only once a
+        method for it is installed; so in `defaults`."""
         self.refresh()
         found = {}
-        for op, scales in OP_SCALES.items():
+        for op, scales in self._offered().items():
             found[op] = {}
             for scale in scales:
                 if op == "sharpen":
@@ -196,7 +204,12 @@ class Catalog:
     def defaults(self) -> dict:
         """op -> scale -> the method (or '+'-joined chain) used when none is named."""
         return {op: {str(s): "+".join(m.name for m, _ in self.chain(op, s)) for s in ss}
-                for op, ss in OP_SCALES.items()}
+                for op, ss in self._offered().items()}
+
+    def _offered(self) -> dict:
+        """OP_SCALES less the optional ops no installed method can do."""
+        return {op: scales for op, scales in OP_SCALES.items()
+                if op not in OPTIONAL or self.candidates(ROLES[op])}
 
 
 def _version(path) -> tuple:
