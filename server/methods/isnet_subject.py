@@ -43,7 +43,7 @@ class IsnetSubject(SubjectMethod):
             "The main subject's soft mask, found by ISNet (Qin et al., 'Highly Accurate "
             "Dichotomous Image Segmentation', ECCV 2022) at %d x %d: a start for Refine Matte."
             % (isnet.SIZE, isnet.SIZE))
-        self.weights = {1: weights}          # as NetworkMethod: the catalog reads the file's version
+        self.weights = {1: weights}     # as NetworkMethod's: the catalog reads the file's version
         self.preference = preference
         self.model: torch.nn.Module | None = None
         self.device, self.dtype = torch.device("cpu"), torch.float32
