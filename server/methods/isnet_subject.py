@@ -5,8 +5,10 @@ normalisation), the mask it returns resized back to the picture's size
 bilinearly and clamped to 0..1.
 
 The resize down is plain bilinear (no antialiasing), as the authors'
-training and the npm package's inference resize; the network saw such
-inputs. The mask's resize back is antialiased when the picture is smaller
+training and inference and the npm package resize; the network saw such
+inputs. The mask is not stretched to its own range (the authors' script
+does; the package does not): a picture without a clear subject keeps a
+faint mask. The mask's resize back is antialiased when the picture is smaller
 than 1024 in a direction. Runs in whatever device and precision the catalog
 loads it with; the mask comes back in the image's dtype.
 """
