@@ -38,7 +38,7 @@ the encoder's dilations 1, 2, 4, the bottom's 8 and the decoder's 4, 2, 1.
 The authors trained it on DIS5K at 1024 x 1024; the released files take
 exactly that (`SIZE`), with the input's 0..1 values less 0.5 (`MEAN`; the
 npm package normalises 8-bit values as (v - 128) / 256, the same to within
-0.2%, see server/methods/isnet_subject.py). Every resize is bilinear with
+0.4%, see server/methods/isnet_subject.py). Every resize is bilinear with
 half-pixel centres (align_corners=False), as in the graph.
 """
 from __future__ import annotations
