@@ -29,6 +29,10 @@ SUBTILE_INTERVAL = 0.5    # seconds between progress reports inside a tile
 # select: the largest picture a subject finder is given (the image area-shrunk,
 # never enlarged); segmentation networks work at about 1 MP, so nothing is lost
 # and the memory it needs is bounded whatever the photo's size.
+# Result frames a job asks for, in the words of a refusal that GIMP shows
+# and the CLI prints: what the frame is, and how each asked for it.
+ON_REQUEST_WORDS = {"kernel": "the estimated blur: it does not estimate one"}
+ON_REQUEST_ASKED = {"kernel": "Show estimated blur (on the command line, --save-kernel)"}
 SUBJECT_PIXELS = 4_000_000
 SUBJECT_REFINER = "laplacian"   # select's refine: the matte op's band solver
 
@@ -65,10 +69,15 @@ class Engine:
             wanted = [name for name in OPS[job.op].on_request if job.params.get(name)]
             missing = [name for name in wanted if name not in stages[0][0].extra_frames]
             if missing:
-                raise JobError("bad_params", "%s cannot return %s; leave out %s, or name a "
-                               "method that can (see status: extra_frames)." % (
-                                   stages[0][0].title, " or ".join(map(repr, missing)),
-                                   " and ".join(map(repr, missing))))
+                able = sorted({m.name for m in self.catalog.methods.values()
+                               if job.op in m.ops and set(missing) <= set(getattr(
+                                   m, "extra_frames", ()))})
+                raise JobError("bad_params", "%s cannot give %s. Turn off %s, or choose a "
+                               "method that can: %s." % (
+                                   stages[0][0].title,
+                                   " or ".join(ON_REQUEST_WORDS.get(n, repr(n)) for n in missing),
+                                   " and ".join(ON_REQUEST_ASKED.get(n, repr(n)) for n in missing),
+                                   ", ".join(able) or "none is installed"))
 
     def run(self, job: Job, report: Report) -> tuple[list[tuple[dict, np.ndarray, dict | None]], dict]:
         """Returns the result frames (descriptor, array, shared-memory ref or

@@ -144,6 +144,9 @@ def test_a_method_without_a_kernel_refuses_to_return_one():
     with pytest.raises(JobError) as caught:
         engine().check(make_job("deblur", {"method": "unsharp", "kernel": True}, image=src))
     assert caught.value.code == "bad_params" and "kernel" in caught.value.message
+    # in words a GIMP user reads: what to turn off, and which method can
+    assert "Show estimated blur" in caught.value.message
+    assert caught.value.message.endswith("can: blind-deconvolution.")
 
 
 def test_kernel_size_is_made_odd_and_fits_the_picture():

@@ -228,6 +228,34 @@ def deblur_grey_alpha():
 
 
 @check("headless")
+def deblur_shows_the_blur():
+    """Blind deconvolution with Show estimated blur: the kernel as a layer."""
+    image = load("blurry.png")
+    layer = image.get_layers()[0]
+    result = run("sharpfu-ai-deblur", image, [layer], method="blind-deconvolution",
+                 blur_size=9, show_blur=True)
+    found = plain(result)
+    found["layers"] = []
+    for each in image.get_layers():
+        _, x, y = each.get_offsets()
+        found["layers"].append([each.get_name(), x, y, each.get_width(), each.get_height()])
+        if each.get_name().endswith("(estimated blur)"):
+            dump("blur_layer.raw", raw(each, "Y' u8"))
+        else:
+            dump("deblurred.raw", raw(each, "R'G'B' u8"))
+    # a method that estimates no blur: said, and nothing changes
+    plain_image = load("blurry.png")
+    before = describe(plain_image)
+    found["without_estimate"] = plain(run("sharpfu-ai-deblur", plain_image,
+                                          [plain_image.get_layers()[0]], method="unsharp",
+                                          show_blur=True))
+    found["without_estimate_unchanged"] = describe(plain_image) == before
+    image.delete()
+    plain_image.delete()
+    record("deblur_shows_the_blur", **found)
+
+
+@check("headless")
 def upscale_16bit():
     image = load("rgb16.png")
     result = run("sharpfu-ai-upscale", image, image.get_layers())

@@ -38,6 +38,7 @@ from sharpfu_client import Client, Frame  # noqa: E402
 from sharpfu_client import methods  # noqa: E402
 from sharpfu_client.operations import PROCEDURES  # noqa: E402
 from sharpfu_client.preview import Crop  # noqa: E402
+from training import degradations  # noqa: E402
 
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 
@@ -70,6 +71,15 @@ def images(tmp_path_factory) -> dict[str, np.ndarray]:
     matte = rng.integers(0, 60, (48, 64, 3))
     matte[:, 32:] += 170
     made["matte.png"] = matte.astype("u1")
+    # AI Deblur's blind estimate: shapes with straight and round edges, a
+    # Gaussian blur (sigma 1.2 px) that leaves a kernel to find
+    yy, xx = np.mgrid[0:56, 0:72]
+    sharp = np.full((56, 72, 3), 40.0)
+    sharp[8:30, 6:34] = (220, 180, 60)
+    sharp[((yy - 34) ** 2 + (xx - 50) ** 2) < 14 ** 2] = (60, 120, 230)
+    sharp[40:50, 10:60:6] = 250
+    made["blurry.png"] = degradations.to_8bit(
+        degradations.blur(sharp, degradations.gaussian(1.2)))
     for name, pixels in made.items():
         imageio.write(str(folder / name), imageio.Picture(pixels))
     made["_folder"] = folder
@@ -312,6 +322,37 @@ def test_deblur_of_grey_with_alpha(headless, expected):
     result = exported(headless, "deblur_grey.png")
     assert result.shape == (32, 40, 2)
     assert np.array_equal(result, expected["deblur 1 la8.png"])
+
+
+def test_show_estimated_blur_adds_the_cli_kernel_as_a_layer(headless, images, gimp,
+                                                           tmp_path):
+    record = headless["deblur_shows_the_blur"]
+    assert record["status"] == "success", record
+    assert record["method"] == "blind-deconvolution"
+    cli(gimp.server, "deblur", [images["_folder"] / "blurry.png"], tmp_path, "--method",
+        "blind-deconvolution", "--kernel-size", "9", "--save-kernel",
+        str(tmp_path / "kernel.png"))
+    deblurred = imageio.read(str(tmp_path / "blurry.png")).pixels
+    kernel = imageio.read(str(tmp_path / "kernel.png")).pixels[..., 0].astype(float) / 65535
+    # the layer: the kernel's weights, largest white, each a square of whole pixels
+    (name, x, y, width, height), (base, *_) = record["layers"]
+    assert name == base + " (estimated blur)" and (x, y) == (0, 0)
+    zoom = width // kernel.shape[1]
+    assert zoom >= 1 and (width, height) == (kernel.shape[1] * zoom, kernel.shape[0] * zoom)
+    shown = np.frombuffer((headless.work / "blur_layer.raw").read_bytes(), np.uint8)
+    shown = shown.reshape(height, width)[::zoom, ::zoom].astype(float)
+    assert np.abs(shown - np.round(255 * kernel)).max() <= 1
+    assert kernel.max() == 1 and (kernel > 0.05).sum() > 1      # a blur was found
+    # the deblurred layer is the CLI's result, and not the blurry input
+    layer = np.frombuffer((headless.work / "deblurred.raw").read_bytes(), np.uint8)
+    assert np.array_equal(layer.reshape(deblurred.shape), deblurred)
+    assert not np.array_equal(deblurred, images["blurry.png"])
+    # with a method that estimates no blur: said plainly, nothing changed
+    refused = record["without_estimate"]
+    assert refused["status"] != "success"
+    assert "Show estimated blur" in refused["message"]
+    assert "blind-deconvolution" in refused["message"]
+    assert record["without_estimate_unchanged"]
 
 
 def test_a_16_bit_image_stays_16_bit_with_all_its_levels(headless, expected, images):
