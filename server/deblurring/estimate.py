@@ -56,7 +56,7 @@ class Settings:
     iterations: int = 5             # alternations per pyramid level
     ratio: float = 1 / math.sqrt(2)     # size ratio between pyramid levels
     coarsest: int = 5               # kernel side at the coarsest level
-    prune: float = 0.05             # kernel values below this fraction of the peak go
+    prune: float = 0.1              # kernel values below this fraction of the peak go
     kappa: float = 2.0              # growth of the splitting weights
     mu_max: float = 1e5             # last splitting weight of the gradient prior
     beta_max: float = 2e3           # last splitting weight of P(x)
