@@ -27,6 +27,8 @@ no-blur test) and its tile function on the whole crop:
             truth: peak normalised cross-correlation over all shifts
             (server/deblurring/kernels.similarity)
   NCC       the kernel the method deconvolves with (after the model choice)
+  aspect    how round the estimator's kernel is (kernels.aspect: 1 round,
+            near 0 a line)
   model     free, gaussian, disc or none
   PSNR      of the deblurred crop (RGB, 8 px shaved), and its gain over the
             blurry crop; with the true kernel too (--true-kernel), the
@@ -131,6 +133,8 @@ def run_one(method, blurry: np.ndarray, sharp: np.ndarray, case: BlurCase, param
     row["ncc"] = kernels.similarity(found, truth)
     row["raw_ncc"] = kernels.similarity(recorder.raw, truth) if recorder.raw is not None \
         else float("nan")
+    row["raw_aspect"] = kernels.aspect(recorder.raw) if recorder.raw is not None \
+        else float("nan")
     x = torch.from_numpy(blurry).permute(2, 0, 1)[None].float() / 255.0
     box = (0, 0, blurry.shape[0], blurry.shape[1])
     if deconvolution:
@@ -223,8 +227,10 @@ def main() -> None:
             row = run_one(method, blurry, sharp, blur_case, params, args.deconvolution,
                           args.true_kernel)
             results[case][name] = row
-            print("  %-13s %-36s %-28s raw %.3f  ncc %.3f  %-8s %2d px  %s%s  est %.0f s" % (
-                case, name[:36], row["blur"], row["raw_ncc"], row["ncc"], row["model"],
+            print("  %-13s %-36s %-28s raw %.3f (aspect %.2f)  ncc %.3f  %-8s %2d px  %s%s  "
+                  "est %.0f s" % (
+                case, name[:36], row["blur"], row["raw_ncc"], row["raw_aspect"], row["ncc"],
+                row["model"],
                 row["size"],
                 "%+.2f dB" % (row["psnr"] - row["blurry"]) if "psnr" in row else "",
                 " (true %+.2f)" % (row["true_psnr"] - row["blurry"]) if "true_psnr" in row
