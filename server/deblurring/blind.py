@@ -7,8 +7,8 @@ tile with what it found (deconvolve.py, through server/tiling.py).
 2. The kernel is estimated (estimate.py) on the grey picture, in the window
    with the most strong edges (a kernel needs edges, and a window keeps it
    fast); a noisy picture's window is first denoised by the learned prior.
-3. A soft blur that looks like a Gaussian or a disc (soft focus, defocus)
-   is replaced by the best-fitting one of those (training/degradations.py
+3. A soft blur that looks like a round Gaussian or a disc (soft focus,
+   defocus) is replaced by the best-fitting one of those (training/degradations.py
    draws them): a smooth kernel is what a blind estimate gets least
    exactly, and the model is exact. An estimate that is a single pixel, or
    one the picture's own spectrum contradicts (detail left where the kernel
@@ -44,7 +44,8 @@ CLIPPED = 0.985         # values at or above this fraction of the top are clippe
 AUTOMATIC_SIZE = 35     # the automatic kernel side ...
 AUTOMATIC_SHARE = 0.025     # ... or this share of the shorter side, if larger ...
 LARGEST_AUTOMATIC = 75      # ... up to this
-PARAMETRIC_FIT = 0.9    # replace an estimate by a Gaussian or a disc this similar to it
+PARAMETRIC_FIT = 0.9    # replace an estimate by a Gaussian or a disc this similar to it ...
+ROUND = 0.8             # ... if it is at least this round (kernels.aspect)
 REGION_AGREEMENT = 0.5  # a region's kernel must be this similar to the picture's
 DENOISE_FOR_ESTIMATION = 1.5 / 255   # above this noise, estimate on a denoised window
 EDGE_FRACTION = 0.002   # fewer strong-edge pixels than this share: no kernel can be told
@@ -257,6 +258,13 @@ def simplest_model(kernel: torch.Tensor) -> tuple[torch.Tensor, str]:
     where it is (nearly) a single pixel, else the estimate as it is."""
     if kernel.shape[-1] <= 1 or float(kernel.max()) > NO_BLUR_PEAK:
         return kernels.delta(1, kernel), "none"
+    # Gaussians and discs are round; an elongated blob is a motion the
+    # estimate got only roughly, and a round model would blur it further
+    # (bench/kernel_estimation.py: estimates of Gaussian blurs had aspects
+    # 0.82 to 0.97, blobs that were motion or shake and that a Gaussian
+    # fitted 0.58 to 0.71)
+    if kernels.aspect(kernel) < ROUND:
+        return kernel, "free"
     best, fit, name = 0.0, kernel, "free"
     size = kernel.shape[-1]
     for sigma in [0.3 + 0.1 * i for i in range(1, 60)]:

@@ -47,7 +47,7 @@ from .kernels import centre, prune, resize_kernel
 
 @dataclass(frozen=True)
 class Settings:
-    prior: str = "dark"             # "gradient", "intensity" or "dark"
+    prior: str = "gradient"         # "gradient", "intensity" or "dark"
     lambda_gradient: float = 4e-3   # weight of the L0 gradient prior (decays per iteration)
     lambda_prior: float = 4e-3      # weight of P(x)
     lambda_floor: float = 1e-4      # lambda_gradient never falls below this
@@ -56,11 +56,16 @@ class Settings:
     iterations: int = 5             # alternations per pyramid level
     ratio: float = 1 / math.sqrt(2)     # size ratio between pyramid levels
     coarsest: int = 5               # kernel side at the coarsest level
-    prune: float = 0.05             # kernel values below this fraction of the peak go
+    prune: float = 0.1              # kernel values below this fraction of the peak go
     kappa: float = 2.0              # growth of the splitting weights
     mu_max: float = 1e5             # last splitting weight of the gradient prior
     beta_max: float = 2e3           # last splitting weight of P(x)
     dark_patch: int = 35            # dark channel patch side, at the finest level
+    solver: str = "cg"              # kernel fit: "fourier" (unconstrained, then cropped) or
+                                    # "cg" (conjugate gradients on the kernel's support)
+    cg_iterations: int = 50
+    select: float = 0.0             # keep the latent's strongest gradients: at least this many
+                                    # times the kernel's side per orientation (0: all)
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -147,7 +152,12 @@ def one_level(blurry: torch.Tensor, valid: torch.Tensor, kernel: torch.Tensor, l
     bx, by = bx * weight, by * weight
     for _ in range(settings.iterations):
         latent = latent_image(y, kernel, lambda_g, patch, settings)
-        kernel = fit_kernel(latent, bx, by, weight, size, settings.gamma)
+        lx, ly = fourier.gradients(latent)
+        lx, ly = lx * weight, ly * weight
+        if settings.select:
+            lx, ly = select_gradients(lx, ly, int(math.ceil(settings.select * size)))
+        kernel = fit_kernel(lx, ly, bx, by, size, settings.gamma, settings.solver, kernel,
+                            settings.cg_iterations)
         kernel = centre(prune(kernel, settings.prune))
         lambda_g = max(lambda_g / settings.decay, settings.lambda_floor)
     return kernel, lambda_g
@@ -215,22 +225,78 @@ def dark_channel(x: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tenso
     return -negative[0, 0], where
 
 
-def fit_kernel(latent: torch.Tensor, bx: torch.Tensor, by: torch.Tensor, weight: torch.Tensor,
-               size: int, gamma: float) -> torch.Tensor:
-    """argmin_k ||grad x * k - grad y||^2 + gamma ||k||^2 over the weighted
-    gradients, in the Fourier domain; then non-negative and summing to one."""
-    shape = latent.shape
-    lx, ly = fourier.gradients(latent)
-    fx, fy = torch.fft.rfft2(lx * weight), torch.fft.rfft2(ly * weight)
+def select_gradients(gx: torch.Tensor, gy: torch.Tensor,
+                     count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The strongest gradients only, as Cho and Lee (2009) select them: the
+    threshold on the magnitude is the highest that keeps at least `count`
+    pixels in each of four orientation bins (so that every direction of the
+    kernel stays constrained); weaker gradients are set to zero."""
+    magnitude = gx * gx + gy * gy
+    angle = torch.atan2(gy, gx).remainder(math.pi)
+    bins = (angle / (math.pi / 4)).long().clamp_(max=3)
+    threshold = float("inf")
+    for b in range(4):
+        values = magnitude[(bins == b) & (magnitude > 0)]
+        if values.numel() == 0:
+            continue
+        k = min(count, values.numel())
+        threshold = min(threshold, float(torch.topk(values, k).values[-1]))
+    if not math.isfinite(threshold):
+        return gx, gy
+    weak = magnitude < threshold
+    return gx.masked_fill(weak, 0.0), gy.masked_fill(weak, 0.0)
+
+
+def fit_kernel(lx: torch.Tensor, ly: torch.Tensor, bx: torch.Tensor, by: torch.Tensor,
+               size: int, gamma: float, solver: str = "fourier",
+               start: torch.Tensor | None = None, iterations: int = 20) -> torch.Tensor:
+    """argmin_k ||grad x * k - grad y||^2 + gamma ||k||^2 over the masked
+    gradients of the latent (lx, ly) and the blurry image (bx, by); then
+    non-negative and summing to one. "fourier": the minimiser over kernels
+    as large as the image, one division in the Fourier domain, cropped to
+    size x size; "cg": the minimiser over size x size kernels, by conjugate
+    gradients from `start` (each step a product in the Fourier domain)."""
+    shape = lx.shape
+    fx, fy = torch.fft.rfft2(lx), torch.fft.rfft2(ly)
     numerator = torch.conj(fx) * torch.fft.rfft2(bx) + torch.conj(fy) * torch.fft.rfft2(by)
-    denominator = fx.abs() ** 2 + fy.abs() ** 2 + gamma
-    kernel = fourier.kernel_from_spectrum(numerator / denominator, shape, size).clamp_(min=0.0)
+    power = fx.abs() ** 2 + fy.abs() ** 2
+    if solver == "cg":
+        kernel = conjugate_gradients(
+            lambda k: fourier.kernel_from_spectrum(power * fourier.otf(k, shape), shape, size)
+            + gamma * k,
+            fourier.kernel_from_spectrum(numerator, shape, size),
+            start if start is not None and start.shape[-1] == size else None,
+            iterations).clamp_(min=0.0)
+    else:
+        kernel = fourier.kernel_from_spectrum(numerator / (power + gamma), shape,
+                                              size).clamp_(min=0.0)
     total = kernel.sum()
     if not torch.isfinite(total) or total <= 0:
         kernel = torch.zeros_like(kernel)
         kernel[size // 2, size // 2] = 1.0
         return kernel
     return kernel / total
+
+
+def conjugate_gradients(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
+                        x: torch.Tensor | None, iterations: int) -> torch.Tensor:
+    """x with apply(x) = b, `apply` symmetric positive definite."""
+    x = torch.zeros_like(b) if x is None else x.clone()
+    r = b - apply(x)
+    p = r
+    rs = float((r * r).sum())
+    target = 1e-10 * float((b * b).sum())
+    for _ in range(iterations):
+        if rs <= target:
+            break
+        ap = apply(p)
+        alpha = rs / float((p * ap).sum())
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_next = float((r * r).sum())
+        p = r + (rs_next / rs) * p
+        rs = rs_next
+    return x
 
 
 def erode(mask: torch.Tensor, size: int) -> torch.Tensor:

@@ -76,6 +76,25 @@ def centre_of_mass(kernel: torch.Tensor) -> tuple[float, float]:
             float((kernel.sum(0) * index).sum() / total))
 
 
+def aspect(kernel: torch.Tensor) -> float:
+    """How round the kernel's spread is: the square root of the ratio of the
+    smaller to the larger eigenvalue of its second moments (1 for a round
+    Gaussian or a disc, near 0 for a line)."""
+    size = kernel.shape[-1]
+    index = torch.arange(size, device=kernel.device, dtype=torch.float64) - size // 2
+    k = kernel.double() / kernel.double().sum()
+    rows, columns = index[:, None], index[None, :]
+    mean_r, mean_c = float((k * rows).sum()), float((k * columns).sum())
+    rr = float((k * (rows - mean_r) ** 2).sum())
+    cc = float((k * (columns - mean_c) ** 2).sum())
+    rc = float((k * (rows - mean_r) * (columns - mean_c)).sum())
+    spread = ((rr - cc) ** 2 / 4 + rc * rc) ** 0.5
+    larger, smaller = (rr + cc) / 2 + spread, (rr + cc) / 2 - spread
+    if larger <= 0:
+        return 1.0
+    return max(0.0, smaller / larger) ** 0.5
+
+
 def shift(kernel: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
     """Move the kernel by whole pixels, what leaves the square dropped."""
     size = kernel.shape[-1]
