@@ -323,6 +323,8 @@ def test_an_adapted_deblurrer_is_never_the_default(engine, monkeypatch):
     # that did not validate), its adapted copy must not become the default.
     base = engine.catalog.methods["mimo-unet-small"]
     monkeypatch.setattr(base, "preference", -1.0)
+    # nor the measured default deblurrer above them all
+    monkeypatch.setattr(engine.catalog.methods["blind-deconvolution"], "preference", -1.0)
     record = {"adaptation": {"gain": 0.1, "reason": "test"}, "samples": 1}
     adapted = AdaptedMethod("mimo-unet-small-adapted-test", base, 1, record, state={})
     monkeypatch.setitem(engine.catalog.methods, adapted.name, adapted)

@@ -209,8 +209,9 @@ def preference(weights: registry.Weights) -> float:
       for another look (GAN-sharpened). The exception is the authors'
       MIMO-UNet checkpoints, which SharpFu recognises as its own
       architecture and knows to be far better trained than its own small
-      deblurrer (docs/models/mimo-unet.md): they rank above everything
-      SharpFu ships that is not measured so, MIMO-UNet+ before MIMO-UNet.
+      deblurrer (docs/models/mimo-unet.md), and which a user adds for the
+      job: unmeasured, they rank first, MIMO-UNet+ before MIMO-UNet; once
+      the benchmark measured one (`--models-dir`), its numbers place it.
     * SharpFu's own weights rank above the classical method only if their
       record shows them ahead of every baseline on every validation case;
       otherwise they stay available by name, below it."""
@@ -225,7 +226,7 @@ def preference(weights: registry.Weights) -> float:
             return 3.0 + mean / 100.0
     if installed(weights):
         if weights.architecture.name == mimo_unet.NAME:
-            return 2.0 + weights.parameters / 1e9
+            return 4.0 + weights.parameters / 1e9
         return 0.5 + weights.parameters / 1e9
     return 1.0 + weights.parameters / 1e9 if _ahead(
         validation_cases(weights.record).values()) else -1.0
