@@ -48,7 +48,12 @@ class BlindDeconvolution(ImageMethod):
         self.title = record["title"]
         self.description = record["description"]
         self.source = record["source"]
-        self.preference = preference(weights)
+        # Not the default, whatever the benchmark says, until the plug-in
+        # gives it the whole layer (or the kernel found there) for previews
+        # and selections: it estimates the blur from the frame it is sent,
+        # so its result on a crop is not its result on the whole picture,
+        # and the preview would show something the filter does not make.
+        self.preference = min(preference(weights), -1.0)
         self.denoiser: Denoiser | None = None
         self.device = torch.device("cpu")
         self.settings = blind.Settings()
