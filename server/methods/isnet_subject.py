@@ -23,6 +23,7 @@ from models import isnet, registry
 from models.architectures import isnet as isnet_architecture
 
 from . import SubjectMethod
+from .network import offered_name
 
 log = logging.getLogger("sharpfu.methods")
 
@@ -103,10 +104,8 @@ def subject_methods(models, taken: set[str] = frozenset()) -> list[IsnetSubject]
     for model in models:
         if model.weights is None or model.weights.spec.task != isnet_architecture.TASK:
             continue
-        name = next((n for n in (model.name, model.path.name) if n not in names), None)
+        name = offered_name(model, names)
         if name is None:
-            log.warning("models folder: %s is not offered: a method named %r exists already",
-                        model.path.name, model.name)
             continue
         record = model.record or {}
         title = record.get("title") or "%s (%s)" % (TITLE, model.path.name)

@@ -212,6 +212,9 @@ def preference(weights: registry.Weights) -> float:
       deblurrer (docs/models/mimo-unet.md), and which a user adds for the
       job: unmeasured, they rank first, MIMO-UNet+ before MIMO-UNet; once
       the benchmark measured one (`--models-dir`), its numbers place it.
+      Blind deconvolution is the exception for now: it stays below the
+      unsharp mask whatever its numbers (server/methods/blind_deconvolution.py
+      says why).
     * SharpFu's own weights rank above the classical method only if their
       record shows them ahead of every baseline on every validation case;
       otherwise they stay available by name, below it."""
@@ -273,6 +276,17 @@ def installed_method(name: str, weights: registry.Weights) -> NetworkMethod:
                          preference=preference(weights))
 
 
+def offered_name(model, names: set[str]) -> str | None:
+    """The method name a models-folder entry is offered under: its own, or
+    its file's where a method has that name already; None (said in the
+    log) where both are taken."""
+    name = next((n for n in (model.name, model.path.name) if n not in names), None)
+    if name is None:
+        log.warning("models folder: %s is not offered: a method named %r exists already",
+                    model.path.name, model.name)
+    return name
+
+
 def installed_methods(models, taken: set[str] = frozenset()) -> list[NetworkMethod]:
     """A method for each usable image-to-image model of the models folder
     (models/store.py's entries), named after it, or after its file where a
@@ -281,10 +295,8 @@ def installed_methods(models, taken: set[str] = frozenset()) -> list[NetworkMeth
     for model in models:
         if model.weights is None or model.weights.spec.task not in IMAGE_TASKS:
             continue
-        name = next((n for n in (model.name, model.path.name) if n not in names), None)
+        name = offered_name(model, names)
         if name is None:
-            log.warning("models folder: %s is not offered: a method named %r exists already",
-                        model.path.name, model.name)
             continue
         try:
             methods.append(installed_method(name, model.weights))
