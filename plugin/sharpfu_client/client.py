@@ -578,6 +578,13 @@ class Client(Waiting):
                 if job._lease is None or ref.get("segment") != job._lease.name:
                     raise SharpFuError("The server answered with memory this client does not own.",
                                        "bad_message")
+                # reading pages a truncated file no longer has kills the
+                # process (SIGBUS), so the file's size is checked first
+                if not job._lease.intact():
+                    self._release_lease(job)
+                    raise SharpFuError("The shared memory holding the result was cut short "
+                                       "by another program; run the job again.",
+                                       "shm_unavailable")
                 data = job._lease.view(ref["offset"], ref["size"])
             else:
                 part = next(inline)
